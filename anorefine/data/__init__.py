@@ -1,0 +1,70 @@
+"""Datasets: list categories and read splits of MVTec AD, VisA, MVTec-layout folders and the demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from anorefine.data.dataset import AnomalyImageDataset
+from anorefine.data.demo import DEMO_CATEGORIES, ensure_demo_dataset
+from anorefine.data.mvtec import MVTEC_CATEGORIES, list_layout_categories, read_layout_split
+from anorefine.data.records import ImageRecord, has_ground_truth
+from anorefine.data.visa import VISA_CATEGORIES, list_visa_categories, read_visa_split
+from anorefine.errors import DataError
+
+__all__ = [
+    "DATASET_KINDS",
+    "DEMO_CATEGORIES",
+    "MVTEC_CATEGORIES",
+    "VISA_CATEGORIES",
+    "AnomalyImageDataset",
+    "ImageRecord",
+    "ensure_demo_dataset",
+    "has_ground_truth",
+    "list_categories",
+    "read_split",
+]
+
+DATASET_KINDS: tuple[str, ...] = ("mvtec", "visa", "folder", "demo")
+SPLITS = ("train", "test")
+
+_ROOT_FIX = {
+    "mvtec": "download MVTec AD with `python scripts/download.py mvtec --root {root}` or set dataset.root",
+    "visa": "download VisA with `python scripts/download.py visa --root {root}` or set dataset.root",
+    "folder": "set dataset.root to a folder in the MVTec layout (<category>/train/good, test/<defect|good>)",
+    "demo": "generate it with anorefine.data.ensure_demo_dataset({root}) or set dataset.root",
+}
+
+
+def _check_root(kind: str, root: Path) -> Path:
+    if kind not in DATASET_KINDS:
+        kinds = ", ".join(DATASET_KINDS)
+        raise DataError(f"unknown dataset kind '{kind}': set dataset.kind to one of {kinds}")
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"dataset root {root} does not exist: {_ROOT_FIX[kind].format(root=root)}")
+    return root
+
+
+def list_categories(kind: str, root: Path) -> list[str]:
+    """Categories present under `root`: official ones in official order (mvtec, visa), else sorted."""
+    root = _check_root(kind, root)
+    if kind == "visa":
+        return list_visa_categories(root)
+    found = list_layout_categories(root)
+    return [c for c in MVTEC_CATEGORIES if c in found] if kind == "mvtec" else found
+
+
+def read_split(kind: str, root: Path, category: str, split: str) -> list[ImageRecord]:
+    """Records of `split` ("train" or "test") of one category, in a sorted, deterministic order."""
+    available = list_categories(kind, root)
+    root = Path(root)
+    if category not in available:
+        raise DataError(
+            f"category '{category}' is not in the {kind} dataset at {root} (available: "
+            f"{', '.join(available) or 'none'}): set dataset.categories to a list of available ones"
+        )
+    if split not in SPLITS:
+        raise DataError(f"split '{split}' is not one of {', '.join(SPLITS)}")
+    if kind == "visa":
+        return read_visa_split(root, category, split)
+    return read_layout_split(root, category, split, masks_optional=kind == "folder")

@@ -1,0 +1,93 @@
+"""Torch dataset over image records: loads, converts to RGB and resizes image and mask."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import Dataset
+
+from anorefine.data.records import ImageRecord
+from anorefine.errors import DataError
+
+_PIL_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+def _open(path: Path, what: str) -> Image.Image:
+    """Open and fully decode an image file, turning any decoder failure into a DataError."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.copy()
+    except _PIL_ERRORS as err:
+        raise DataError(f"cannot read {what} {path}: {err}; replace or remove the file") from err
+
+
+def _to_rgb(img: Image.Image) -> np.ndarray:
+    """(H, W, 3) float32 in [0, 1]; 16-bit/int grayscale is scaled by 65535, float taken as is."""
+    if img.mode.startswith(("I", "F")):
+        gray = np.asarray(img, dtype=np.float32)
+        if img.mode.startswith("I"):
+            gray = gray / 65535.0
+        return np.repeat(np.clip(gray, 0.0, 1.0)[..., None], 3, axis=2)
+    return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def _to_mask(img: Image.Image) -> np.ndarray:
+    """(H, W) bool: anomalous where any colour channel is non-zero (alpha ignored)."""
+    if "A" in img.getbands():
+        img = img.convert("RGB")
+    arr = np.asarray(img)
+    if arr.ndim == 3:
+        arr = arr.max(axis=2)
+    return arr > 0
+
+
+class AnomalyImageDataset(Dataset):
+    """Items: image (3,S,S) float in [0,1], mask (1,S,S) in {0,1}, label, has_mask, index, original_size.
+
+    `original_size` is a LongTensor (H0, W0) of the file's size, so default collation gives (B, 2).
+    """
+
+    def __init__(self, records: list[ImageRecord], image_size: int) -> None:
+        self.records = list(records)
+        self.image_size = int(image_size)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _resize(self, x: torch.Tensor, mode: str) -> torch.Tensor:
+        size = (self.image_size, self.image_size)
+        if tuple(x.shape[-2:]) == size:
+            return x
+        if mode == "bilinear":
+            return F.interpolate(x[None], size=size, mode=mode, antialias=True, align_corners=False)[0]
+        return F.interpolate(x[None], size=size, mode=mode)[0]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        record = self.records[index]
+        img = _open(record.image_path, "image")
+        height, width = img.height, img.width
+        image = torch.from_numpy(_to_rgb(img)).permute(2, 0, 1)
+        image = self._resize(image, "bilinear").clamp_(0.0, 1.0)
+        mask = torch.zeros(1, self.image_size, self.image_size)
+        if record.label == 1 and record.mask_path is not None:
+            mask_img = _open(record.mask_path, "mask")
+            if mask_img.size != img.size:
+                raise DataError(
+                    f"mask {record.mask_path} is {mask_img.width}x{mask_img.height} but image "
+                    f"{record.image_path} is {width}x{height}: the mask does not belong to this image"
+                )
+            mask = self._resize(torch.from_numpy(_to_mask(mask_img)).float()[None], "nearest-exact")
+        return {
+            "image": image.contiguous(),
+            "mask": mask,
+            "label": record.label,
+            "has_mask": record.label == 0 or record.mask_path is not None,
+            "index": index,
+            "original_size": torch.tensor([height, width], dtype=torch.long),
+        }

@@ -1,0 +1,153 @@
+"""Download of the MVTec AD and VisA archives: stream, verify sha256, extract safely, rename into place."""
+
+from __future__ import annotations
+
+import hashlib
+import lzma
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.error import URLError
+from urllib.request import Request, urlopen
+
+from anorefine.data.mvtec import GOOD, MVTEC_CATEGORIES
+from anorefine.data.visa import SPLIT_CSV
+from anorefine.errors import DataError
+
+_CHUNK = 1 << 20
+
+Progress = Callable[[int, int | None], None]
+
+
+@dataclass(frozen=True)
+class Archive:
+    """A dataset archive as published, with the sha256 that anomalib 2.7 records for it."""
+
+    name: str
+    url: str
+    sha256: str
+
+    @property
+    def filename(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+
+ARCHIVES: dict[str, Archive] = {
+    "mvtec": Archive(
+        "MVTec AD",
+        "https://www.mydrive.ch/shares/150996/b52ecdcbf521176e9db9c731f2304b27/"
+        "download/420938113-1629960298/mvtec_anomaly_detection.tar.xz",
+        "cf4313b13603bec67abb49ca959488f7eedce2a9f7795ec54446c649ac98cd3d",
+    ),
+    "visa": Archive(
+        "VisA",
+        "https://amazon-visual-anomaly.s3.us-west-2.amazonaws.com/VisA_20220922.tar",
+        "2eb8690c803ab37de0324772964100169ec8ba1fa3f7e94291c9ca673f40f362",
+    ),
+}
+
+
+def is_extracted(kind: str, root: Path) -> bool:
+    """True when `root` holds an extracted dataset of `kind` (a VisA split CSV, or an MVTec category)."""
+    if kind == "visa":
+        return (root / SPLIT_CSV).is_file()
+    return any((root / c / "train" / GOOD).is_dir() for c in MVTEC_CATEGORIES)
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_sha256(path: Path, expected: str, source: str) -> None:
+    """Raise DataError when the file's sha256 is not `expected`."""
+    actual = sha256_of(path)
+    if actual != expected.lower():
+        raise DataError(
+            f"sha256 mismatch for {path} (from {source}): expected {expected}, got {actual}; "
+            f"the download is corrupt or incomplete: run the download again"
+        )
+
+
+def fetch(url: str, dest: Path, progress: Progress | None = None) -> None:
+    """Stream `url` into the file `dest`, calling progress(bytes_done, total_or_None) per chunk."""
+    request = Request(url, headers={"User-Agent": "anorefine"})
+    try:
+        with urlopen(request, timeout=60) as response, dest.open("wb") as out:
+            total, done = getattr(response, "length", None), 0
+            while chunk := response.read(_CHUNK):
+                out.write(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+    except (URLError, OSError) as err:
+        raise DataError(f"cannot download {url}: {err}; check the connection and download again") from err
+
+
+def extract_tar(archive: Path, dest: Path) -> None:
+    """Extract a tar archive into `dest` in one pass, refusing links, special files and paths escaping `dest`.
+
+    On a refused member, what came before it stays in `dest`: extract into a temporary folder.
+    """
+    base = dest.resolve()
+    extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+    try:
+        with tarfile.open(archive, mode="r:*") as tar:
+            for member in tar:  # streaming: a .tar.xz is decompressed once
+                if not (member.isfile() or member.isdir()):
+                    raise DataError(f"archive {archive} has a link or special file '{member.name}': refused")
+                if not (base / member.name).resolve().is_relative_to(base):
+                    raise DataError(
+                        f"archive {archive} member '{member.name}' would be written outside {dest}: refused"
+                    )
+                tar.extract(member, dest, **extra)
+    except (tarfile.TarError, lzma.LZMAError, EOFError) as err:
+        raise DataError(
+            f"cannot extract {archive}: {err}; the archive is damaged: run the download again"
+        ) from err
+
+
+def download_dataset(kind: str, root: Path, progress: Progress | None = None) -> Path:
+    """Download, verify and extract dataset `kind` ("mvtec" or "visa") into `root`; return root.
+
+    Does nothing when `root` already holds the dataset. Works in temporary siblings of `root`
+    and renames the extracted tree into place last, so a failed run leaves `root` untouched.
+    """
+    if kind not in ARCHIVES:
+        raise DataError(f"unknown dataset '{kind}' to download: choose one of {sorted(ARCHIVES)}")
+    archive, root = ARCHIVES[kind], Path(root)
+    if is_extracted(kind, root):
+        return root
+    if root.is_dir() and any(root.iterdir()):
+        raise DataError(
+            f"{root} is not empty and holds no {archive.name}: download into a new or empty folder"
+        )
+    root.parent.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".download", dir=root.parent))
+    try:
+        tar_path = workdir / archive.filename
+        fetch(archive.url, tar_path, progress)
+        verify_sha256(tar_path, archive.sha256, archive.url)
+        extracted = workdir / "extracted"
+        extract_tar(tar_path, extracted)
+        tar_path.unlink()
+        entries = list(extracted.iterdir())
+        if not is_extracted(kind, extracted) and len(entries) == 1 and entries[0].is_dir():
+            extracted = entries[0]  # the archive wraps everything in one top folder
+        if not is_extracted(kind, extracted):
+            expected = SPLIT_CSV if kind == "visa" else "<category>/train/good"
+            raise DataError(f"archive {archive.filename} holds no {expected}: not the {archive.name} archive")
+        if root.is_dir():
+            root.rmdir()
+        os.replace(extracted, root)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return root

@@ -1,0 +1,62 @@
+"""Download what anorefine needs that is not on PyPI.
+
+python scripts/download.py mvtec --root DIR    # MVTec AD archive, sha256-verified, extracted
+python scripts/download.py visa --root DIR     # VisA archive, sha256-verified, extracted
+python scripts/download.py weights             # model weights (not available yet)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from anorefine.data.download import ARCHIVES, download_dataset
+from anorefine.errors import AnorefineError
+
+
+def _print_progress(done: int, total: int | None) -> None:
+    of_total = f" / {total / 2**20:,.0f}" if total else ""
+    print(f"\r{done / 2**20:,.0f}{of_total} MiB", end="", file=sys.stderr, flush=True)
+
+
+def _download_dataset(args: argparse.Namespace) -> None:
+    root = download_dataset(args.command, args.root, progress=_print_progress)
+    print(f"\n{ARCHIVES[args.command].name} is ready in {root}")
+
+
+def _download_weights(_args: argparse.Namespace) -> None:
+    """Slot for the model-weights download, filled by the detectors' weight loading."""
+    raise AnorefineError("`download.py weights` is not implemented yet")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI: one subcommand per dataset archive, plus `weights`."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    for kind, archive in ARCHIVES.items():
+        sub = commands.add_parser(kind, help=f"download and extract {archive.name} ({archive.filename})")
+        sub.add_argument("--root", type=Path, required=True, help="folder to extract into (new or empty)")
+        sub.set_defaults(handler=_download_dataset)
+    commands.add_parser("weights", help="download model weights (not available yet)").set_defaults(
+        handler=_download_weights
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except AnorefineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,340 @@
+"""Tests of the data layer: readers, torch dataset, demo generator, defect painter, download."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fixtures_data import SIZE, code_from_value, make_mvtec, make_visa, mask_rows
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from anorefine.data import (
+    DEMO_CATEGORIES,
+    AnomalyImageDataset,
+    ImageRecord,
+    download,
+    ensure_demo_dataset,
+    has_ground_truth,
+    list_categories,
+    read_split,
+)
+from anorefine.data import demo as demo_module
+from anorefine.data.defects import DEFECT_TYPES, MAX_AREA, MIN_AREA, paint_defect
+from anorefine.errors import DataError
+
+S = 32  # dataset image size in tests
+
+
+@pytest.fixture
+def mvtec(tmp_path: Path) -> Path:
+    return make_mvtec(tmp_path / "mvtec")
+
+
+def _mask_file_rows(path: Path) -> int:
+    """Number of fully-set top rows of a fixture mask file."""
+    return int((np.asarray(Image.open(path)) > 0).all(axis=1).sum())
+
+
+def _image_code(path: Path) -> int:
+    return code_from_value(np.asarray(Image.open(path), np.float32).mean() / 255)
+
+
+# ---------------------------------------------------------------- MVTec layout
+
+
+def test_list_categories_mvtec_official_order_folder_sorted(tmp_path: Path) -> None:
+    root = make_mvtec(tmp_path, categories=("grid", "bottle"))
+    assert list_categories("mvtec", root) == ["bottle", "grid"]
+    assert list_categories("folder", root) == ["bottle", "grid", "notes"]
+
+
+def test_mvtec_train_split(mvtec: Path) -> None:
+    records = read_split("mvtec", mvtec, "bottle", "train")
+    assert [r.image_path.name for r in records] == ["000.png", "001.png", "002.png"]  # Thumbs.db skipped
+    assert {(r.label, r.defect_type, r.mask_path, r.category) for r in records} == {
+        (0, "good", None, "bottle")
+    }
+
+
+def test_mvtec_test_split_labels_and_mask_pairing(mvtec: Path) -> None:
+    records = read_split("mvtec", mvtec, "grid", "test")
+    assert [r.defect_type for r in records] == ["broken"] * 2 + ["crack"] * 2 + ["good"] * 2
+    assert [r.label for r in records] == [1, 1, 1, 1, 0, 0]
+    for r in records[:4]:
+        assert r.mask_path == mvtec / "grid/ground_truth" / r.defect_type / f"{r.image_path.stem}_mask.png"
+        assert _mask_file_rows(r.mask_path) == mask_rows(_image_code(r.image_path))
+    assert has_ground_truth(records)
+    assert read_split("mvtec", mvtec, "grid", "test") == records
+
+
+def test_dataset_items_shapes_values_and_masks(mvtec: Path) -> None:
+    records = read_split("mvtec", mvtec, "grid", "test")
+    dataset = AnomalyImageDataset(records, S)
+    assert len(dataset) == len(records)
+    for i, record in enumerate(records):
+        item = dataset[i]
+        image, mask = item["image"], item["mask"]
+        assert image.shape == (3, S, S) and image.dtype == torch.float32
+        assert image.min() >= 0.0 and image.max() <= 1.0
+        assert torch.equal(image[0], image[1]) and torch.equal(image[1], image[2])  # greyscale → RGB
+        assert mask.shape == (1, S, S) and mask.dtype == torch.float32
+        assert set(mask.unique().tolist()) <= {0.0, 1.0}
+        assert (item["label"], item["has_mask"], item["index"]) == (record.label, True, i)
+        assert item["original_size"].tolist() == list(SIZE)
+        code = code_from_value(image.mean().item())
+        expected = mask_rows(code) / SIZE[0] if record.label else 0.0
+        assert mask.mean().item() == pytest.approx(expected, abs=0.035)  # this image's own mask
+    batch = next(iter(DataLoader(dataset, batch_size=4)))
+    assert batch["image"].shape == (4, 3, S, S) and batch["mask"].shape == (4, 1, S, S)
+    assert batch["original_size"].shape == (4, 2) and batch["has_mask"].dtype == torch.bool
+
+
+def test_dataset_converts_rgba_and_16bit(tmp_path: Path) -> None:
+    rgba = tmp_path / "rgba.png"
+    Image.fromarray(np.full((*SIZE, 4), (255, 0, 0, 10), np.uint8)).save(rgba)
+    deep = tmp_path / "deep.png"
+    Image.fromarray(np.full(SIZE, 32768, np.uint16)).save(deep)
+    dataset = AnomalyImageDataset([ImageRecord(p, None, 0, "good", "x") for p in (rgba, deep)], S)
+    assert dataset[0]["image"][:, 0, 0].tolist() == pytest.approx([1.0, 0.0, 0.0])
+    assert dataset[1]["image"].shape == (3, S, S)
+    assert dataset[1]["image"].mean().item() == pytest.approx(0.5, abs=0.01)
+
+
+# ---------------------------------------------------------------- folder datasets and masks
+
+
+def test_folder_without_ground_truth_is_image_level(tmp_path: Path) -> None:
+    root = make_mvtec(tmp_path, categories=("bottle",), ground_truth=False)
+    records = read_split("folder", root, "bottle", "test")
+    assert [r.mask_path for r in records if r.label] == [None] * 4
+    assert not has_ground_truth(records)
+    item = AnomalyImageDataset(records, S)[0]
+    assert item["label"] == 1 and item["has_mask"] is False and item["mask"].sum() == 0
+    with pytest.raises(DataError, match="has no mask"):
+        read_split("mvtec", root, "bottle", "test")  # MVTec AD must ship every mask
+
+
+@pytest.mark.parametrize("kind", ["mvtec", "folder"])
+def test_missing_mask_names_image_and_expected_path(mvtec: Path, kind: str) -> None:
+    missing = mvtec / "bottle" / "ground_truth" / "crack" / "001_mask.png"
+    missing.unlink()
+    image = mvtec / "bottle" / "test" / "crack" / "001.png"
+    with pytest.raises(DataError, match=re.escape(f"{image} has no mask: expected {missing}")):
+        read_split(kind, mvtec, "bottle", "test")
+
+
+# ---------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize("kind", ["mvtec", "visa"])
+def test_missing_root(tmp_path: Path, kind: str) -> None:
+    root = tmp_path / "absent"
+    with pytest.raises(DataError, match=re.escape(f"`python scripts/download.py {kind} --root {root}`")):
+        read_split(kind, root, "candle", "train")
+    with pytest.raises(DataError, match=f"dataset root {re.escape(str(root))} does not exist"):
+        list_categories(kind, root)
+
+
+def test_unknown_category_kind_and_split(mvtec: Path) -> None:
+    with pytest.raises(DataError, match=r"'screw'.*available: bottle, grid\).*dataset\.categories"):
+        read_split("mvtec", mvtec, "screw", "train")
+    with pytest.raises(DataError, match=r"dataset\.kind"):
+        list_categories("mvtecc", mvtec)
+    with pytest.raises(DataError, match="split 'val'"):
+        read_split("mvtec", mvtec, "bottle", "val")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_unreadable_image_raises_data_error(mvtec: Path, damage: str) -> None:
+    path = mvtec / "bottle" / "train" / "good" / "000.png"
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (*SIZE, 3), np.uint8)).save(buffer, "PNG")
+    data = buffer.getvalue()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncated" else data[:8] + b"junk" * 8)
+    dataset = AnomalyImageDataset(read_split("mvtec", mvtec, "bottle", "train"), S)
+    with pytest.raises(DataError, match=re.escape(str(path))):
+        dataset[0]
+
+
+# ---------------------------------------------------------------- VisA
+
+
+def test_visa_reads_split_csv(tmp_path: Path) -> None:
+    root = make_visa(tmp_path)
+    assert list_categories("visa", root) == ["candle", "pcb1"]
+    for category in ("candle", "pcb1"):  # candle masks are 0/255, pcb1 masks 0/1
+        train = read_split("visa", root, category, "train")
+        assert len(train) == 3
+        assert {(r.label, r.defect_type, r.mask_path) for r in train} == {(0, "good", None)}
+        test = read_split("visa", root, category, "test")
+        assert [(r.label, r.defect_type) for r in test] == [(1, "bad")] * 2 + [(0, "good")] * 2
+        assert has_ground_truth(test) and all(r.category == category for r in test)
+        for item in AnomalyImageDataset(test, S):
+            code = code_from_value(item["image"].mean().item())
+            expected = mask_rows(code) / SIZE[0] if item["label"] else 0.0
+            assert item["mask"].mean().item() == pytest.approx(expected, abs=0.035)
+
+
+def test_visa_missing_csv_and_mask(tmp_path: Path) -> None:
+    root = make_visa(tmp_path)
+    mask = root / "pcb1" / "Data" / "Masks" / "Anomaly" / "005.png"
+    mask.unlink()
+    with pytest.raises(DataError, match=re.escape(f"has no mask: expected {mask}")):
+        read_split("visa", root, "pcb1", "test")
+    (root / "split_csv" / "1cls.csv").unlink()
+    with pytest.raises(DataError, match=r"split_csv/1cls\.csv does not exist.*download\.py visa"):
+        read_split("visa", root, "candle", "train")
+
+
+# ---------------------------------------------------------------- demo dataset and painter
+# `demo_root` (seed 0, full size) is the session fixture of conftest.py.
+
+
+@pytest.fixture
+def small_demo(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shrink the demo (the first files of each stream are the same as in the full one)."""
+    monkeypatch.setattr(demo_module, "N_TRAIN", 2)
+    monkeypatch.setattr(demo_module, "N_TEST_GOOD", 1)
+    monkeypatch.setattr(demo_module, "N_PER_DEFECT", 1)
+
+
+def test_demo_layout_counts_and_mask_areas(demo_root: Path) -> None:
+    assert list_categories("demo", demo_root) == list(DEMO_CATEGORIES)
+    for category in DEMO_CATEGORIES:
+        assert len(read_split("demo", demo_root, category, "train")) == 60
+        test = read_split("demo", demo_root, category, "test")
+        assert sum(r.label == 0 for r in test) == 20 and has_ground_truth(test)
+        assert sorted({r.defect_type for r in test}) == sorted(("good", *DEFECT_TYPES))
+        for record in (r for r in test if r.label):
+            mask = np.asarray(Image.open(record.mask_path))
+            assert set(np.unique(mask)) <= {0, 255}
+            assert MIN_AREA <= (mask > 0).mean() <= MAX_AREA
+    with Image.open(demo_root / "grass" / "test" / "hole" / "000.png") as img:
+        assert (img.size, img.mode) == ((256, 256), "RGB")
+
+
+@pytest.mark.usefixtures("small_demo")
+def test_demo_deterministic_by_seed(demo_root: Path, tmp_path: Path) -> None:
+    same = ensure_demo_dataset(tmp_path / "same", seed=0)
+    files = sorted(p.relative_to(same) for p in same.rglob("*.png"))
+    assert len(files) == 3 * (2 + 1 + 2 * len(DEFECT_TYPES))
+    assert all((same / f).read_bytes() == (demo_root / f).read_bytes() for f in files)
+    other = ensure_demo_dataset(tmp_path / "other", seed=1)
+    assert all((other / f).read_bytes() != (same / f).read_bytes() for f in files)
+
+
+@pytest.mark.parametrize("kind", DEFECT_TYPES)
+def test_painter_mask_is_exactly_the_changed_pixels(kind: str) -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(5):
+        image = rng.integers(20, 236, (96, 128, 3), dtype=np.uint8)
+        painted, mask = paint_defect(image, kind, rng)
+        changed = (painted != image).any(axis=2)
+        assert not changed[~mask].any()
+        assert changed[mask].mean() > 0.98
+        assert MIN_AREA <= mask.mean() <= MAX_AREA
+
+
+@pytest.mark.usefixtures("small_demo")
+def test_demo_marker_reuse_and_atomic_generation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = ensure_demo_dataset(tmp_path / "demo", seed=0)
+    assert json.loads((root / demo_module.MARKER).read_text())["seed"] == 0
+
+    def interrupt(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(demo_module, "paint_defect", interrupt)  # dies after train/ and test/good are written
+        assert ensure_demo_dataset(root, seed=0) == root  # complete: nothing is generated
+        with pytest.raises(KeyboardInterrupt):
+            ensure_demo_dataset(root, seed=1)
+        assert json.loads((root / demo_module.MARKER).read_text())["seed"] == 0  # old demo intact
+        with pytest.raises(KeyboardInterrupt):
+            ensure_demo_dataset(tmp_path / "fresh", seed=0)
+        assert [p.name for p in tmp_path.iterdir()] == ["demo"]  # no half dataset, no temp folder
+    ensure_demo_dataset(root, seed=1)
+    assert json.loads((root / demo_module.MARKER).read_text())["seed"] == 1
+
+
+def test_demo_refuses_a_foreign_folder(tmp_path: Path) -> None:
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("")
+    with pytest.raises(DataError, match="not an anorefine demo dataset"):
+        ensure_demo_dataset(tmp_path / "mine")
+
+
+# ---------------------------------------------------------------- download (network mocked by a local file)
+
+
+def _tar(path: Path, files: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _serve(monkeypatch: pytest.MonkeyPatch, kind: str, archive: Path, sha256: str) -> None:
+    """Point the archive of `kind` at a fake URL and serve `archive` for it."""
+    fake = download.Archive(kind, f"https://example.invalid/{archive.name}", sha256)
+    monkeypatch.setitem(download.ARCHIVES, kind, fake)
+    monkeypatch.setattr(download, "urlopen", lambda request, timeout: archive.open("rb"))
+
+
+def test_download_verifies_extracts_and_reuses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    archive = _tar(
+        tmp_path / "VisA.tar",
+        {"split_csv/1cls.csv": b"object,split,label,image,mask\n", "candle/Data/Normal/0000.JPG": b"x"},
+    )
+    _serve(monkeypatch, "visa", archive, download.sha256_of(archive))
+    progress: list[int] = []
+    root = download.download_dataset("visa", tmp_path / "visa", lambda done, total: progress.append(done))
+    assert (root / "split_csv" / "1cls.csv").is_file() and progress[-1] == archive.stat().st_size
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["VisA.tar", "visa"]
+    monkeypatch.setattr(download, "urlopen", None)  # present already: no download
+    assert download.download_dataset("visa", root) == root
+
+
+def test_download_unwraps_a_top_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    archive = _tar(tmp_path / "mvtec.tar", {"mvtec_anomaly_detection/bottle/train/good/000.png": b"x"})
+    _serve(monkeypatch, "mvtec", archive, download.sha256_of(archive))
+    root = download.download_dataset("mvtec", tmp_path / "mvtec")
+    assert (root / "bottle" / "train" / "good" / "000.png").read_bytes() == b"x"
+
+
+def test_download_rejects_checksum_mismatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    archive = _tar(tmp_path / "VisA.tar", {"split_csv/1cls.csv": b""})
+    _serve(monkeypatch, "visa", archive, "0" * 64)
+    actual = download.sha256_of(archive)
+    with pytest.raises(DataError, match=f"sha256 mismatch.*expected 0{{64}}, got {actual}"):
+        download.download_dataset("visa", tmp_path / "visa")
+    assert [p.name for p in tmp_path.iterdir()] == ["VisA.tar"]
+
+
+def test_download_rejects_archive_without_split_csv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    archive = _tar(tmp_path / "other.tar", {"candle/readme.txt": b""})
+    _serve(monkeypatch, "visa", archive, download.sha256_of(archive))
+    with pytest.raises(DataError, match=r"holds no split_csv/1cls\.csv"):
+        download.download_dataset("visa", tmp_path / "visa")
+    assert not (tmp_path / "visa").exists()
+
+
+@pytest.mark.parametrize("name", ["../evil.txt", "/tmp/evil.txt", "link"])
+def test_extract_refuses_escaping_members(tmp_path: Path, name: str) -> None:
+    archive = tmp_path / "bad.tar"
+    with tarfile.open(archive, "w") as tar:
+        info = tarfile.TarInfo(name)
+        if name == "link":
+            info.type, info.linkname = tarfile.SYMTYPE, "../../etc/passwd"
+        tar.addfile(info, io.BytesIO(b""))
+    with pytest.raises(DataError, match="refused"):
+        download.extract_tar(archive, tmp_path / "out")
+    assert not (tmp_path / "evil.txt").exists()
