@@ -1,0 +1,96 @@
+"""``AnomalyMetrics``: a torchmetrics ``Metric`` that gathers batches and calls ``compute_metrics``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.utilities.data import dim_zero_cat
+
+from anorefine.errors import MetricError
+from anorefine.metrics.compute import compute_metrics
+from anorefine.metrics.inputs import (
+    ArrayLike,
+    prepare_labels,
+    prepare_maps,
+    prepare_masks,
+    prepare_scores,
+)
+
+
+class AnomalyMetrics(Metric):
+    """Accumulate maps, masks, image scores and labels; ``compute()`` returns ``compute_metrics``'s dict.
+
+    Maps are stored in their own float32/float64 precision (never narrowed), masks as bool. Pixel
+    metrics are ``None`` if any accumulated image has no mask. Feed it with ``update()``: calling
+    the metric on a batch would compute the metrics of that batch alone.
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, aupro_limit: float = 0.3, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.aupro_limit = aupro_limit
+        for name in ("anomaly_maps", "gt_masks", "image_scores", "labels", "has_mask"):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    def update(
+        self,
+        anomaly_maps: ArrayLike,
+        gt_masks: ArrayLike | None = None,
+        image_scores: ArrayLike | None = None,
+        labels: ArrayLike | None = None,
+        has_mask: bool | ArrayLike | None = None,
+    ) -> None:
+        """Add a batch: maps (B,H,W)/(B,1,H,W), masks of that shape or ``None``, scores and labels (B,).
+
+        ``has_mask`` (a bool or a (B,) vector) defaults to whether ``gt_masks`` is given; ``labels``
+        default to the masks' content, so they are required for images without a mask.
+        """
+        maps = prepare_maps(anomaly_maps)
+        count, device = maps.shape[0], maps.device
+        if gt_masks is None:
+            masks = torch.zeros(maps.shape, dtype=torch.bool, device=device)
+        else:
+            masks = prepare_masks(gt_masks, maps.shape, device)
+        if has_mask is None:
+            has_mask = gt_masks is not None
+        mask_flags = torch.as_tensor(has_mask, device=device).to(torch.bool).reshape(-1)
+        if mask_flags.numel() not in (1, count):
+            raise MetricError(f"has_mask has {mask_flags.numel()} entries but there are {count} images")
+        mask_flags = mask_flags.expand(count)
+        if bool(mask_flags.any()) and gt_masks is None:
+            raise MetricError("has_mask is true but gt_masks is None")
+        if labels is not None:
+            image_labels = prepare_labels(labels, count, device)
+        elif bool(mask_flags.all()):
+            image_labels = masks.flatten(1).any(1)
+        else:
+            raise MetricError("labels are required for a batch with images that have no mask")
+        scores = (
+            maps.flatten(1).amax(1) if image_scores is None else prepare_scores(image_scores, count, device)
+        )
+        self.anomaly_maps.append(maps)
+        self.gt_masks.append(masks)
+        self.image_scores.append(scores)
+        self.labels.append(image_labels)
+        self.has_mask.append(mask_flags.clone())
+
+    def compute(self) -> dict[str, float | None]:
+        """The metrics of everything accumulated since the last reset."""
+        if not self.anomaly_maps:
+            raise MetricError("AnomalyMetrics.compute() called before any update()")
+        masks: Tensor | None = (
+            dim_zero_cat(self.gt_masks) if bool(dim_zero_cat(self.has_mask).all()) else None
+        )
+        return compute_metrics(
+            dim_zero_cat(self.anomaly_maps),
+            masks,
+            dim_zero_cat(self.image_scores),
+            dim_zero_cat(self.labels),
+            aupro_limit=self.aupro_limit,
+        )
