@@ -1,0 +1,1 @@
+"""Curricula: how the test stream of a category meets the refiner."""

@@ -1,0 +1,44 @@
+"""The curriculum contract and the plain one: the whole test split in one pass, refiner untouched."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset
+
+from anorefine.task import AnomalyTask
+
+
+class Curriculum:
+    """Drives the test pass of one category through ``task``'s metric accumulators.
+
+    ``evaluate`` must show every test image to ``trainer.test`` exactly once, and may train the
+    refiner between passes (it never reads masks: only the task's metrics do). It returns extra,
+    JSON-serialisable results (e.g. a per-group curve) to store beside the metrics.
+    """
+
+    def evaluate(
+        self, task: AnomalyTask, make_trainer: Callable[[], L.Trainer], test_set: Dataset, batch_size: int
+    ) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class SinglePass(Curriculum):
+    """No curriculum: one test pass over the split with the refiner as built."""
+
+    def evaluate(
+        self, task: AnomalyTask, make_trainer: Callable[[], L.Trainer], test_set: Dataset, batch_size: int
+    ) -> dict[str, Any]:
+        make_trainer().test(task, dataloaders=DataLoader(test_set, batch_size=batch_size), verbose=False)
+        return {}
+
+
+@dataclass
+class SinglePassConfig:
+    """Schema of conf/curriculum/none.yaml."""
+
+    _target_: str = "anorefine.curriculum.base.SinglePass"
+    name: str = "none"

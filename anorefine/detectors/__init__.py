@@ -1,0 +1,1 @@
+"""Base detectors behind one contract (see base.py)."""

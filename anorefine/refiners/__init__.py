@@ -1,0 +1,1 @@
+"""Refiners: coarse detector maps to pixel-level maps (see base.py)."""

@@ -1,0 +1,104 @@
+"""Run results: atomic JSON writing, provenance (versions, git commit) and the printed table."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+#: Metric keys in table order.
+METRIC_KEYS = (
+    "image_auroc",
+    "image_ap",
+    "pixel_auroc",
+    "pixel_ap",
+    "pixel_f1_max",
+    "aupro",
+    "pro_compat",
+)
+_VERSIONED_PACKAGES = (
+    "anorefine",
+    "torch",
+    "lightning",
+    "anomalib",
+    "torchmetrics",
+    "timm",
+    "open_clip_torch",
+)
+
+
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    """Write JSON through a temporary file in the same folder, then rename: never a half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(payload, stream, indent=2, sort_keys=False, allow_nan=False)
+            stream.write("\n")
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def config_hash(resolved_config: dict[str, Any]) -> str:
+    """Stable short hash of a resolved config (keys sorted), used to recognise finished work."""
+    blob = json.dumps(resolved_config, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def package_versions() -> dict[str, str | None]:
+    """Versions of Python and the packages whose behaviour the numbers depend on."""
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for package in _VERSIONED_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def git_commit(repo_dir: Path | None = None) -> str | None:
+    """The checked-out commit of the source tree, or None outside a git checkout."""
+    where = repo_dir or Path(__file__).resolve().parent.parent
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, check=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None
+
+
+def mean_metrics(per_category: dict[str, dict[str, float | None]]) -> dict[str, float | None]:
+    """Unweighted mean over categories; a metric missing (None) in any category is None in the mean."""
+    keys = dict.fromkeys(key for metrics in per_category.values() for key in metrics)
+    mean: dict[str, float | None] = {}
+    for key in keys:
+        values = [metrics.get(key) for metrics in per_category.values()]
+        mean[key] = None if any(v is None for v in values) else sum(values) / len(values)
+    return mean
+
+
+def format_table(
+    metrics: dict[str, dict[str, dict[str, float | None]]], keys: tuple[str, ...] = METRIC_KEYS
+) -> str:
+    """Plain-text table, one row per category and stage (base, refined), values in percent."""
+    header = ["category", "stage", *keys]
+    rows = [header]
+    for category, stages in metrics.items():
+        for stage in ("base", "refined"):
+            values = stages[stage]
+            rows.append(
+                [category, stage, *("-" if values.get(k) is None else f"{100 * values[k]:.2f}" for k in keys)]
+            )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)

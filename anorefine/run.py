@@ -1,0 +1,227 @@
+"""One run: per category, fit the detector, test through a Lightning Trainer, write results."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import get_class, instantiate
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from anorefine import data
+from anorefine.curriculum.base import Curriculum
+from anorefine.detectors.base import Detector
+from anorefine.errors import AnorefineError, DataError
+from anorefine.refiners.base import Refiner
+from anorefine.results import (
+    config_hash,
+    format_table,
+    git_commit,
+    mean_metrics,
+    package_versions,
+    write_json_atomic,
+)
+from anorefine.task import STAGES, AnomalyTask
+
+log = logging.getLogger(__name__)
+EVAL_RESOLUTIONS = ("input",)
+
+
+def build_component(node: DictConfig) -> Any:
+    """Instantiate a config node with a ``_target_``; its ``name`` is metadata, not an argument."""
+    params = OmegaConf.to_container(node, resolve=True)
+    params.pop("name", None)
+    try:
+        return instantiate(params, _convert_="all")
+    except InstantiationException as error:
+        if isinstance(error.__cause__, AnorefineError):  # surface our one-line error, not Hydra's wrapper
+            raise error.__cause__ from None
+        raise
+
+
+def build_logger(cfg: DictConfig, run_dir: Path) -> Logger | bool:
+    """The experiment logger the config asks for (False: none)."""
+    name = cfg.logger.name
+    if name == "csv":
+        return CSVLogger(save_dir=str(run_dir), name="logs", version="")
+    if name == "wandb":
+        return WandbLogger(project=cfg.logger.project, save_dir=str(run_dir), mode=cfg.logger.mode)
+    if name == "none":
+        return False
+    raise AnorefineError(f"logger.name={name!r} is unknown: use logger=csv, logger=wandb or logger=none")
+
+
+def resolve_categories(cfg: DictConfig, root: Path) -> list[str]:
+    """The categories to run: those asked for, each checked to exist; all found when none asked for."""
+    available = data.list_categories(cfg.dataset.name, root)
+    if not available:
+        raise DataError(
+            f"no categories found under {root}: check dataset.root for dataset={cfg.dataset.name}"
+        )
+    asked = list(cfg.dataset.categories) if cfg.dataset.categories else available
+    unknown = [name for name in asked if name not in available]
+    if unknown:
+        raise DataError(
+            f"unknown category {unknown[0]!r} in {root}: available are {', '.join(available)}; "
+            f"set dataset.categories=[...] to some of them"
+        )
+    return asked
+
+
+def dataset_root(cfg: DictConfig) -> Path:
+    """The dataset root, generating the demo dataset on first use."""
+    root = Path(cfg.dataset.root).expanduser()
+    if cfg.dataset.name == "demo":
+        return data.ensure_demo_dataset(root, seed=cfg.dataset.generation_seed)
+    if not root.is_dir():
+        raise DataError(
+            f"dataset root {root} does not exist: download it with "
+            f"`python scripts/download.py {cfg.dataset.name} --root {root}` or set dataset.root=DIR"
+        )
+    return root
+
+
+def split_dataset(cfg: DictConfig, root: Path, category: str, split: str) -> data.AnomalyImageDataset:
+    """The images of one split of one category, resized to the model's input size."""
+    records = data.read_split(cfg.dataset.name, root, category, split)
+    if not records:
+        raise DataError(f"no {split} images for category {category!r} under {root}")
+    return data.AnomalyImageDataset(records, image_size=cfg.dataset.image_size)
+
+
+def device_of(cfg: DictConfig) -> torch.device:
+    """The torch device matching the trainer's accelerator."""
+    return torch.device("cuda" if cfg.trainer.accelerator in ("gpu", "cuda") else "cpu")
+
+
+def trainer_factory(cfg: DictConfig, logger: Logger | bool) -> Callable[..., L.Trainer]:
+    """Builds Lightning Trainers that share the run's device, precision, logger and progress bar."""
+
+    def make_trainer(**overrides: Any) -> L.Trainer:
+        settings = {
+            "accelerator": cfg.trainer.accelerator,
+            "devices": cfg.trainer.devices,
+            "precision": cfg.trainer.precision,
+            "logger": logger,
+            "enable_progress_bar": cfg.trainer.enable_progress_bar,
+            "enable_checkpointing": False,
+            "enable_model_summary": False,
+        }
+        return L.Trainer(**{**settings, **overrides})
+
+    return make_trainer
+
+
+def run_category(cfg: DictConfig, root: Path, category: str, logger: Logger | bool) -> dict[str, Any]:
+    """Fit, test and score one category; returns metrics, curriculum extras, timings and flags."""
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    device = device_of(cfg)
+    detector: Detector = build_component(cfg.model).to(device).eval()
+    refiner: Refiner = build_component(cfg.refiner).to(device)
+    curriculum: Curriculum = build_component(cfg.curriculum)
+    set_category = getattr(detector, "set_category", None)
+    if set_category is not None:
+        set_category(category)
+    started = time.perf_counter()
+    if detector.requires_fit:
+        train_set = split_dataset(cfg, root, category, "train")
+        detector.fit(
+            DataLoader(train_set, batch_size=cfg.dataset.batch_size, num_workers=cfg.dataset.num_workers)
+        )
+    fitted = time.perf_counter()
+    test_set = split_dataset(cfg, root, category, "test")
+    task = AnomalyTask(detector, refiner, aupro_limit=cfg.eval.aupro_limit)
+    extras = curriculum.evaluate(task, trainer_factory(cfg, logger), test_set, cfg.dataset.batch_size)
+    metrics = task.compute_results()
+    tested = time.perf_counter()
+    if logger:
+        logger.log_metrics(
+            {
+                f"{category}/{s}/{k}": v
+                for s, values in metrics.items()
+                for k, v in values.items()
+                if v is not None
+            }
+        )
+    return {
+        "metrics": metrics,
+        "curriculum": extras,
+        "timings": {
+            "fit_s": fitted - started,
+            "test_s": tested - fitted,
+            "test_ms_per_image": 1000 * (tested - fitted) / len(test_set),
+        },
+        "smoke_only": bool(detector.smoke_only),
+    }
+
+
+def prepare_model(cfg: DictConfig, run_dir: Path, make_trainer: Callable[..., L.Trainer]) -> DictConfig:
+    """Run the detector class's once-per-run stage, if any (AnomalyCLIP's prompt training).
+
+    Returns the config to build the per-category detectors from.
+    """
+    prepare = getattr(get_class(cfg.model._target_), "prepare_run", None)
+    return cfg if prepare is None else prepare(cfg, run_dir, make_trainer)
+
+
+def run_experiment(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, Any]:
+    """Run every category (reusing those finished in ``run_dir`` for this config); write results.json."""
+    if cfg.eval.resolution not in EVAL_RESOLUTIONS:
+        raise AnorefineError(
+            f"eval.resolution={cfg.eval.resolution!r} is unknown: use one of {EVAL_RESOLUTIONS}"
+        )
+    started = time.perf_counter()
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    digest = config_hash(resolved)
+    root = dataset_root(cfg)
+    categories = resolve_categories(cfg, root)
+    logger = build_logger(cfg, run_dir)
+    cfg = prepare_model(cfg, run_dir, trainer_factory(cfg, logger))
+    per_category: dict[str, dict[str, Any]] = {}
+    for category in categories:
+        partial = run_dir / "categories" / f"{category}.json"
+        if partial.is_file() and json.loads(partial.read_text()).get("config_hash") == digest:
+            log.info("category %s already finished in %s: reusing it", category, partial)
+            per_category[category] = json.loads(partial.read_text())
+            continue
+        per_category[category] = {"config_hash": digest, **run_category(cfg, root, category, logger)}
+        write_json_atomic(partial, per_category[category])
+    metrics: dict[str, Any] = {name: entry["metrics"] for name, entry in per_category.items()}
+    metrics["mean"] = {stage: mean_metrics({c: metrics[c][stage] for c in categories}) for stage in STAGES}
+    if logger:
+        logger.log_metrics(
+            {f"mean/{s}/{k}": v for s in STAGES for k, v in metrics["mean"][s].items() if v is not None}
+        )
+        logger.finalize("success")
+    size = cfg.dataset.image_size
+    results = {
+        "dataset": cfg.dataset.name,
+        "model": cfg.model.name,
+        "refiner": cfg.refiner.name,
+        "categories": categories,
+        "metrics": metrics,
+        "eval_resolution": {"mode": cfg.eval.resolution, "size": [size, size]},
+        "smoke_only": any(entry["smoke_only"] for entry in per_category.values()),
+        "config": resolved,
+        "config_hash": digest,
+        "overrides": list(overrides),
+        "timings": {
+            "total_s": time.perf_counter() - started,
+            "per_category": {name: entry["timings"] for name, entry in per_category.items()},
+        },
+        "versions": package_versions(),
+        "git_commit": git_commit(),
+    }
+    write_json_atomic(run_dir / "results.json", results)
+    print(format_table(metrics))
+    print(f"results: {run_dir / 'results.json'}")
+    return results

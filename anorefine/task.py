@@ -1,0 +1,65 @@
+"""The LightningModule of a test pass: frozen detector + refiner, base and refined maps side by side."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+
+from anorefine.detectors.base import Detector
+from anorefine.metrics import AnomalyMetrics
+from anorefine.refiners.base import Refiner, baseline_map
+from anorefine.refiners.identity import IdentityRefiner
+
+STAGES = ("base", "refined")
+
+
+class AnomalyTask(L.LightningModule):
+    """Runs the detector and the refiner on test batches and accumulates metrics for both maps.
+
+    Accumulators persist across ``trainer.test`` calls (a curriculum may test the stream group by
+    group); ``compute_results`` scores everything seen. Ground-truth masks are read only by the
+    metric accumulators, after both maps exist.
+    """
+
+    def __init__(self, detector: Detector, refiner: Refiner, aupro_limit: float = 0.3) -> None:
+        super().__init__()
+        self.detector = detector
+        self.refiner = refiner
+        self.refined_is_base = isinstance(refiner, IdentityRefiner) and refiner.is_baseline
+        self.metrics = torch.nn.ModuleDict(
+            {stage: AnomalyMetrics(aupro_limit=aupro_limit) for stage in STAGES}
+        )
+
+    def predict_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(base map, refined map, image score) at the images' resolution."""
+        output = self.detector(images)
+        base = baseline_map(output.anomaly_map, tuple(images.shape[-2:]))
+        refined = base if self.refined_is_base else self.refiner(images, output)
+        return base, refined, output.image_score
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        base, refined, image_score = self.predict_maps(batch["image"])
+        stages = ("base",) if self.refined_is_base else STAGES
+        for stage, maps in zip(stages, (base, refined), strict=False):
+            score = self.stage_image_score(stage, maps, image_score)
+            self.metrics[stage].update(
+                maps.float(), batch["mask"], score.float(), batch["label"], batch["has_mask"]
+            )
+
+    def stage_image_score(self, stage: str, maps: torch.Tensor, image_score: torch.Tensor) -> torch.Tensor:
+        """The detector's score, or the refined map's maximum when ``refiner.image_score=max``."""
+        if stage == "refined" and getattr(self.refiner, "image_score", "detector") == "max":
+            return maps.flatten(1).amax(1)
+        return image_score
+
+    def compute_results(self) -> dict[str, dict[str, float | None]]:
+        """Metrics of every map seen so far, per stage; resets the accumulators."""
+        results = {"base": self.metrics["base"].compute()}
+        results["refined"] = (
+            dict(results["base"]) if self.refined_is_base else self.metrics["refined"].compute()
+        )
+        for metric in self.metrics.values():
+            metric.reset()
+        return results

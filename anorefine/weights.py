@@ -1,0 +1,33 @@
+"""Where model weights live: one weights directory, searched before any download."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from anorefine.errors import WeightsError
+
+#: Environment variable that overrides ``paths.weights_dir``.
+WEIGHTS_ENV = "ANOREFINE_WEIGHTS_DIR"
+DOWNLOAD_HINT = "python scripts/download.py weights --dir {dir}"
+
+
+def resolve_weights_dir(configured: str | os.PathLike | None = None) -> Path:
+    """The weights directory: $ANOREFINE_WEIGHTS_DIR, else the configured one, else ./weights."""
+    chosen = os.environ.get(WEIGHTS_ENV) or configured or "weights"
+    return Path(chosen).expanduser()
+
+
+def find_weight_file(weights_dir: str | os.PathLike, relative_names: list[str], what: str) -> Path:
+    """Return the first existing ``weights_dir/<name>``; otherwise raise one error naming what and how."""
+    root = Path(weights_dir)
+    for name in relative_names:
+        candidate = root / name
+        if candidate.is_file():
+            return candidate
+    expected = root / relative_names[0]
+    raise WeightsError(
+        f"{what} weights not found at {expected} (no internet here to fetch them): "
+        f"run `{DOWNLOAD_HINT.format(dir=root)}` on a machine with internet and copy {root} over, "
+        f"or set paths.weights_dir / ${WEIGHTS_ENV} to a folder that holds {relative_names[0]}"
+    )

@@ -1,0 +1,55 @@
+"""Shared fixtures: a generated demo dataset and a runner for train.py in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+#: Overrides that make an end-to-end run take seconds on a 2-core CPU.
+TINY_RUN = [
+    "model.image_size=128",
+    "model.coreset_ratio=0.05",
+    "trainer.enable_progress_bar=false",
+    "logger=none",
+]
+
+
+@dataclass
+class TrainRun:
+    """What a `python train.py` subprocess left behind."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    run_dir: Path
+
+    @property
+    def results(self) -> dict[str, Any]:
+        return json.loads((self.run_dir / "results.json").read_text())
+
+
+def run_train(
+    args: list[str], run_dir: Path, env: dict[str, str] | None = None, timeout: int = 600
+) -> TrainRun:
+    """Run train.py with Hydra overrides, its run directory pinned to ``run_dir``."""
+    command = [sys.executable, str(REPO / "train.py"), *args, f"hydra.run.dir={run_dir}"]
+    done = subprocess.run(
+        command, cwd=REPO, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
+    return TrainRun(done.returncode, done.stdout, done.stderr, run_dir)
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo dataset, generated once per test session."""
+    from anorefine.data import ensure_demo_dataset
+
+    return ensure_demo_dataset(tmp_path_factory.mktemp("data") / "demo", seed=0)

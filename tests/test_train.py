@@ -1,0 +1,110 @@
+"""End to end through train.py: results.json contents, determinism, resume, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import TINY_RUN, run_train
+
+METRIC_KEYS = {"image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "pixel_f1_max", "aupro", "pro_compat"}
+
+
+def demo_args(demo_root: Path, *extra: str) -> list[str]:
+    return [f"dataset.root={demo_root}", "dataset.categories=[brick,gravel]", *TINY_RUN, *extra]
+
+
+@pytest.fixture(scope="module")
+def first_run(demo_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    run = run_train(demo_args(demo_root), tmp_path_factory.mktemp("run") / "a")
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run
+
+
+def test_results_json_is_complete(first_run) -> None:
+    results = first_run.results
+    assert (results["dataset"], results["model"], results["refiner"]) == ("demo", "patchcore", "none")
+    assert set(results["metrics"]) == {"brick", "gravel", "mean"}
+    for entry in results["metrics"].values():
+        assert set(entry["base"]) >= METRIC_KEYS
+        assert entry["refined"] == entry["base"]  # refiner=none is the baseline
+    for category in ("brick", "gravel"):
+        for key in METRIC_KEYS:
+            assert 0.0 <= results["metrics"][category]["base"][key] <= 1.0
+    mean = results["metrics"]["mean"]["base"]["pixel_ap"]
+    per_category = [results["metrics"][c]["base"]["pixel_ap"] for c in ("brick", "gravel")]
+    assert mean == pytest.approx(sum(per_category) / 2)
+    assert results["eval_resolution"] == {"mode": "input", "size": [128, 128]}
+    assert results["config"]["model"]["image_size"] == 128
+    assert "model.image_size=128" in results["overrides"]
+    assert {"torch", "anomalib", "lightning"} <= set(results["versions"])
+    assert set(results["timings"]["per_category"]) == {"brick", "gravel"}
+    assert "pixel_ap" in first_run.stdout and "mean" in first_run.stdout  # the printed table
+
+
+def test_patchcore_beats_chance_on_the_demo(first_run) -> None:
+    mean = first_run.results["metrics"]["mean"]["base"]
+    assert mean["image_auroc"] > 0.7
+    assert mean["pixel_auroc"] > 0.7
+
+
+def test_same_seed_gives_identical_metrics(first_run, demo_root: Path, tmp_path: Path) -> None:
+    again = run_train(demo_args(demo_root), tmp_path / "b")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.results["metrics"] == first_run.results["metrics"]
+
+
+def test_rerun_in_the_same_folder_reuses_finished_categories(
+    first_run, demo_root: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "resume"
+    run = run_train(demo_args(demo_root), run_dir)
+    assert run.returncode == 0
+    finished = run_dir / "categories" / "gravel.json"
+    marker = json.loads(finished.read_text())
+    marker["metrics"]["base"]["pixel_ap"] = 0.123456  # a recomputation would overwrite this
+    finished.write_text(json.dumps(marker))
+    (run_dir / "results.json").unlink()
+    rerun = run_train(demo_args(demo_root), run_dir)
+    assert rerun.returncode == 0
+    assert rerun.results["metrics"]["gravel"]["base"]["pixel_ap"] == 0.123456
+    assert rerun.results["metrics"]["brick"] == first_run.results["metrics"]["brick"]
+
+
+def test_csv_logger_records_the_metrics(demo_root: Path, tmp_path: Path) -> None:
+    args = [a for a in demo_args(demo_root) if a != "logger=none"] + ["dataset.categories=[grass]"]
+    run = run_train(args, tmp_path / "csv")
+    assert run.returncode == 0, run.stderr[-3000:]
+    logged = (tmp_path / "csv" / "logs" / "metrics.csv").read_text()
+    assert "grass/base/pixel_ap" in logged and "mean/refined/aupro" in logged
+    value = run.results["metrics"]["grass"]["base"]["pixel_ap"]
+    assert f"{value:.6f}"[:7] in logged
+
+
+def test_wandb_logger_offline(demo_root: Path, tmp_path: Path) -> None:
+    args = [a for a in demo_args(demo_root) if a != "logger=none"] + [
+        "dataset.categories=[grass]",
+        "logger=wandb",
+    ]
+    run = run_train(args, tmp_path / "wandb", env={"WANDB_MODE": "offline", "WANDB_SILENT": "true"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert list((tmp_path / "wandb" / "wandb").glob("offline-run-*"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["dataset=mvtec", "dataset.root=/nonexistent/mvtec"], "/nonexistent/mvtec does not exist"),
+        (["dataset.categories=[marble]"], "unknown category 'marble'"),
+        (["model.backbone=wide_resnet50_2", "paths.weights_dir=/nonexistent/w"], "download.py weights"),
+        (["dataset.catgories=[brick]"], "catgories"),
+    ],
+)
+def test_bad_input_fails_with_one_clear_line(
+    demo_root: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
+    run = run_train([f"dataset.root={demo_root}", *TINY_RUN, *args], tmp_path / "bad")
+    assert run.returncode != 0
+    assert message in run.stderr
+    assert not (tmp_path / "bad" / "results.json").exists()
