@@ -1,0 +1,111 @@
+"""open_clip models for the CLIP detectors: named checkpoints from the weights dir, or the ``tiny`` preset."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.transformer import VisionTransformer
+
+from anorefine.weights import find_weight_file
+
+#: Normalisation of every CLIP model used here (OpenAI's statistics; LAION models were trained with them too).
+CLIP_MEAN = tuple(open_clip.OPENAI_DATASET_MEAN)
+CLIP_STD = tuple(open_clip.OPENAI_DATASET_STD)
+
+#: ``clip`` value of the random-weight test preset; its results are smoke tests only.
+TINY = "tiny"
+#: Depth of the tiny preset's towers (vision, text); detectors scale their layer settings to it.
+TINY_VISION_LAYERS = 4
+TINY_TEXT_LAYERS = 4
+#: Grid side the tiny preset is built at (as if pre-trained there); other sizes interpolate its pos-embed.
+TINY_NATIVE_GRID = 4
+
+
+def checkpoint_name(model: str, pretrained: str) -> str:
+    """Path of a named checkpoint relative to the weights dir (what scripts/download.py weights writes)."""
+    return f"open_clip/{model}-{pretrained}.pt"
+
+
+def torch_save_atomic(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to a temporary sibling, then rename: ``path`` is either absent or complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(handle)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def tiny_clip(patch_size: int, seed: int = 0) -> open_clip.CLIP:
+    """A small random CLIP (width 64, 4+4 layers, OpenAI tokenizer) seeded deterministically, offline."""
+    vision_cfg = {
+        "image_size": patch_size * TINY_NATIVE_GRID,
+        "patch_size": patch_size,
+        "width": 64,
+        "head_width": 32,
+        "layers": TINY_VISION_LAYERS,
+    }
+    text_cfg = {
+        "context_length": 77,
+        "vocab_size": 49408,
+        "width": 64,
+        "heads": 2,
+        "layers": TINY_TEXT_LAYERS,
+    }
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return open_clip.CLIP(embed_dim=32, vision_cfg=vision_cfg, text_cfg=text_cfg, quick_gelu=True)
+
+
+def named_clip(model: str, pretrained: str, weights_dir: str | Path) -> open_clip.CLIP:
+    """A released open_clip model whose weights are read from ``weights_dir`` (never downloaded here)."""
+    path = find_weight_file(weights_dir, [checkpoint_name(model, pretrained)], f"CLIP {model} ({pretrained})")
+    # OpenAI's checkpoints use QuickGELU; open_clip's configs of the same name default to GELU.
+    return open_clip.create_model(model, pretrained=str(path), force_quick_gelu=pretrained == "openai")
+
+
+def set_image_size(visual: VisionTransformer, image_size: int, mode: str = "bilinear") -> None:
+    """Run ``visual`` at ``image_size``² by interpolating its patch position embeddings to the new grid.
+
+    The class-token embedding is kept; ``mode`` follows AnomalyCLIP's code (bilinear, no antialias).
+    """
+    patch = visual.patch_size[0]
+    if image_size % patch:
+        raise ValueError(f"image_size {image_size} is not a multiple of the CLIP patch size {patch}")
+    new_grid = image_size // patch
+    old_grid = visual.grid_size[0]
+    if new_grid != old_grid:
+        cls_pos, grid_pos = visual.positional_embedding[:1], visual.positional_embedding[1:]
+        grid_pos = grid_pos.reshape(1, old_grid, old_grid, -1).permute(0, 3, 1, 2)
+        grid_pos = F.interpolate(grid_pos, size=(new_grid, new_grid), mode=mode, align_corners=False)
+        grid_pos = grid_pos.permute(0, 2, 3, 1).reshape(new_grid * new_grid, -1)
+        visual.positional_embedding = torch.nn.Parameter(
+            torch.cat([cls_pos, grid_pos]), requires_grad=visual.positional_embedding.requires_grad
+        )
+    visual.grid_size = (new_grid, new_grid)
+    visual.image_size = (image_size, image_size)
+
+
+def load_clip(
+    model: str,
+    pretrained: str,
+    weights_dir: str | Path,
+    image_size: int,
+    tiny_patch_size: int = 16,
+    seed: int = 0,
+) -> open_clip.CLIP:
+    """The frozen, eval-mode CLIP a detector runs at ``image_size``²: named (weights dir) or ``tiny``."""
+    clip = tiny_clip(tiny_patch_size, seed) if model == TINY else named_clip(model, pretrained, weights_dir)
+    set_image_size(clip.visual, image_size)
+    clip.requires_grad_(False)
+    return clip.eval()
