@@ -2,7 +2,7 @@
 
 python scripts/download.py mvtec --root DIR    # MVTec AD archive, sha256-verified, extracted
 python scripts/download.py visa --root DIR     # VisA archive, sha256-verified, extracted
-python scripts/download.py weights             # model weights (not available yet)
+python scripts/download.py weights [--dir DIR] # every checkpoint the configs name, into the weights dir
 """
 
 from __future__ import annotations
@@ -11,10 +11,13 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
 from anorefine.data.download import ARCHIVES, download_dataset
 from anorefine.errors import AnorefineError
+from anorefine.weights import resolve_weights_dir
+from anorefine.weights_download import configured_clips, download_backbone_weights, download_clip_weights
 
 
 def _print_progress(done: int, total: int | None) -> None:
@@ -27,9 +30,17 @@ def _download_dataset(args: argparse.Namespace) -> None:
     print(f"\n{ARCHIVES[args.command].name} is ready in {root}")
 
 
-def _download_weights(_args: argparse.Namespace) -> None:
-    """Slot for the model-weights download, filled by the detectors' weight loading."""
-    raise AnorefineError("`download.py weights` is not implemented yet")
+def _download_weights(args: argparse.Namespace) -> None:
+    weights_dir = resolve_weights_dir(args.dir)
+    clips = configured_clips(REPO / "conf" / "model")
+    try:
+        paths = download_clip_weights(weights_dir, clips) + download_backbone_weights(weights_dir)
+    except OSError as error:
+        raise AnorefineError(
+            f"downloading weights into {weights_dir} failed ({error}): this needs internet"
+        ) from error
+    for path in paths:
+        print(f"ok {path}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,9 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(kind, help=f"download and extract {archive.name} ({archive.filename})")
         sub.add_argument("--root", type=Path, required=True, help="folder to extract into (new or empty)")
         sub.set_defaults(handler=_download_dataset)
-    commands.add_parser("weights", help="download model weights (not available yet)").set_defaults(
-        handler=_download_weights
+    weights = commands.add_parser("weights", help="download every checkpoint the model configs name")
+    weights.add_argument(
+        "--dir", type=Path, default=None, help="weights dir (default: $ANOREFINE_WEIGHTS_DIR or ./weights)"
     )
+    weights.set_defaults(handler=_download_weights)
     return parser
 
 

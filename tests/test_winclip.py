@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 from pathlib import Path
 from unittest import mock
@@ -13,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from anomalib.models.image.winclip.torch_model import WinClipModel
-from conftest import REPO, run_train
+from conftest import run_train
 
 from anorefine.detectors.clip_models import CLIP_MEAN, CLIP_STD, checkpoint_name, load_clip, tiny_clip
 from anorefine.detectors.normalization import normalize
@@ -138,23 +137,6 @@ def test_named_model_loads_from_the_weights_dir_without_download(
         assert torch.equal(loaded.state_dict()[key], value), key
     assert isinstance(loaded.visual.transformer.resblocks[0].mlp.gelu, open_clip.transformer.QuickGELU)
     assert not any(p.requires_grad for p in loaded.parameters()) and not loaded.training
-
-
-def test_download_helper_fetches_what_the_configs_name_and_skips_present_files(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    spec = importlib.util.spec_from_file_location(
-        "download_weights", REPO / "scripts" / "download_weights.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    expected = [("ViT-B-16-plus-240", "laion400m_e31"), ("ViT-L-14-336", "openai")]
-    assert module.configured_clips() == expected
-    for model, pretrained in expected:
-        (tmp_path / checkpoint_name(model, pretrained)).parent.mkdir(exist_ok=True)
-        (tmp_path / checkpoint_name(model, pretrained)).write_bytes(b"present")
-    monkeypatch.setattr(open_clip, "create_model", mock.Mock(side_effect=AssertionError("downloaded")))
-    assert module.download_clip_weights(tmp_path) == [tmp_path / checkpoint_name(*pair) for pair in expected]
 
 
 def test_train_py_runs_winclip_on_the_tiny_clip(demo_root: Path, tmp_path: Path) -> None:
