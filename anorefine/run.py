@@ -78,15 +78,10 @@ def resolve_categories(cfg: DictConfig, root: Path) -> list[str]:
 
 
 def dataset_root(cfg: DictConfig) -> Path:
-    """The dataset root, generating the demo dataset on first use."""
+    """The dataset root, generating the demo dataset on first use (other roots are checked by the readers)."""
     root = Path(cfg.dataset.root).expanduser()
     if cfg.dataset.name == "demo":
         return data.ensure_demo_dataset(root, seed=cfg.dataset.generation_seed)
-    if not root.is_dir():
-        raise DataError(
-            f"dataset root {root} does not exist: download it with "
-            f"`python scripts/download.py {cfg.dataset.name} --root {root}` or set dataset.root=DIR"
-        )
     return root
 
 

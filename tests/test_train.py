@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,39 @@ def test_bad_input_fails_with_one_clear_line(
     assert run.returncode != 0
     assert message in run.stderr
     assert not (tmp_path / "bad" / "results.json").exists()
+
+
+def copy_category(demo_root: Path, destination: Path, category: str = "brick") -> Path:
+    """A one-category MVTec-layout folder copied from the demo, for a test to damage."""
+    shutil.copytree(demo_root / category, destination / category)
+    return destination
+
+
+def test_defective_image_without_mask_fails_naming_it(demo_root: Path, tmp_path: Path) -> None:
+    root = copy_category(demo_root, tmp_path / "folder")
+    missing = root / "brick" / "ground_truth" / "hole" / "003_mask.png"
+    missing.unlink()
+    run = run_train(["dataset=folder", f"dataset.root={root}", *TINY_RUN], tmp_path / "bad")
+    assert run.returncode != 0
+    assert "003_mask.png" in run.stderr and "hole" in run.stderr
+
+
+def test_unreadable_image_fails_naming_it(demo_root: Path, tmp_path: Path) -> None:
+    root = copy_category(demo_root, tmp_path / "folder")
+    broken = root / "brick" / "train" / "good" / "007.png"
+    broken.write_bytes(broken.read_bytes()[:100])  # a truncated PNG
+    run = run_train(["dataset=folder", f"dataset.root={root}", *TINY_RUN], tmp_path / "bad")
+    assert run.returncode != 0
+    assert "007.png" in run.stderr.splitlines()[-1]
+
+
+def test_folder_without_ground_truth_reports_null_pixel_metrics(demo_root: Path, tmp_path: Path) -> None:
+    root = copy_category(demo_root, tmp_path / "folder")
+    shutil.rmtree(root / "brick" / "ground_truth")
+    run = run_train(["dataset=folder", f"dataset.root={root}", *TINY_RUN], tmp_path / "run")
+    assert run.returncode == 0, run.stderr[-3000:]
+    for stage in ("base", "refined"):
+        metrics = run.results["metrics"]["brick"][stage]
+        assert metrics["image_auroc"] > 0.5 and metrics["image_ap"] > 0.5
+        assert all(metrics[key] is None for key in ("pixel_auroc", "pixel_ap", "pixel_f1_max", "aupro"))
+        assert run.results["metrics"]["mean"][stage]["pixel_ap"] is None
