@@ -20,9 +20,8 @@ from anorefine.errors import MetricError
 from anorefine.metrics import METRIC_NAMES, AnomalyMetrics, boundary_f1, compute_metrics, ranking
 
 TOL = 1e-6
-pro_compat_module = importlib.import_module(
-    "anorefine.metrics.pro_compat"
-)  # the package exports the function
+# the package exports the function pro_compat under its module's name
+pro_compat_module = importlib.import_module("anorefine.metrics.pro_compat")
 
 
 def make_case(
@@ -134,6 +133,7 @@ def test_ties_case_has_few_levels_and_signed_zeros() -> None:
 
 def test_masks_given_as_0_255_uint8() -> None:
     maps, masks = make_case(6, 6, 24)
+    assert_matches_references(maps, masks.astype(np.uint8) * 255, loops=True)
     assert compute_metrics(maps, masks.astype(np.uint8) * 255) == compute_metrics(maps, masks)
     assert compute_metrics(maps, masks.astype(np.uint8)) == compute_metrics(maps, masks)
 

@@ -55,9 +55,8 @@ class ProCurve:
         self.pro_before = float(pro_cumulated[-1])
         if chunk.local_ends.numel() == 0:
             return
-        fp = (chunk.ranked - chunk.tp).to(torch.float64)
-        fpr = torch.cat([fp.new_tensor(self.last_point[:1]), fp / self.num_normal])
-        pro = torch.cat([fp.new_tensor(self.last_point[1:]), pro_cumulated[chunk.local_ends]])
+        fpr = torch.cat([chunk.fp.new_tensor(self.last_point[:1]), chunk.fp / self.num_normal])
+        pro = torch.cat([chunk.fp.new_tensor(self.last_point[1:]), pro_cumulated[chunk.local_ends]])
         inside = int((fpr <= self.limit).sum())  # FPR never decreases: the first `inside` points
         self.area += float(torch.trapezoid(pro[:inside], fpr[:inside]))
         if inside == fpr.numel():

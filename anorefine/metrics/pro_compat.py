@@ -26,7 +26,7 @@ from torch import Tensor
 
 from anorefine.metrics.regions import region_sizes
 
-_CHUNK = 1 << 20
+_CHUNK = 1 << 21
 
 
 def _round_down(values: Tensor, dtype: torch.dtype) -> Tensor:

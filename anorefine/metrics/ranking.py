@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-CHUNK = 1 << 20  # elements per streamed chunk: small enough for the allocator to reuse its buffers
+CHUNK = 1 << 21  # elements per streamed chunk: float64 temporaries (16 MB) the allocator can reuse
 _KEY_DTYPES = {torch.float32: (torch.int32, 0x7FFF_FFFF), torch.float64: (torch.int64, 0x7FFF_FFFF_FFFF_FFFF)}
 _SCORE_DTYPES = {torch.int32: torch.float32, torch.int64: torch.float64}
 _HIGH, _LOW = (1, 0) if sys.byteorder == "little" else (0, 1)  # int32 halves of an int64
@@ -48,7 +48,8 @@ def sort_descending(scores: Tensor, payload: Tensor) -> tuple[Tensor, Tensor]:
     exactly within a tie group. float32 scores: the int32 key and the payload are packed into one
     int64 and only these values are sorted, without a permutation to build and gather through;
     on CPU numpy's in-place (SIMD) int64 sort does it several times faster than ``torch.sort``.
-    float64 scores: a stable sort of int64 keys, then the payload is gathered.
+    float64 scores: a stable ``torch.sort`` of int64 keys, then the payload is gathered (slower, and
+    about twice the peak memory of the float32 path).
     """
     if scores.dtype == torch.float64:
         keys = torch.empty(scores.numel(), dtype=torch.int64, device=scores.device)
@@ -72,18 +73,16 @@ def sort_descending(scores: Tensor, payload: Tensor) -> tuple[Tensor, Tensor]:
 
 @dataclass(frozen=True)
 class GroupChunk:
-    """The tie groups that end inside one chunk ``[start, start + len(payload))`` of the sorted order."""
+    """The tie groups that end inside one chunk of the sorted order, with their counts.
 
-    start: int
+    ``tp``/``fp``: positives/negatives ranked at or above each group (float64, exact integers).
+    """
+
     local_ends: Tensor  # int64 position in the chunk of the last element of each group ending here
-    tp: Tensor  # int64 positives ranked at or above each group
+    tp: Tensor
+    fp: Tensor
     keys: Tensor  # the chunk's group keys (scores)
     payload: Tensor  # the chunk's sorted payload
-
-    @property
-    def ranked(self) -> Tensor:
-        """int64 number of elements ranked at or above each group."""
-        return self.local_ends + (self.start + 1)
 
 
 def iter_groups(group_keys: Tensor, sorted_payload: Tensor) -> Iterator[GroupChunk]:
@@ -97,7 +96,9 @@ def iter_groups(group_keys: Tensor, sorted_payload: Tensor) -> Iterator[GroupChu
         local_ends = is_end.nonzero().squeeze(1)
         payload = sorted_payload[start : start + CHUNK]
         positives = torch.cumsum(payload > 0, 0)
-        yield GroupChunk(start, local_ends, positives[local_ends] + positives_before, keys, payload)
+        tp = positives[local_ends].to(torch.float64) + positives_before
+        fp = (local_ends + (start + 1)).to(torch.float64) - tp
+        yield GroupChunk(local_ends, tp, fp, keys, payload)
         positives_before += int(positives[-1])
 
 
@@ -120,16 +121,14 @@ class RankingCurves:
         """Add the groups of one chunk."""
         if chunk.local_ends.numel() == 0 or self.num_pos == 0:
             return
-        tp = chunk.tp.to(torch.float64)
-        ranked = chunk.ranked.to(torch.float64)
-        fp = ranked - tp
+        tp, fp = chunk.tp, chunk.fp
         new_tp = torch.diff(tp, prepend=tp.new_tensor([self.last_tp]))
         new_fp = torch.diff(fp, prepend=fp.new_tensor([self.last_fp]))
         # sum new_fp * (tp + previous tp), previous tp = tp - new_tp
         self.twice_auc += float(2.0 * torch.dot(new_fp, tp) - torch.dot(new_fp, new_tp))
-        self.ap_sum += float(torch.dot(new_tp, tp / ranked))
-        best = int((tp / (ranked + self.num_pos)).argmax())
-        f1 = 2.0 * float(tp[best]) / (float(ranked[best]) + self.num_pos)
+        self.ap_sum += float(torch.dot(new_tp, tp / (tp + fp)))
+        best = int((tp / (tp + fp + self.num_pos)).argmax())
+        f1 = 2.0 * float(tp[best]) / (float(tp[best] + fp[best]) + self.num_pos)
         if f1 > self.best_f1:
             self.best_f1, self.best_key = f1, chunk.keys[chunk.local_ends[best]].clone()
         self.last_tp, self.last_fp = float(tp[-1]), float(fp[-1])
