@@ -1,0 +1,277 @@
+"""PGT, progressive group-wise test-time training of the ARD on the unlabeled test stream.
+
+Per category the test stream is ordered (seeded shuffle, or dataset order) and cut into groups.
+Group g is refined by the ARD trained on the groups before it (``mode=progressive``, weights carried
+forward); the ARD then trains on group g: its ``pseudo_normal_ratio`` lowest-scored images (by the
+frozen detector's image score) receive synthetic anomalies, the detector maps them, and the ARD
+learns to turn those maps into the synthetic masks. Ablations: ``mode=offline`` trains one ARD on the
+pseudo-normals of the whole stream before testing; ``mode=scratch`` re-initialises it every group;
+``contamination=r`` forces a fraction r of truly anomalous images into every pseudo-normal pool
+(the only place that reads labels before evaluation). Masks are read only by the task's metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from anorefine.curriculum.base import Curriculum
+from anorefine.curriculum.pgt_training import (
+    ArdTrainingModule,
+    DetectorPass,
+    ImagesOnly,
+    SyntheticPairs,
+    collate_outputs,
+)
+from anorefine.data.synthesis import AnomalySynthesizer, SynthesisConfig
+from anorefine.detectors.base import DetectorOutput
+from anorefine.errors import AnorefineError
+from anorefine.metrics import AnomalyMetrics, compute_metrics
+from anorefine.refiners.ard import ArdRefiner
+from anorefine.task import STAGES, AnomalyTask
+
+MODES = ("progressive", "offline", "scratch")
+ORDERS = ("shuffle", "dataset")
+FIRST_GROUPS = ("self", "base")
+
+
+def stream_groups(count: int, group_size: int, order: str, seed: int) -> list[list[int]]:
+    """Dataset indices of the stream, ordered and cut into consecutive groups of ``group_size``."""
+    if order not in ORDERS:
+        raise AnorefineError(f"curriculum.order={order!r} is unknown: use one of {ORDERS}")
+    if group_size < 1:
+        raise AnorefineError(f"curriculum.group_size={group_size} must be at least 1")
+    if order == "shuffle":
+        indices = torch.randperm(count, generator=torch.Generator().manual_seed(seed)).tolist()
+    else:
+        indices = list(range(count))
+    return [indices[i : i + group_size] for i in range(0, count, group_size)]
+
+
+def lowest_scored(scores: torch.Tensor, count: int, exclude: set[int] = frozenset()) -> list[int]:
+    """Positions of the ``count`` lowest scores, skipping positions in ``exclude``."""
+    order = [i for i in torch.argsort(scores, stable=True).tolist() if i not in exclude]
+    return order[:count]
+
+
+def anomalous_positions(test_set: Dataset, group: list[int]) -> list[int]:
+    """Positions in ``group`` of truly anomalous images: reads labels, so only the contamination
+    ablation may call it before evaluation."""
+    return [pos for pos, index in enumerate(group) if int(test_set[index]["label"]) == 1]
+
+
+def pixel_ap_since(metric: AnomalyMetrics, start: int) -> float | None:
+    """Pixel AP of the batches a metric accumulated after its first ``start`` ones (None if undefined)."""
+    if len(metric.anomaly_maps) <= start:
+        return None
+    masks = torch.cat(metric.gt_masks[start:])
+    if not bool(torch.cat(metric.has_mask[start:]).all()) or not bool(masks.any()):
+        return None
+    return compute_metrics(torch.cat(metric.anomaly_maps[start:]), masks)["pixel_ap"]
+
+
+class ProgressiveGroupTraining(Curriculum):
+    """Progressive group-wise test-time training of an ARD refiner (``curriculum=pgt``)."""
+
+    def __init__(
+        self,
+        mode: str = "progressive",
+        group_size: int = 13,
+        order: str = "shuffle",
+        order_seed: int = 0,
+        first_group: str = "self",
+        pseudo_normal_ratio: float = 0.5,
+        contamination: float = 0.0,
+        steps_per_group: int = 100,
+        batch_size: int = 8,
+        crop_size: int = 128,
+        synthetic_per_group: int = 48,
+        lr: float = 2e-3,
+        weight_decay: float = 1e-4,
+        focal_gamma: float = 2.0,
+        dice_weight: float = 1.0,
+        synthesis: AnomalySynthesizer | None = None,
+    ) -> None:
+        for name, value, allowed in (("mode", mode, MODES), ("first_group", first_group, FIRST_GROUPS)):
+            if value not in allowed:
+                raise AnorefineError(f"curriculum.{name}={value!r} is unknown: use one of {allowed}")
+        if not 0.0 < pseudo_normal_ratio <= 1.0 or not 0.0 <= contamination <= 1.0:
+            raise AnorefineError(
+                "curriculum.pseudo_normal_ratio must be in (0, 1] and contamination in [0, 1]"
+            )
+        self.mode, self.group_size, self.order, self.order_seed = mode, group_size, order, order_seed
+        self.first_group, self.ratio, self.contamination = first_group, pseudo_normal_ratio, contamination
+        self.steps_per_group, self.batch_size, self.crop_size = steps_per_group, batch_size, crop_size
+        self.synthetic_per_group = synthetic_per_group
+        self.optim = {
+            "lr": lr,
+            "weight_decay": weight_decay,
+            "focal_gamma": focal_gamma,
+            "dice_weight": dice_weight,
+        }
+        self.synthesis = synthesis or AnomalySynthesizer()
+
+    def evaluate(
+        self, task: AnomalyTask, make_trainer: Callable[..., L.Trainer], test_set: Dataset, batch_size: int
+    ) -> dict[str, Any]:
+        if not isinstance(task.refiner, ArdRefiner):
+            raise AnorefineError("curriculum=pgt trains the refiner: use it with refiner=ard")
+        groups = stream_groups(len(test_set), self.group_size, self.order, self.order_seed)  # type: ignore[arg-type]
+        records: list[dict[str, Any]] = [{"indices": group} for group in groups]
+        session = _Session(self, task, make_trainer, test_set, batch_size)
+        last = len(groups) - 1
+        if self.mode == "offline":  # the same number of steps as a progressive stream
+            session.train(groups, records, self.steps_per_group * max(1, last))
+        for g, group in enumerate(groups):
+            trains_first = self.mode != "offline" and g == 0 and self.first_group == "self"
+            if trains_first:
+                session.train([group], records[:1], self.steps_per_group)
+            records[g]["refined_by"] = self._refined_by(g)
+            records[g].update(session.test(group, step=g))
+            if self.mode != "offline" and not trains_first and g < last:
+                session.train([group], records[g : g + 1], self.steps_per_group)
+        for group, record in zip(groups, records, strict=True):
+            if "pseudo_normals" in record:  # reported after every group was scored: evaluation
+                pool = {group.index(i) for i in record["pseudo_normals"]}
+                record["pool_anomalous"] = sum(p in pool for p in anomalous_positions(test_set, group))
+        return {
+            "mode": self.mode,
+            "group_size": self.group_size,
+            "groups": records,
+            **{f"{stage}_pixel_ap_curve": [r[f"{stage}_pixel_ap"] for r in records] for stage in STAGES},
+        }
+
+    def _refined_by(self, g: int) -> str:
+        if self.mode == "offline":
+            return "offline"
+        if g == 0:
+            return "group 0 (self)" if self.first_group == "self" else "base (untrained)"
+        return f"group {g - 1}"
+
+
+class _Session:
+    """One category's PGT state: the detector passes, the pseudo-normal pools, training and tests."""
+
+    def __init__(
+        self,
+        settings: ProgressiveGroupTraining,
+        task: AnomalyTask,
+        make_trainer: Callable[..., L.Trainer],
+        test_set: Dataset,
+        batch_size: int,
+    ) -> None:
+        self.settings, self.task, self.make_trainer = settings, task, make_trainer
+        self.test_set, self.images, self.batch_size = test_set, ImagesOnly(test_set), batch_size
+        self.refiner: ArdRefiner = task.refiner  # type: ignore[assignment]
+        self.calibrated = False
+
+    def detect(self, dataset: Dataset) -> dict[str, Any]:
+        """The frozen detector's outputs (and the images) under a Trainer's predict loop."""
+        trainer = self.make_trainer(inference_mode=False)  # cached tensors feed autograd later
+        batches = trainer.predict(
+            DetectorPass(self.task.detector), DataLoader(dataset, batch_size=self.batch_size)
+        )
+        return collate_outputs(batches)
+
+    def pseudo_normals(self, group: list[int]) -> tuple[dict[str, Any], list[int], list[int]]:
+        """(detector outputs of the pool, pool dataset indices, those forced in as contamination)."""
+        outputs = self.detect(Subset(self.images, group))
+        settings = self.settings
+        count = max(1, round(settings.ratio * len(group)))
+        forced: list[int] = []
+        if settings.contamination > 0:
+            anomalous = anomalous_positions(self.test_set, group)
+            wanted = min(len(anomalous), round(settings.contamination * count))
+            forced = [anomalous[i] for i in torch.randperm(len(anomalous))[:wanted].tolist()]
+        positions = forced + lowest_scored(outputs["image_score"], count - len(forced), exclude=set(forced))
+        pool = {k: v[positions] if torch.is_tensor(v) else v for k, v in outputs.items()}
+        return pool, [group[p] for p in positions], [group[p] for p in forced]
+
+    def train(self, groups: list[list[int]], records: list[dict[str, Any]], steps: int) -> None:
+        """Train the ARD on synthetic anomalies painted on the pseudo-normals of ``groups``."""
+        settings, refiner = self.settings, self.refiner
+        pools = []
+        for group, record in zip(groups, records, strict=True):
+            pool, indices, forced = self.pseudo_normals(group)
+            record.update(pseudo_normals=indices, forced_anomalous=forced)
+            pools.append(pool)
+        pool = collate_outputs(pools)
+        size = tuple(pool["image"].shape[-2:])
+        as_output = DetectorOutput(
+            pool["anomaly_map"],
+            pool["image_score"],
+            pool["features"],
+            pool["stride"],
+            pool["receptive_field"],
+        )
+        if not self.calibrated:
+            refiner.calibrate(pool["anomaly_map"], pool["features"])
+            self.calibrated = True
+        if settings.mode == "scratch" or not refiner.is_built:
+            refiner.build(as_output, size)
+        images, masks = settings.synthesis(pool["image"], settings.synthetic_per_group * len(groups))
+        synthetic = self.detect([{"image": image} for image in images])
+        grid = pool["anomaly_map"].shape[-1]
+        pairs = SyntheticPairs(
+            torch.cat([images, pool["image"]]),
+            torch.cat([masks, torch.zeros_like(pool["image"][:, :1])]),
+            torch.cat([synthetic["anomaly_map"], pool["anomaly_map"]]),
+            torch.cat([synthetic["features"], pool["features"]]),
+            crop_cells=round(settings.crop_size * grid / size[-1]) if settings.crop_size else 0,
+        )
+        module = ArdTrainingModule(refiner, pool["stride"], pool["receptive_field"], **settings.optim)
+        trainer = self.make_trainer(
+            max_steps=steps, max_epochs=-1, limit_val_batches=0, num_sanity_val_steps=0, log_every_n_steps=10
+        )
+        loader = DataLoader(
+            pairs, batch_size=settings.batch_size, shuffle=True, drop_last=len(pairs) > settings.batch_size
+        )
+        trainer.fit(module, loader)
+        tail = module.losses[-max(1, len(module.losses) // 5) :]
+        for record in records:
+            record["train_loss"] = sum(tail) / len(tail)
+
+    def test(self, group: list[int], step: int) -> dict[str, float | None]:
+        """Score one group through the task (the only place masks are read); its pixel AP per stage."""
+        starts = {stage: len(self.task.metrics[stage].anomaly_maps) for stage in STAGES}
+        trainer = self.make_trainer()
+        trainer.test(
+            self.task,
+            dataloaders=DataLoader(Subset(self.test_set, group), batch_size=self.batch_size),
+            verbose=False,
+        )
+        scores = {
+            f"{stage}_pixel_ap": pixel_ap_since(self.task.metrics[stage], starts[stage]) for stage in STAGES
+        }
+        if trainer.logger:
+            trainer.logger.log_metrics({f"pgt/{k}": v for k, v in scores.items() if v is not None}, step=step)
+        return scores
+
+
+@dataclass
+class PgtConfig:
+    """Schema of conf/curriculum/pgt.yaml."""
+
+    _target_: str = "anorefine.curriculum.pgt.ProgressiveGroupTraining"
+    name: str = "pgt"
+    mode: str = "progressive"
+    group_size: int = 13
+    order: str = "shuffle"
+    order_seed: int = 0
+    first_group: str = "self"
+    pseudo_normal_ratio: float = 0.5
+    contamination: float = 0.0
+    steps_per_group: int = 100
+    batch_size: int = 8
+    crop_size: int = 128
+    synthetic_per_group: int = 48
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    focal_gamma: float = 2.0
+    dice_weight: float = 1.0
+    synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)

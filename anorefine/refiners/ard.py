@@ -1,0 +1,332 @@
+"""ARD, the anomaly refinement decoder: coarse patch map + features (+ RGB) -> pixel-level map.
+
+Public part (AnoRefiner abstract): a stem (1x1 conv of the map -> 64 ch, concatenated with the
+features, 1x1 conv -> 256 ch), then upsampling stages that re-read the anomaly map at every stage
+("anomaly-attention") and exchange information between a feature and an anomaly branch
+("cross-residual bidirectional interaction"). Everything else is our reconstruction and a setting
+(docs/ard_pgt.md): per-stage x2 upsampling with a last resize to the input size, the attention
+formula, the block form, the shallow RGB skip, and the residual head. With ``residual=True`` the
+output is ``baseline_map + scale * delta`` with a zero-initialised ``delta`` head, so an untrained
+ARD returns exactly the ``none`` refiner's map. Maps enter the network normalised by per-stream
+statistics (``calibrate``); the statistics only scale ``delta``, so they never break that identity.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from anorefine.detectors.base import DetectorOutput
+from anorefine.refiners.base import BASELINE_SIGMA, Refiner, baseline_map
+
+#: Channels of the stem's map embedding and of its fused output (the published stem).
+MAP_EMBED_CHANNELS = 64
+STEM_CHANNELS = 256
+#: Channels of the shallow RGB encoder read by every stage when ``rgb_skip`` is on.
+RGB_CHANNELS = 8
+MIN_WIDTH = 8
+#: Each stage's head predicts this many sub-pixels per side of a working cell (pixel shuffle).
+HEAD_UPSCALE = 2
+IMAGE_SCORES = ("detector", "max")
+#: Initial (scale, offset) of the training loss's logit: probability 1/2 at 3 stream standard deviations.
+LOGIT_CALIBRATION_INIT = (1.0, 3.0)
+
+
+def conv(in_ch: int, out_ch: int, kernel: int = 3, act: bool = True) -> nn.Sequential:
+    """Same-size convolution, optionally followed by ReLU."""
+    layers: list[nn.Module] = [nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2)]
+    if act:
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize (a no-op at the same size)."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def stage_sizes(grid: tuple[int, int], size: tuple[int, int], stages: int | None) -> list[tuple[int, int]]:
+    """Working size of each stage: x2 per stage from the grid (a stage's head predicts at twice that).
+
+    ``stages=None`` picks enough stages for the last head to reach the input size (2 for stride 8,
+    3 for strides 14 and 16); the last head's output is resized to the input size when it differs.
+    """
+    if stages is None:
+        ratio = max(size[0] / grid[0], size[1] / grid[1])
+        stages = max(1, math.ceil(math.log2(ratio) - 1e-6) - 1)
+    return [(grid[0] * 2**k, grid[1] * 2**k) for k in range(1, stages + 1)]
+
+
+class CrossResidualBlock(nn.Module):
+    """Bidirectional interaction: each branch adds a 3x3 transform of the *other* branch to itself."""
+
+    def __init__(self, feature_ch: int, anomaly_ch: int) -> None:
+        super().__init__()
+        self.anomaly_to_feature = conv(anomaly_ch, feature_ch, act=False)
+        self.feature_to_anomaly = conv(feature_ch, anomaly_ch, act=False)
+
+    def forward(self, f: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return F.relu(f + self.anomaly_to_feature(a)), F.relu(a + self.feature_to_anomaly(f))
+
+
+class DecoderStage(nn.Module):
+    """One stage: reduce, upsample x2, re-read the map, attend, interact, predict a delta at x2 again.
+
+    Working at half the head's resolution and predicting ``HEAD_UPSCALE``² sub-pixels per cell
+    (pixel shuffle) keeps every convolution off the full input resolution (CPU cost).
+    """
+
+    def __init__(
+        self, in_f: int, in_a: int, width: int, rgb_ch: int, attention: bool, bi_blocks: int, zero_head: bool
+    ) -> None:
+        super().__init__()
+        a_width = max(width // 2, MIN_WIDTH // 2)
+        self.reduce_f = conv(in_f, width, kernel=1, act=False)
+        self.reduce_a = conv(in_a, a_width, kernel=1, act=False)
+        # guide = (current estimate, baseline) at this stage's resolution: the map re-read.
+        self.feature_in = conv(width + rgb_ch, width)
+        self.anomaly_in = conv(a_width + 2, a_width)
+        self.attention = conv(a_width + 2, width, act=False) if attention else None
+        self.blocks = nn.ModuleList(CrossResidualBlock(width, a_width) for _ in range(bi_blocks))
+        self.head = nn.Sequential(
+            nn.Conv2d(width + a_width, HEAD_UPSCALE**2, 3, padding=1), nn.PixelShuffle(HEAD_UPSCALE)
+        )
+        if zero_head:
+            nn.init.zeros_(self.head[0].weight)
+            nn.init.zeros_(self.head[0].bias)
+        self.out_f, self.out_a = width, a_width
+
+    def forward(
+        self, f: torch.Tensor, a: torch.Tensor, guide: torch.Tensor, rgb: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        size = tuple(guide.shape[-2:])
+        f = resize(self.reduce_f(f), size)
+        a = resize(self.reduce_a(a), size)
+        f = self.feature_in(f if rgb is None else torch.cat([f, rgb], 1))
+        a = self.anomaly_in(torch.cat([a, guide], 1))
+        if self.attention is not None:
+            # Anomaly-attention: a per-channel gate in (0, 2) from the anomaly branch and the map,
+            # suppressing (<1) background and enhancing (>1) anomalous feature responses.
+            f = f * (2.0 * torch.sigmoid(self.attention(torch.cat([a, guide], 1))))
+        for block in self.blocks:
+            f, a = block(f, a)
+        return f, a, self.head(torch.cat([f, a], 1))
+
+
+class ArdNetwork(nn.Module):
+    """The decoder proper; built once the feature channels are known (see ``ArdRefiner.build``)."""
+
+    def __init__(
+        self,
+        feature_ch: int,
+        num_stages: int,
+        width: int,
+        attention: bool,
+        bi_blocks: int,
+        rgb_skip: bool,
+        zero_head: bool,
+    ) -> None:
+        super().__init__()
+        self.map_embed = conv(1, MAP_EMBED_CHANNELS, kernel=1)
+        self.stem = conv(MAP_EMBED_CHANNELS + feature_ch, STEM_CHANNELS, kernel=1)
+        rgb_ch = RGB_CHANNELS if rgb_skip else 0
+        rgb_in = 3 * HEAD_UPSCALE**2  # the image at the head's resolution, space-to-depth
+        self.rgb = nn.ModuleList(conv(rgb_in, rgb_ch) for _ in range(num_stages)) if rgb_skip else None
+        stages, in_f, in_a = [], STEM_CHANNELS, MAP_EMBED_CHANNELS
+        for k in range(num_stages):
+            stage = DecoderStage(
+                in_f, in_a, max(width >> k, MIN_WIDTH), rgb_ch, attention, bi_blocks, zero_head
+            )
+            stages.append(stage)
+            in_f, in_a = stage.out_f, stage.out_a
+        self.stages = nn.ModuleList(stages)
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        coarse: torch.Tensor,
+        features: torch.Tensor,
+        baselines: list[torch.Tensor],
+        residual: bool,
+    ) -> list[torch.Tensor]:
+        """Per-stage deltas (normalised units), stage k's at the size of ``baselines[k + 1]``.
+
+        ``baselines`` holds the normalised baseline at every stage's working size, then at the
+        input size (where the last head's output is resized to, if it differs).
+        """
+        a = self.map_embed(coarse)
+        f = self.stem(torch.cat([a, features], 1))
+        rgb_input = None
+        if self.rgb is not None:
+            mean = images.mean(dim=(2, 3), keepdim=True)
+            std = images.std(dim=(2, 3), keepdim=True)
+            rgb_input = (images - mean) / (std + 1e-3)  # per-image standardised: brightness-invariant
+        delta = torch.zeros_like(baselines[0])
+        deltas = []
+        for k, stage in enumerate(self.stages):
+            size = tuple(baselines[k].shape[-2:])
+            estimate = baselines[k] + delta if residual else delta
+            rgb = None
+            if self.rgb is not None:
+                head_size = (HEAD_UPSCALE * size[0], HEAD_UPSCALE * size[1])
+                image = F.interpolate(rgb_input, size=head_size, mode="bilinear", antialias=True)
+                rgb = self.rgb[k](F.pixel_unshuffle(image, HEAD_UPSCALE))
+            f, a, step = stage(f, a, torch.cat([estimate, baselines[k]], 1), rgb)
+            delta = resize(resize(delta, tuple(step.shape[-2:])) + step, tuple(baselines[k + 1].shape[-2:]))
+            deltas.append(delta)
+        return deltas
+
+
+class ArdRefiner(Refiner):
+    """The anomaly refinement decoder behind the refiner contract (trained by ``curriculum=pgt``).
+
+    The network is built on the first call (or by ``build``/``calibrate``), when the detector's
+    feature channels and grid are known, so one config serves every detector and stride.
+    """
+
+    trainable = True
+
+    def __init__(
+        self,
+        width: int = 32,
+        stages: int | None = None,
+        attention: bool = True,
+        bi_blocks: int = 1,
+        rgb_skip: bool = True,
+        residual: bool = True,
+        delta_range: tuple[float, float] | None = (-2.0, 10.0),
+        center: bool = True,
+        sigma: float = BASELINE_SIGMA,
+        image_score: str = "detector",
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if image_score not in IMAGE_SCORES:
+            raise ValueError(f"refiner.image_score={image_score!r}: use one of {IMAGE_SCORES}")
+        self.width, self.stages, self.attention = width, stages, attention
+        self.bi_blocks, self.rgb_skip, self.residual = bi_blocks, rgb_skip, residual
+        self.sigma, self.image_score, self.seed = sigma, image_score, seed
+        if delta_range is not None and not delta_range[0] < 0 < delta_range[1]:
+            raise ValueError(f"refiner.delta_range={delta_range}: needs low < 0 < high (or null)")
+        self.center = center
+        self.delta_range = None if delta_range is None else (float(delta_range[0]), float(delta_range[1]))
+        self.network: ArdNetwork | None = None
+        self.num_stages = 0
+        self.register_buffer("map_mean", torch.zeros(()))
+        self.register_buffer("map_scale", torch.ones(()))
+        self.register_buffer("feature_mean", torch.zeros(0))
+        self.register_buffer("feature_std", torch.ones(0))
+        # Logit calibration (scale, offset) of the normalised refined map, used by the training loss
+        # only: a monotonic map, so it never changes a refined map's ranking.
+        self.logit_calibration = nn.Parameter(torch.tensor(LOGIT_CALIBRATION_INIT))
+
+    @property
+    def is_built(self) -> bool:
+        return self.network is not None
+
+    def build(self, output: DetectorOutput, size: tuple[int, int]) -> None:
+        """(Re)create the network with fresh seeded weights for this detector output and input size."""
+        channels, grid = output.features.shape[1], tuple(output.anomaly_map.shape[-2:])
+        self.num_stages = len(stage_sizes(grid, size, self.stages))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            network = ArdNetwork(
+                channels,
+                self.num_stages,
+                self.width,
+                self.attention,
+                self.bi_blocks,
+                self.rgb_skip,
+                zero_head=self.residual,
+            )
+        self.network = network.to(output.features.device)
+        with torch.no_grad():
+            self.logit_calibration.copy_(torch.tensor(LOGIT_CALIBRATION_INIT))
+        if self.feature_mean.numel() != channels:
+            self.feature_mean = torch.zeros(channels, device=output.features.device)
+            self.feature_std = torch.ones(channels, device=output.features.device)
+
+    def calibrate(self, anomaly_maps: torch.Tensor, features: torch.Tensor) -> None:
+        """Set the stream statistics from unlabeled coarse maps (N,1,h,w) and features (N,C,h,w)."""
+        maps = anomaly_maps.detach().float()
+        self.map_mean = maps.mean().to(self.map_mean.device)
+        self.map_scale = maps.std().clamp_min(1e-6).to(self.map_scale.device)
+        feats = features.detach().float().transpose(0, 1).flatten(1)
+        self.feature_mean = feats.mean(1).to(self.map_mean.device)
+        self.feature_std = feats.std(1).clamp_min(1e-6).to(self.map_mean.device)
+
+    def normalise(self, anomaly_map: torch.Tensor) -> torch.Tensor:
+        """Raw map values -> stream-normalised units."""
+        return (anomaly_map - self.map_mean) / self.map_scale
+
+    def decode(
+        self, images: torch.Tensor, output: DetectorOutput
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(normalised baselines, deltas) at each stage's output size; the last is the images' size."""
+        size = tuple(images.shape[-2:])
+        if self.network is None:
+            self.build(output, size)
+        coarse = self.normalise(output.anomaly_map.float())
+        sizes = [*stage_sizes(tuple(coarse.shape[-2:]), size, self.stages), size]
+        baselines = [baseline_map(coarse, s, self.sigma * s[0] / size[0]) for s in sizes]
+        features = (output.features.float() - self.feature_mean[:, None, None]) / self.feature_std[
+            :, None, None
+        ]
+        deltas = self.network(images.float(), coarse, features, baselines, self.residual)
+        return baselines[1:], [self.bound(d) for d in deltas]
+
+    def bound(self, delta: torch.Tensor) -> torch.Tensor:
+        """Re-centre a residual on each image's median (``center``), then soft-clip it into
+        ``delta_range`` (tanh on each side). A zero delta stays exactly zero."""
+        if not self.residual:
+            return delta
+        if self.center:
+            delta = delta - delta.flatten(1).median(1).values[:, None, None, None]
+        if self.delta_range is None:
+            return delta
+        low, high = self.delta_range
+        return torch.where(delta >= 0, high * torch.tanh(delta / high), -low * torch.tanh(delta / -low))
+
+    def estimates(self, images: torch.Tensor, output: DetectorOutput) -> list[torch.Tensor]:
+        """Per-stage refined maps in normalised units (what the training loss reads)."""
+        baselines, deltas = self.decode(images, output)
+        if not self.residual:
+            return deltas
+        return [b + d for b, d in zip(baselines, deltas, strict=True)]
+
+    def probability(self, estimate: torch.Tensor) -> torch.Tensor:
+        """Calibrated anomaly probability of a normalised estimate (for the training loss)."""
+        scale, offset = self.logit_calibration
+        return torch.sigmoid(F.softplus(scale) * (estimate - offset))
+
+    def forward(self, images: torch.Tensor, output: DetectorOutput) -> torch.Tensor:
+        _, deltas = self.decode(images, output)
+        if self.residual:
+            base = baseline_map(output.anomaly_map, tuple(images.shape[-2:]), self.sigma)
+            return base + self.map_scale * deltas[-1]
+        return self.map_mean + self.map_scale * deltas[-1]
+
+
+@dataclass
+class ArdConfig:
+    """Schema of conf/refiner/ard.yaml."""
+
+    _target_: str = "anorefine.refiners.ard.ArdRefiner"
+    name: str = "ard"
+    width: int = 32
+    stages: int | None = None
+    attention: bool = True
+    bi_blocks: int = 1
+    rgb_skip: bool = True
+    residual: bool = True
+    delta_range: tuple[float, float] | None = (-2.0, 10.0)
+    center: bool = True
+    sigma: float = BASELINE_SIGMA
+    image_score: str = "detector"
+    seed: int = 0

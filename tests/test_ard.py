@@ -1,0 +1,132 @@
+"""ARD: exact identity when untrained, shapes for every stride, bounded residual, image-score switch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from anorefine.detectors.base import Detector, DetectorOutput
+from anorefine.refiners.ard import ArdRefiner, stage_sizes
+from anorefine.refiners.identity import IdentityRefiner
+from anorefine.task import AnomalyTask
+
+
+class FakeDetector(Detector):
+    """A contract-complete detector in microseconds: the map is how far a cell's colour is from grey.
+
+    Features: the cell's mean colour and the colour spread, projected to ``channels`` with a fixed
+    random matrix, so they are deterministic and differ between normal and painted cells.
+    """
+
+    def __init__(self, stride: int = 8, channels: int = 12) -> None:
+        super().__init__()
+        self.stride = stride
+        self.projection = torch.nn.Parameter(
+            torch.randn(channels, 6, generator=torch.Generator().manual_seed(0))
+        )
+        self.projection.requires_grad_(False)
+
+    def forward(self, images: torch.Tensor) -> DetectorOutput:
+        grid = images.shape[-1] // self.stride
+        mean = F.adaptive_avg_pool2d(images, grid)
+        spread = F.adaptive_avg_pool2d(images**2, grid) - mean**2
+        stats = torch.cat([mean, spread], 1)
+        anomaly_map = (mean - 0.5).abs().sum(1, keepdim=True) + spread.sum(1, keepdim=True)
+        features = torch.einsum("oc,bchw->bohw", self.projection, stats)
+        return DetectorOutput(
+            anomaly_map, anomaly_map.flatten(1).amax(1), features, self.stride, 3 * self.stride
+        )
+
+
+def fake_output(batch: int, size: int, stride: int, channels: int = 16, seed: int = 0) -> DetectorOutput:
+    generator = torch.Generator().manual_seed(seed)
+    grid = round(size / stride)
+    anomaly_map = 10 + 3 * torch.rand(batch, 1, grid, grid, generator=generator)
+    features = torch.randn(batch, channels, grid, grid, generator=generator)
+    return DetectorOutput(anomaly_map, anomaly_map.flatten(1).amax(1), features, stride, 3 * stride)
+
+
+@pytest.mark.parametrize(("size", "stride"), [(64, 8), (56, 14), (64, 16), (70, 14), (48, 16)])
+def test_untrained_ard_is_exactly_the_none_map(size: int, stride: int) -> None:
+    images = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+    output = fake_output(2, size, stride)
+    refined = ArdRefiner()(images, output)
+    assert refined.shape == (2, 1, size, size)
+    assert torch.equal(refined, IdentityRefiner()(images, output))
+
+
+def test_identity_holds_whatever_the_stream_statistics() -> None:
+    images, output = torch.rand(1, 3, 64, 64), fake_output(1, 64, 8)
+    ard = ArdRefiner()
+    ard.calibrate(output.anomaly_map * 7 + 3, output.features * 5)
+    assert torch.equal(ard(images, output), IdentityRefiner()(images, output))
+
+
+@pytest.mark.parametrize(("size", "stride", "stages"), [(64, 8, 2), (56, 14, 3), (64, 16, 3), (518, 14, 3)])
+def test_stages_double_the_grid_and_the_last_head_reaches_the_input(
+    size: int, stride: int, stages: int
+) -> None:
+    grid = round(size / stride)
+    sizes = stage_sizes((grid, grid), (size, size), None)
+    assert len(sizes) == stages
+    assert sizes == [(grid * 2**k, grid * 2**k) for k in range(1, stages + 1)]
+    assert 2 * sizes[-1][0] >= size  # the last pixel-shuffle head covers the input, then is resized
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},
+        {"attention": False, "bi_blocks": 0, "rgb_skip": False},
+        {"bi_blocks": 2, "stages": 1, "width": 16},
+        {"residual": False},
+        {"delta_range": None},
+    ],
+)
+def test_every_variant_gives_full_size_maps_and_trains(settings: dict) -> None:
+    images, output = torch.rand(2, 3, 56, 56), fake_output(2, 56, 14)
+    ard = ArdRefiner(**settings)
+    estimates = ard.estimates(images, output)
+    assert estimates[-1].shape == (2, 1, 56, 56)
+    loss = sum(ard.probability(e).mean() for e in estimates)
+    loss.backward()
+    optimizer = torch.optim.SGD(ard.parameters(), lr=1.0)
+    before = ard(images, output).detach()
+    optimizer.step()
+    after = ard(images, output).detach()
+    assert after.shape == (2, 1, 56, 56) and torch.isfinite(after).all()
+    assert not torch.equal(before, after)
+
+
+def test_residual_is_bounded_in_stream_units() -> None:
+    ard = ArdRefiner(delta_range=(-2.0, 10.0))
+    ard.map_scale = torch.tensor(3.0)
+    delta = torch.tensor([-1e6, -1.0, 0.0, 1.0, 1e6])
+    bounded = ard.bound(delta)
+    assert bounded[2] == 0 and bounded[0] >= -2.0 and bounded[-1] <= 10.0
+    assert torch.all(bounded[1:] > bounded[:-1])  # monotonic
+
+
+def test_image_score_max_uses_the_refined_map_for_the_refined_stage_only() -> None:
+    detector = FakeDetector()
+    images = torch.rand(4, 3, 64, 64)
+    batch = {
+        "image": images,
+        "mask": torch.zeros(4, 1, 64, 64),
+        "label": torch.tensor([0, 1, 0, 1]),
+        "has_mask": torch.ones(4, dtype=torch.bool),
+    }
+    batch["mask"][1, :, 10:20, 10:20] = 1
+    batch["mask"][3, :, 30:40, 5:9] = 1
+    task = AnomalyTask(detector, ArdRefiner(image_score="max"))
+    task.test_step(batch, 0)
+    detector_scores = detector(images).image_score
+    refined = task.metrics["refined"].image_scores[0]
+    assert torch.allclose(task.metrics["base"].image_scores[0], detector_scores)
+    assert torch.allclose(refined, task.metrics["refined"].anomaly_maps[0].flatten(1).amax(1))
+
+
+def test_unknown_image_score_is_refused() -> None:
+    with pytest.raises(ValueError, match="image_score"):
+        ArdRefiner(image_score="mean")
