@@ -99,13 +99,18 @@ def test_every_variant_gives_full_size_maps_and_trains(settings: dict) -> None:
     assert not torch.equal(before, after)
 
 
-def test_residual_is_bounded_in_stream_units() -> None:
-    ard = ArdRefiner(delta_range=(-2.0, 10.0))
-    ard.map_scale = torch.tensor(3.0)
-    delta = torch.tensor([-1e6, -1.0, 0.0, 1.0, 1e6])
-    bounded = ard.bound(delta)
+def test_residual_is_bounded_and_monotonic() -> None:
+    delta = torch.tensor([-1e6, -1.0, 0.0, 1.0, 1e6]).view(1, 1, 1, 5)
+    bounded = ArdRefiner(delta_range=(-2.0, 10.0), center=False).bound(delta).flatten()
     assert bounded[2] == 0 and bounded[0] >= -2.0 and bounded[-1] <= 10.0
-    assert torch.all(bounded[1:] > bounded[:-1])  # monotonic
+    assert torch.all(bounded[1:] > bounded[:-1])
+
+
+def test_residual_is_centred_on_each_image_median() -> None:
+    delta = torch.stack([torch.full((1, 4, 4), 5.0), torch.arange(16.0).view(1, 4, 4)])
+    centred = ArdRefiner(delta_range=None).bound(delta)
+    assert torch.equal(centred[0], torch.zeros(1, 4, 4))  # a uniform shift is removed
+    assert centred[1].flatten().median() == 0
 
 
 def test_image_score_max_uses_the_refined_map_for_the_refined_stage_only() -> None:
@@ -120,7 +125,8 @@ def test_image_score_max_uses_the_refined_map_for_the_refined_stage_only() -> No
     batch["mask"][1, :, 10:20, 10:20] = 1
     batch["mask"][3, :, 30:40, 5:9] = 1
     task = AnomalyTask(detector, ArdRefiner(image_score="max"))
-    task.test_step(batch, 0)
+    with torch.no_grad():  # as under trainer.test
+        task.test_step(batch, 0)
     detector_scores = detector(images).image_score
     refined = task.metrics["refined"].image_scores[0]
     assert torch.allclose(task.metrics["base"].image_scores[0], detector_scores)

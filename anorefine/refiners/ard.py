@@ -234,7 +234,8 @@ class ArdRefiner(Refiner):
         """(Re)create the network with fresh seeded weights for this detector output and input size."""
         channels, grid = output.features.shape[1], tuple(output.anomaly_map.shape[-2:])
         self.num_stages = len(stage_sizes(grid, size, self.stages))
-        with torch.random.fork_rng(devices=[]):
+        # Built lazily, possibly inside a test loop: parameters must not be inference tensors.
+        with torch.inference_mode(False), torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             network = ArdNetwork(
                 channels,
@@ -245,12 +246,11 @@ class ArdRefiner(Refiner):
                 self.rgb_skip,
                 zero_head=self.residual,
             )
-        self.network = network.to(output.features.device)
-        with torch.no_grad():
-            self.logit_calibration.copy_(torch.tensor(LOGIT_CALIBRATION_INIT))
-        if self.feature_mean.numel() != channels:
-            self.feature_mean = torch.zeros(channels, device=output.features.device)
-            self.feature_std = torch.ones(channels, device=output.features.device)
+            self.network = network.to(output.features.device)
+            self.logit_calibration.data = torch.tensor(LOGIT_CALIBRATION_INIT, device=output.features.device)
+            if self.feature_mean.numel() != channels:
+                self.feature_mean = torch.zeros(channels, device=output.features.device)
+                self.feature_std = torch.ones(channels, device=output.features.device)
 
     def calibrate(self, anomaly_maps: torch.Tensor, features: torch.Tensor) -> None:
         """Set the stream statistics from unlabeled coarse maps (N,1,h,w) and features (N,C,h,w)."""
