@@ -1,0 +1,124 @@
+"""F2PAD: forward model, optimiser limits, shape recovery, memory, views and config."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+import torch
+
+from anorefine.detectors.base import Detector, DetectorOutput
+from anorefine.refiners.base import baseline_map
+from anorefine.refiners.f2pad import F2padRefiner, view_offsets
+from anorefine.refiners.f2pad_forward import ReceptiveFieldOperator, shift
+
+
+def best_iou(scores: torch.Tensor, mask: torch.Tensor) -> float:
+    """The best IoU of ``scores >= t`` with ``mask``, thresholds at every 0.1% quantile of the top half."""
+    thresholds = scores.flatten().quantile(torch.linspace(0.5, 1.0, 501))
+    ious = [((scores >= t) & mask).sum() / ((scores >= t) | mask).sum() for t in thresholds]
+    return float(max(ious))
+
+
+def output_of(coarse: torch.Tensor, stride: int, receptive_field: int) -> DetectorOutput:
+    return DetectorOutput(coarse, coarse.flatten(1).amax(1), coarse, stride, receptive_field)
+
+
+def test_operator_identity_constants_and_centring() -> None:
+    maps = torch.rand(2, 1, 16, 16)
+    assert torch.equal(ReceptiveFieldOperator(1, 1)(maps, (16, 16)), maps)
+    operator = ReceptiveFieldOperator(8, 24)
+    assert torch.allclose(operator(torch.full((1, 1, 64, 64), 3.0), (8, 8)), torch.full((1, 1, 8, 8), 3.0))
+    impulse = torch.zeros(1, 1, 64, 64)
+    impulse[0, 0, 20, 36] = 1.0
+    cells = operator(impulse, (8, 8))[0, 0]
+    assert divmod(int(cells.argmax()), 8) == (2, 4)  # the cell whose stride block holds the pixel
+    assert torch.equal(shift(impulse, (2, -3))[0, 0].nonzero()[0], torch.tensor([18, 39]))
+
+
+def test_identity_forward_model_without_priors_returns_the_coarse_map() -> None:
+    refiner = F2padRefiner(
+        guidance="none", stride=1, receptive_field=1, intensity_scale=1, smoothness_weight=0.0, downsample=1
+    )
+    coarse = torch.rand(3, 1, 32, 32) * 5 + 1
+    refined = refiner(torch.rand(3, 3, 32, 32), output_of(coarse, 8, 24))
+    assert torch.allclose(refined, coarse, atol=1e-4)
+
+
+def test_sharp_shape_through_the_forward_model_is_recovered() -> None:
+    """A sharp L-shaped defect, seen only through stride-8 / 24-px cells, comes back with IoU >= 0.9."""
+    torch.manual_seed(0)
+    size = 128
+    mask = torch.zeros(size, size, dtype=torch.bool)
+    mask[40:90, 30:46] = True
+    mask[74:90, 30:100] = True
+    texture = 0.5 + 0.08 * torch.randn(1, 3, size, size)
+    image = torch.where(mask, torch.tensor([0.9, 0.2, 0.1]).view(1, 3, 1, 1), texture).clamp(0, 1)
+    coarse = 1.0 + 4.0 * ReceptiveFieldOperator(8, 24)(mask.float()[None, None], (16, 16))
+    refined = F2padRefiner()(image, output_of(coarse, 8, 24))[0, 0]  # ImageNet guidance features
+    assert best_iou(refined, mask) >= 0.9
+    assert best_iou(baseline_map(coarse, (size, size))[0, 0], mask) < 0.85
+
+
+def test_no_graph_or_tensor_kept_between_images() -> None:
+    """50 batches under inference_mode: no grad_fn on outputs, no tensors pile up, one timing per image."""
+    refiner = F2padRefiner(pretrained=False, steps=5, reference_size=64)
+    images, coarse = torch.rand(2, 3, 64, 64), torch.rand(2, 1, 8, 8)
+
+    def tensors_alive() -> int:
+        gc.collect()
+        return sum(1 for obj in gc.get_objects() if isinstance(obj, torch.Tensor))
+
+    with torch.inference_mode():
+        refiner(images, output_of(coarse, 8, 24))
+        before = tensors_alive()
+        for _ in range(50):
+            refined = refiner(images, output_of(coarse, 8, 24))
+            assert refined.grad_fn is None and not refined.requires_grad
+        del refined
+        after = tensors_alive()
+    assert after <= before
+    assert len(refiner.seconds_per_image) == 51 * 2
+    assert refiner.timing()["images"] == 102
+
+
+class ShiftCounting(Detector):
+    """Stub detector: the mean red channel on an 8-px grid; counts its calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, images: torch.Tensor) -> DetectorOutput:
+        self.calls += 1
+        coarse = torch.nn.functional.avg_pool2d(images[:, :1], 8)
+        return output_of(coarse, 8, 16)
+
+
+def test_shifted_views_rerun_the_attached_detector() -> None:
+    assert view_offsets(2, 8) == [(0, 0), (0, 4), (4, 0), (4, 4)]
+    detector, images = ShiftCounting(), torch.rand(2, 3, 64, 64)
+    refiner = F2padRefiner(guidance="none", views=2, steps=3)
+    with pytest.raises(RuntimeError, match="attach"):
+        refiner(images, detector(images))
+    refiner.attach(detector)
+    detector.calls = 0
+    refined = refiner(images, detector(images))
+    assert refined.shape == (2, 1, 64, 64) and detector.calls == 1 + 3
+    assert "detector" not in dict(refiner.named_children())
+
+
+def test_config_builds_the_refiner() -> None:
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from anorefine.config import register_configs
+
+    register_configs()
+    conf_dir = str((__import__("pathlib").Path(__file__).parent.parent / "conf").resolve())
+    with initialize_config_dir(version_base="1.3", config_dir=conf_dir):
+        cfg = compose("train", overrides=["refiner=f2pad", "refiner.pretrained=false", "refiner.steps=7"])
+    params = dict(cfg.refiner)
+    params.pop("name")
+    refiner = instantiate(params, _convert_="all")
+    assert isinstance(refiner, F2padRefiner) and refiner.steps == 7
