@@ -11,9 +11,12 @@ from omegaconf import MISSING
 from anorefine.curriculum.base import SinglePassConfig
 from anorefine.curriculum.pgt import PgtConfig
 from anorefine.detectors.anomalyclip import AnomalyClipConfig
+from anorefine.detectors.cflow import CflowConfig
+from anorefine.detectors.padim import PadimConfig
 from anorefine.detectors.patchcore import PatchCoreConfig
 from anorefine.detectors.winclip import WinClipConfig
 from anorefine.refiners.ard import ArdConfig
+from anorefine.refiners.f2pad import F2padConfig
 from anorefine.refiners.identity import IdentityRefinerConfig
 
 
@@ -46,6 +49,7 @@ class TrainerConfig:
     accelerator: str = "cpu"
     devices: int = 1
     precision: str = "32-true"
+    strategy: str = "auto"
     enable_progress_bar: bool = True
 
 
@@ -95,6 +99,9 @@ SCHEMAS: list[tuple[str | None, str, type]] = [
     ("curriculum", "none_curriculum_schema", SinglePassConfig),
     ("refiner", "ard_schema", ArdConfig),
     ("curriculum", "pgt_schema", PgtConfig),
+    ("refiner", "f2pad_schema", F2padConfig),
+    ("model", "padim_schema", PadimConfig),
+    ("model", "cflow_schema", CflowConfig),
 ]
 
 
