@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+OUTPUTS ?= outputs
 
 .PHONY: setup demo test lint bench leaderboard clean
 
@@ -19,6 +20,9 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest
+
+leaderboard: setup  # LEADERBOARD.{md,csv,tex} from every run under $(OUTPUTS)
+	$(PY) scripts/leaderboard.py $(OUTPUTS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

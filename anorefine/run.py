@@ -17,7 +17,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from anorefine import data
+from anorefine import data, report, viz
 from anorefine.curriculum.base import Curriculum
 from anorefine.detectors.base import Detector
 from anorefine.errors import AnorefineError, DataError
@@ -106,6 +106,7 @@ def trainer_factory(cfg: DictConfig, logger: Logger | bool) -> Callable[..., L.T
             "accelerator": cfg.trainer.accelerator,
             "devices": cfg.trainer.devices,
             "precision": cfg.trainer.precision,
+            "strategy": cfg.trainer.strategy,
             "logger": logger,
             "enable_progress_bar": cfg.trainer.enable_progress_bar,
             "enable_checkpointing": False,
@@ -116,7 +117,9 @@ def trainer_factory(cfg: DictConfig, logger: Logger | bool) -> Callable[..., L.T
     return make_trainer
 
 
-def run_category(cfg: DictConfig, root: Path, category: str, logger: Logger | bool) -> dict[str, Any]:
+def run_category(
+    cfg: DictConfig, root: Path, category: str, logger: Logger | bool, run_dir: Path
+) -> dict[str, Any]:
     """Fit, test and score one category; returns metrics, curriculum extras, timings and flags."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     device = device_of(cfg)
@@ -136,6 +139,7 @@ def run_category(cfg: DictConfig, root: Path, category: str, logger: Logger | bo
     test_set = split_dataset(cfg, root, category, "test")
     task = AnomalyTask(detector, refiner, aupro_limit=cfg.eval.aupro_limit)
     extras = curriculum.evaluate(task, trainer_factory(cfg, logger), test_set, cfg.dataset.batch_size)
+    viz.write_category_figures(task, run_dir, category, logger)
     metrics = task.compute_results()
     tested = time.perf_counter()
     if logger:
@@ -188,7 +192,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict
             log.info("category %s already finished in %s: reusing it", category, partial)
             per_category[category] = json.loads(partial.read_text())
             continue
-        per_category[category] = {"config_hash": digest, **run_category(cfg, root, category, logger)}
+        per_category[category] = {"config_hash": digest, **run_category(cfg, root, category, logger, run_dir)}
         write_json_atomic(partial, per_category[category])
     metrics: dict[str, Any] = {name: entry["metrics"] for name, entry in per_category.items()}
     metrics["mean"] = {stage: mean_metrics({c: metrics[c][stage] for c in categories}) for stage in STAGES}
@@ -216,6 +220,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict
         "versions": package_versions(),
         "git_commit": git_commit(),
     }
+    report.write_report(run_dir, results)  # before results.json, which marks the run finished
     write_json_atomic(run_dir / "results.json", results)
     print(format_table(metrics))
     print(f"results: {run_dir / 'results.json'}")

@@ -11,6 +11,7 @@ from anorefine.detectors.base import Detector
 from anorefine.metrics import AnomalyMetrics
 from anorefine.refiners.base import Refiner, baseline_map
 from anorefine.refiners.identity import IdentityRefiner
+from anorefine.samples import SampleKeeper
 
 STAGES = ("base", "refined")
 
@@ -28,6 +29,7 @@ class AnomalyTask(L.LightningModule):
         self.detector = detector
         self.refiner = refiner
         self.refined_is_base = isinstance(refiner, IdentityRefiner) and refiner.is_baseline
+        self.samples = SampleKeeper()  # bounded: the best/worst images for the run's figures
         self.metrics = torch.nn.ModuleDict(
             {stage: AnomalyMetrics(aupro_limit=aupro_limit) for stage in STAGES}
         )
@@ -41,6 +43,7 @@ class AnomalyTask(L.LightningModule):
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         base, refined, image_score = self.predict_maps(batch["image"])
+        self.samples.update(batch, base, refined)
         stages = ("base",) if self.refined_is_base else STAGES
         for stage, maps in zip(stages, (base, refined), strict=False):
             score = self.stage_image_score(stage, maps, image_score)

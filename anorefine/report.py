@@ -1,0 +1,109 @@
+"""``report.html``: a static page of one run folder with its metrics table and figures.
+
+The page references only figures that exist when it is written (relative paths, so the folder can
+be moved or served as is). On load, a small script counts the images that decoded and writes the
+counts into ``<body data-images-loaded data-images-total>``, and names any image that did not.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+from anorefine.leaderboard import COLUMNS, SMOKE_NOTE, Cell
+from anorefine.viz import pr_path, samples_path
+
+REPORT_FILE = "report.html"
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th:first-child, td:first-child, td:nth-child(2) { text-align: left; }
+.warning { background: #fff3cd; padding: 0.6em; border: 1px solid #e0c060; }
+img { max-width: 100%; margin: 0.5em 0.5em 0.5em 0; vertical-align: top; }
+code { background: #f3f3f3; padding: 0 0.2em; }
+"""
+_IMAGE_CHECK = """
+window.addEventListener("load", () => {
+  const images = Array.from(document.images);
+  const broken = images.filter((image) => !(image.complete && image.naturalWidth > 0));
+  document.body.dataset.imagesTotal = images.length;
+  document.body.dataset.imagesLoaded = images.length - broken.length;
+  broken.forEach((image) => {
+    image.insertAdjacentText("afterend", " [not loaded: " + image.getAttribute("src") + "]");
+  });
+});
+"""
+
+
+def metrics_table(results: dict[str, Any]) -> str:
+    """Rows per category (and mean): the base map, then the refined map with Δ; values in percent."""
+    header = "".join(f"<th>{html.escape(name)}</th>" for name in ["category", "map", *COLUMNS.values()])
+    rows = []
+    for category in [*results["categories"], "mean"]:
+        stages = results["metrics"][category]
+        for stage in ("base", "refined"):
+            cells = []
+            for key in COLUMNS:
+                base, value = stages["base"].get(key), stages[stage].get(key)
+                delta = (
+                    value - base if stage == "refined" and value is not None and base is not None else None
+                )
+                cells.append("–" if value is None else Cell(value, delta=delta).text())
+            row = [category if stage == "base" else "", stage, *cells]
+            rows.append("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>")
+    return f"<table><tr>{header}</tr>{''.join(rows)}</table>"
+
+
+def figure_section(run_dir: Path, category: str) -> str:
+    """The category's figures that exist, as relative ``<img>`` tags."""
+    images = [
+        f'<img src="{html.escape(path.relative_to(run_dir).as_posix())}" alt="{html.escape(alt)}">'
+        for path, alt in (
+            (samples_path(run_dir, category), f"{category}: best and worst images"),
+            (pr_path(run_dir, category), f"{category}: pixel PR curves"),
+        )
+        if path.is_file()
+    ]
+    body = "".join(images) or "<p>No figures (no anomalous test image with a mask).</p>"
+    return f"<h3>{html.escape(category)}</h3>{body}"
+
+
+def render_report(results: dict[str, Any], run_dir: Path) -> str:
+    """The report page of one run's results."""
+    method = results["refiner"]
+    curriculum = results.get("config", {}).get("curriculum", {}).get("name", "none")
+    if curriculum != "none":
+        method += f" + {curriculum}"
+    title = f"{results['dataset']} · {results['model']} · {method}"
+    overrides = " ".join(results.get("overrides", [])) or "(none)"
+    parts = [
+        f"<h1>{html.escape(title)}</h1>",
+        f'<p class="warning">{html.escape(SMOKE_NOTE)}</p>' if results.get("smoke_only") else "",
+        f"<p>Config hash <code>{html.escape(str(results.get('config_hash')))}</code>, "
+        f"git commit <code>{html.escape(str(results.get('git_commit')))}</code>, "
+        f"evaluated at {html.escape(str(results.get('eval_resolution', {}).get('size')))}. "
+        f"Overrides: <code>{html.escape(overrides)}</code></p>",
+        "<h2>Metrics</h2>",
+        "<p>Percent; the refined row carries Δ against the base map in parentheses. "
+        "PRO-200 is the 200-threshold PRO (<code>pro_compat</code>), AUPRO the MVTec definition.</p>",
+        metrics_table(results),
+        "<h2>Figures</h2>",
+        "<p>Per category: the best and worst anomalous images by the refined map's per-image pixel AP "
+        "(image | ground truth | base map | refined map), and pixel precision-recall curves.</p>",
+        *(figure_section(run_dir, category) for category in results["categories"]),
+    ]
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{_STYLE}</style><script>{_IMAGE_CHECK}</script></head>"
+        f"<body>{''.join(parts)}</body></html>\n"
+    )
+
+
+def write_report(run_dir: Path, results: dict[str, Any]) -> Path:
+    """Write ``report.html`` into the run folder."""
+    path = run_dir / REPORT_FILE
+    path.write_text(render_report(results, run_dir))
+    return path

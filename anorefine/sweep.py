@@ -1,0 +1,141 @@
+"""Sweeps that resume and survive failures: deterministic job folders, job-level skip and
+``failure.json``, a manifest of the expected jobs, and the leaderboard at the end of a multirun.
+
+Job folders are ``<hydra.sweep.dir>/<job key>``, the key being the job's sorted overrides (Hydra's
+``override_dirname``) made filename-safe, so re-running a sweep lands every job in its old folder
+(see docs/experiments.md). Importing this module registers the ``anorefine.job_dir`` resolver that
+``conf/train.yaml`` uses; Hydra imports it in every launcher's worker when it unpickles the callback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import traceback
+from pathlib import Path
+from typing import Any
+
+from hydra._internal.config_loader_impl import get_overrides_dirname
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from anorefine.leaderboard import FAILURE_FILE, MANIFEST_FILE, OUTPUT_NAME, RESULTS_FILE, build_leaderboard
+from anorefine.results import config_hash, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+#: Job keys longer than this are cut and carry a hash of the full override string.
+MAX_KEY_LENGTH = 160
+_UNSAFE = re.compile(r"[^A-Za-z0-9._,=+-]")
+_BASIC_SWEEPER = f"{BasicSweeper.__module__}.{BasicSweeper.__qualname__}"
+
+
+def job_key(override_dirname: str) -> str:
+    """Filename-safe folder name of a job from its sorted overrides (``default`` when there are none).
+
+    Safe, short strings are kept as they are; otherwise unsafe characters become ``_``, the name is
+    cut to ``MAX_KEY_LENGTH`` and a hash of the original string keeps distinct jobs apart.
+    """
+    if not override_dirname:
+        return "default"
+    safe = _UNSAFE.sub("_", override_dirname)
+    if safe == override_dirname and len(safe) <= MAX_KEY_LENGTH:
+        return safe
+    digest = hashlib.sha256(override_dirname.encode()).hexdigest()[:8]
+    return f"{safe[:MAX_KEY_LENGTH].rstrip('_,')}-{digest}"
+
+
+if not OmegaConf.has_resolver("anorefine.job_dir"):
+    OmegaConf.register_new_resolver("anorefine.job_dir", job_key)
+
+
+def resolved_hash(cfg: DictConfig) -> str:
+    """The config hash that ``results.json`` records for this job config."""
+    return config_hash(OmegaConf.to_container(cfg, resolve=True))
+
+
+def is_finished(run_dir: Path, cfg: DictConfig) -> bool:
+    """True when ``run_dir`` holds a readable results.json of exactly this resolved config."""
+    path = run_dir / RESULTS_FILE
+    try:
+        return json.loads(path.read_text()).get("config_hash") == resolved_hash(cfg)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def write_failure(run_dir: Path, error: BaseException, cfg: DictConfig, overrides: list[str]) -> Path:
+    """Record a failed job (error, traceback, overrides, config hash if it resolves) as ``failure.json``."""
+    path = run_dir / FAILURE_FILE
+    try:
+        digest: str | None = resolved_hash(cfg)
+    except Exception:  # the failure may be the config itself
+        digest = None
+    write_json_atomic(
+        path,
+        {
+            "error": f"{type(error).__name__}: {error}",
+            "traceback": "".join(traceback.format_exception(error)),
+            "overrides": overrides,
+            "config_hash": digest,
+        },
+    )
+    return path
+
+
+def clear_failure(run_dir: Path) -> None:
+    """Forget an earlier failure of a job that has now finished."""
+    (run_dir / FAILURE_FILE).unlink(missing_ok=True)
+
+
+def expected_jobs(config: DictConfig) -> list[dict[str, Any]] | None:
+    """Overrides and folder of every job the basic sweeper will launch (None for other sweepers)."""
+    if config.hydra.sweeper.get("_target_") != _BASIC_SWEEPER:
+        return None
+    params = [f"{key}={value}" for key, value in (config.hydra.sweeper.get("params") or {}).items()]
+    parser = OverridesParser.create()
+    (batch,) = BasicSweeper.split_arguments(
+        parser.parse_overrides([*params, *config.hydra.overrides.task]), None
+    )
+    naming = config.hydra.job.config.override_dirname
+    return [
+        {
+            "overrides": overrides,
+            "dir": job_key(
+                get_overrides_dirname(
+                    parser.parse_overrides(overrides),
+                    exclude_keys=list(naming.exclude_keys),
+                    item_sep=naming.item_sep,
+                    kv_sep=naming.kv_sep,
+                )
+            ),
+        }
+        for overrides in batch
+    ]
+
+
+class SweepCallback(Callback):
+    """Writes the sweep manifest at the start of a multirun; at its end, writes the leaderboard of
+    the sweep folder and exits with status 1 when any expected job failed or left no results."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        jobs = expected_jobs(config)
+        if jobs is not None:
+            sweep_dir = Path(config.hydra.sweep.dir)
+            write_json_atomic(sweep_dir / MANIFEST_FILE, {"jobs": jobs})
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        board = build_leaderboard([sweep_dir], sweep_dir)
+        log.info("leaderboard: %s", sweep_dir / f"{OUTPUT_NAME}.md")
+        problems = [p for p in board.problems if p.kind != "malformed"]
+        if problems:
+            for problem in problems:
+                log.error("%s job %s: %s", problem.kind, problem.path, problem.detail)
+            log.error(
+                "%d job(s) of %s did not finish: listed in %s.md", len(problems), sweep_dir, OUTPUT_NAME
+            )
+            raise SystemExit(1)

@@ -1,0 +1,41 @@
+"""Regenerate the leaderboard tables from run folders.
+
+python scripts/leaderboard.py outputs/                  # writes outputs/LEADERBOARD.{md,csv,tex}
+python scripts/leaderboard.py runs_a/ runs_b/ --out DIR  # several roots, tables into DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from anorefine.leaderboard import OUTPUT_NAME, PAPER_DIR, build_leaderboard
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build the leaderboard; print where it is and what did not finish. Exit 2 on a missing root."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("roots", nargs="+", type=Path, help="folders searched for run folders (results.json)")
+    parser.add_argument("--out", type=Path, help="where to write the tables (default: the first root)")
+    parser.add_argument("--papers", type=Path, default=PAPER_DIR, help="published reference numbers (yaml)")
+    args = parser.parse_args(argv)
+    absent = [root for root in args.roots if not root.is_dir()]
+    if absent:
+        print(f"error: {absent[0]} is not a folder", file=sys.stderr)
+        return 2
+    out = args.out or args.roots[0]
+    board = build_leaderboard(args.roots, out, args.papers)
+    print(f"{len(board.runs)} run(s): {out / OUTPUT_NAME}.md, .csv, .tex")
+    for problem in board.problems:
+        print(f"{problem.kind}: {problem.path}: {problem.detail}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""Leaderboard tables from synthetic run folders: numbers, seeds, ablations, problems, papers, CLI."""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import REPO
+
+from anorefine.leaderboard import COLUMNS, build_leaderboard, latex_escape, load_papers, parse_overrides
+from anorefine.results import write_json_atomic
+
+
+def metrics(base: float, refined: float) -> dict[str, dict[str, float]]:
+    return {"base": dict.fromkeys(COLUMNS, base), "refined": dict.fromkeys(COLUMNS, refined)}
+
+
+def results(
+    dataset: str = "demo",
+    model: str = "patchcore",
+    refiner: str = "none",
+    overrides: tuple[str, ...] = (),
+    seed: int = 0,
+    value: float = 0.5,
+    delta: float = 0.0,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A results.json with categories a and b scoring ``value`` (base) and ``value + delta`` (refined)."""
+    per_category = {
+        "a": metrics(value - 0.1, value - 0.1 + delta),
+        "b": metrics(value + 0.1, value + 0.1 + delta),
+    }
+    return {
+        "dataset": dataset,
+        "model": model,
+        "refiner": refiner,
+        "categories": ["a", "b"],
+        "metrics": {**per_category, "mean": metrics(value, value + delta)},
+        "config": {"seed": seed, "curriculum": {"name": "pgt" if refiner == "ard" else "none"}},
+        "overrides": [f"model={model}", f"refiner={refiner}", f"seed={seed}", *overrides],
+        **extra,
+    }
+
+
+def write_run(folder: Path, payload: dict[str, Any]) -> Path:
+    write_json_atomic(folder / "results.json", payload)
+    return folder
+
+
+def csv_rows(out: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader((out / "LEADERBOARD.csv").open()))
+
+
+def test_seeds_are_averaged_with_sample_std_and_delta(tmp_path: Path) -> None:
+    for seed, value in ((0, 0.5), (1, 0.6), (2, 0.7)):
+        write_run(tmp_path / f"s{seed}", results(refiner="ard", seed=seed, value=value, delta=0.02))
+    board = build_leaderboard([tmp_path], tmp_path)
+    (row,) = [row for row in csv_rows(tmp_path) if row["table"] == "main"]
+    assert (row["method"], row["runs"], row["seeds"]) == ("ard+pgt", "3", "0 1 2")
+    assert float(row["pixel_ap_refined"]) == pytest.approx(0.62)
+    assert float(row["pixel_ap_refined_std"]) == pytest.approx(statistics.stdev([0.52, 0.62, 0.72]))
+    assert float(row["pixel_ap_delta"]) == pytest.approx(0.02)
+    markdown = (tmp_path / "LEADERBOARD.md").read_text()
+    assert "62.00 ± 10.00 (+2.00)" in markdown
+    assert "### demo / a" in markdown and "### demo / b" in markdown  # per-category tables
+    assert not board.problems
+
+
+def test_the_same_config_found_twice_counts_once(tmp_path: Path) -> None:
+    for sweep in ("sweep_a", "sweep_b"):
+        write_run(tmp_path / sweep / "job", results(config_hash="abc", value=0.5))
+    write_run(tmp_path / "other_seed", results(config_hash="def", seed=1, value=0.7))
+    build_leaderboard([tmp_path], tmp_path)
+    (row,) = [row for row in csv_rows(tmp_path) if row["table"] == "main"]
+    assert (row["runs"], row["seeds"]) == ("2", "0 1")
+    assert float(row["pixel_ap_refined"]) == pytest.approx(0.6)
+
+
+def test_runs_keep_their_exact_numbers_per_category(tmp_path: Path) -> None:
+    payload = results(value=0.123456789012345, delta=1e-9)
+    write_run(tmp_path / "run", payload)
+    build_leaderboard([tmp_path], tmp_path)
+    rows = {row["category"]: row for row in csv_rows(tmp_path) if row["table"] == "run"}
+    assert set(rows) == {"a", "b", "mean"}
+    for category, row in rows.items():
+        for key in COLUMNS:
+            assert float(row[f"{key}_base"]) == payload["metrics"][category]["base"][key]
+            assert float(row[f"{key}_refined"]) == payload["metrics"][category]["refined"][key]
+
+
+def test_rows_with_other_settings_stay_apart_and_the_ablation_pivots_the_swept_key(tmp_path: Path) -> None:
+    sweep = tmp_path / "multirun" / "ablation_group_size"
+    jobs = []
+    for size in (4, 13):
+        for seed in (0, 1):
+            overrides = (f"curriculum.group_size={size}", "logger=none")
+            payload = results(refiner="ard", overrides=overrides, seed=seed, value=0.3 + size / 100)
+            jobs.append({"overrides": payload["overrides"], "dir": f"{size}-{seed}"})
+            write_run(sweep / f"{size}-{seed}", payload)
+    jobs.append({"overrides": ["curriculum.group_size=26", "seed=0"], "dir": "26-0"})
+    write_json_atomic(sweep / "sweep.json", {"jobs": jobs})
+    board = build_leaderboard([tmp_path], tmp_path)
+    main = [row for row in csv_rows(tmp_path) if row["table"] == "main"]
+    assert sorted(row["setting"] for row in main) == ["curriculum.group_size=13", "curriculum.group_size=4"]
+    ablation = [table for table in board.tables if table.kind == "ablation"]
+    assert [table.title for table in ablation] == ["ablation_group_size"]
+    assert ablation[0].label_columns[-1] == "curriculum.group_size"
+    assert [row.labels[-1] for row in ablation[0].rows] == ["4", "13"]  # numeric order
+    assert [(p.kind, p.path.name) for p in board.problems] == [("missing", "26-0")]
+    assert "| missing |" in (tmp_path / "LEADERBOARD.md").read_text()
+
+
+def test_failed_incomplete_and_malformed_jobs_are_listed_not_dropped(tmp_path: Path) -> None:
+    write_run(tmp_path / "good", results())
+    write_json_atomic(tmp_path / "failed" / "failure.json", {"error": "RuntimeError: out of memory\nmore"})
+    (tmp_path / "killed" / ".hydra").mkdir(parents=True)
+    (tmp_path / "truncated").mkdir()
+    (tmp_path / "truncated" / "results.json").write_text('{"dataset": "demo", "metr')
+    write_run(tmp_path / "no_mean", {**results(), "metrics": {"a": metrics(0.1, 0.2)}})
+    board = build_leaderboard([tmp_path], tmp_path / "out")
+    kinds = sorted(
+        (p.kind, p.path.parent.name if p.kind == "malformed" else p.path.name) for p in board.problems
+    )
+    assert kinds == [
+        ("failed", "failed"),
+        ("incomplete", "killed"),
+        ("malformed", "no_mean"),
+        ("malformed", "truncated"),
+    ]
+    assert len(board.runs) == 1
+    markdown = (tmp_path / "out" / "LEADERBOARD.md").read_text()
+    assert "RuntimeError: out of memory" in markdown and "## Skipped result files" in markdown
+    statuses = sorted(row["status"] for row in csv_rows(tmp_path / "out") if row["table"] == "problem")
+    assert statuses == ["failed", "incomplete", "malformed", "malformed"]
+
+
+def test_smoke_only_rows_are_marked(tmp_path: Path) -> None:
+    write_run(tmp_path / "tiny", results(model="winclip", smoke_only=True))
+    write_run(tmp_path / "real", results(model="patchcore"))
+    build_leaderboard([tmp_path], tmp_path)
+    markdown = (tmp_path / "LEADERBOARD.md").read_text()
+    assert "| winclip † |" in markdown and "| patchcore |" in markdown
+    assert "smoke-only" in markdown
+    smoke = {row["model"]: row["smoke_only"] for row in csv_rows(tmp_path) if row["table"] == "main"}
+    assert smoke == {"winclip": "True", "patchcore": "False"}
+    assert r"winclip $^\dagger$" in (tmp_path / "LEADERBOARD.tex").read_text()
+
+
+def test_paper_rows_join_their_dataset_with_their_metric_definitions(tmp_path: Path) -> None:
+    write_run(tmp_path / "run", results(dataset="mvtec", model="anomalyclip"))
+    build_leaderboard([tmp_path], tmp_path)
+    papers = {row["model"]: row for row in csv_rows(tmp_path) if row["setting"] == "published"}
+    assert set(papers) == {"anomalyclip", "winclip", "patchcore"}
+    assert float(papers["anomalyclip"]["pro_compat_refined"]) == pytest.approx(0.814)
+    assert papers["anomalyclip"]["aupro_refined"] == ""  # a 200-threshold PRO is not an AUPRO
+    assert float(papers["patchcore"]["aupro_refined"]) == pytest.approx(0.944)
+    assert "200 thresholds" in (tmp_path / "LEADERBOARD.md").read_text()
+
+
+def test_every_paper_file_is_valid() -> None:
+    papers = load_papers()
+    assert {paper.model for paper in papers} >= {"anomalyclip", "winclip", "patchcore"}
+    for paper in papers:
+        assert paper.source and paper.metrics and paper.datasets
+
+
+def test_helpers() -> None:
+    assert parse_overrides(["+a.b=1", "~c", "d=x=y"]) == {"a.b": "1", "c": "~", "d": "x=y"}
+    assert latex_escape("pixel_ap 50% ± 1") == r"pixel\_ap 50\% $\pm$ 1"
+
+
+def test_cli_writes_the_three_files_and_reports_problems(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("leaderboard_cli", REPO / "scripts" / "leaderboard.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    write_run(tmp_path / "runs" / "ok", results())
+    write_json_atomic(tmp_path / "runs" / "bad" / "failure.json", {"error": "ValueError: boom"})
+    assert cli.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "LEADERBOARD.csv",
+        "LEADERBOARD.md",
+        "LEADERBOARD.tex",
+    ]
+    assert "failed:" in capsys.readouterr().out
+    assert cli.main([str(tmp_path / "nowhere")]) == 2

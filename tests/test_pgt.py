@@ -1,0 +1,228 @@
+"""PGT: group-by-group training, masks never read, contamination, ablation modes, synthesis, train.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from conftest import REPO, TINY_RUN, run_train
+from PIL import Image
+from test_ard import FakeDetector
+from torch.utils.data import Dataset
+
+from anorefine.curriculum.pgt import ProgressiveGroupTraining, stream_groups
+from anorefine.data.synthesis import AnomalySynthesizer
+from anorefine.errors import AnorefineError
+from anorefine.refiners.ard import ArdRefiner
+from anorefine.refiners.identity import IdentityRefiner
+from anorefine.task import AnomalyTask
+
+SIZE = 64
+TINY_PGT = {"group_size": 4, "steps_per_group": 3, "batch_size": 4, "crop_size": 32, "synthetic_per_group": 4}
+
+
+class TinyStream(Dataset):
+    """Grey noise images; every third one has a bright square (exact mask). ``poison`` swaps in
+    random masks and the labels they imply, which must change nothing but the metrics."""
+
+    def __init__(self, count: int = 12, poison: bool = False) -> None:
+        generator = torch.Generator().manual_seed(0)
+        self.images = 0.5 + 0.05 * torch.randn(count, 3, SIZE, SIZE, generator=generator)
+        self.masks = torch.zeros(count, 1, SIZE, SIZE)
+        for i in range(0, count, 3):
+            y, x = torch.randint(0, SIZE - 12, (2,), generator=generator).tolist()
+            self.masks[i, :, y : y + 12, x : x + 12] = 1
+            self.images[i, :, y : y + 12, x : x + 12] = 0.95
+        self.labels = [int(m.any()) for m in self.masks]
+        if poison:
+            self.masks = (torch.rand(count, 1, SIZE, SIZE, generator=generator) > 0.7).float()
+            self.labels = [1 - label for label in self.labels]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {
+            "image": self.images[index].clamp(0, 1),
+            "mask": self.masks[index],
+            "label": self.labels[index],
+            "has_mask": True,
+            "index": index,
+        }
+
+
+class RefinerSnapshots(L.Callback):
+    """Records the refiner's weights at the start of every test pass (one per group)."""
+
+    def __init__(self) -> None:
+        self.states: list[dict[str, torch.Tensor]] = []
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.states.append({k: v.detach().clone() for k, v in pl_module.refiner.state_dict().items()})
+
+
+def trainer_factory(callbacks: list[L.Callback] | None = None):
+    def make_trainer(**overrides: Any) -> L.Trainer:
+        settings = {
+            "accelerator": "cpu",
+            "logger": False,
+            "enable_progress_bar": False,
+            "enable_checkpointing": False,
+            "enable_model_summary": False,
+            "callbacks": callbacks or [],
+        }
+        return L.Trainer(**{**settings, **overrides})
+
+    return make_trainer
+
+
+def run_pgt(stream: Dataset, callbacks: list[L.Callback] | None = None, **settings: Any):
+    L.seed_everything(0, verbose=False)
+    task = AnomalyTask(FakeDetector(), ArdRefiner(width=16))
+    extras = ProgressiveGroupTraining(**{**TINY_PGT, **settings}).evaluate(
+        task, trainer_factory(callbacks), stream, batch_size=4
+    )
+    return task, extras
+
+
+def test_progressive_training_changes_the_weights_group_by_group() -> None:
+    snapshots = RefinerSnapshots()
+    task, extras = run_pgt(TinyStream(), [snapshots], first_group="base")
+    assert len(snapshots.states) == 3 == len(extras["groups"])
+    for before, after in zip(snapshots.states, snapshots.states[1:], strict=False):
+        changed = [k for k in after if k in before and not torch.equal(before[k], after[k])]
+        assert changed, "the ARD must train between groups"
+    first = extras["groups"][0]
+    assert first["refined_by"] == "base (untrained)"
+    assert first["refined_pixel_ap"] == first["base_pixel_ap"]  # group 0 is refined by the untrained ARD
+    assert len(extras["refined_pixel_ap_curve"]) == 3
+    assert all("train_loss" in group for group in extras["groups"][:2])
+    results = task.compute_results()
+    assert results["refined"]["pixel_ap"] != results["base"]["pixel_ap"]
+
+
+def test_poisoned_masks_change_no_refined_map() -> None:
+    clean_task, clean = run_pgt(TinyStream())
+    poisoned_task, poisoned = run_pgt(TinyStream(poison=True))
+    clean_maps = torch.cat(clean_task.metrics["refined"].anomaly_maps)
+    poisoned_maps = torch.cat(poisoned_task.metrics["refined"].anomaly_maps)
+    assert torch.equal(clean_maps, poisoned_maps)
+    assert [g["pseudo_normals"] for g in clean["groups"] if "pseudo_normals" in g] == [
+        g["pseudo_normals"] for g in poisoned["groups"] if "pseudo_normals" in g
+    ]
+    assert clean["refined_pixel_ap_curve"] != poisoned["refined_pixel_ap_curve"]  # only the scores differ
+
+
+def test_contamination_forces_anomalous_images_into_the_pool() -> None:
+    stream = TinyStream()
+    anomalous = {i for i, label in enumerate(stream.labels) if label}
+    _, clean = run_pgt(stream)
+    _, dirty = run_pgt(stream, contamination=0.5)
+    for group in clean["groups"]:
+        if "pseudo_normals" in group:
+            assert not anomalous & set(group["pseudo_normals"])  # the detector keeps them out by itself
+            assert group["forced_anomalous"] == []
+    for group in dirty["groups"]:
+        if "pseudo_normals" not in group:
+            continue
+        available = anomalous & set(group["indices"])
+        assert len(group["forced_anomalous"]) == min(len(available), 1)  # round(0.5 * pool of 2)
+        assert set(group["forced_anomalous"]) <= available & set(group["pseudo_normals"])
+        assert group["pool_anomalous"] >= len(group["forced_anomalous"])
+
+
+@pytest.mark.parametrize("mode", ["offline", "scratch"])
+def test_ablation_modes_score_every_group(mode: str) -> None:
+    task, extras = run_pgt(TinyStream(), mode=mode)
+    assert extras["mode"] == mode and len(extras["refined_pixel_ap_curve"]) == 3
+    assert sum(len(g["indices"]) for g in extras["groups"]) == 12
+    assert len(torch.cat(task.metrics["refined"].anomaly_maps)) == 12  # each image tested exactly once
+    if mode == "offline":
+        assert all(g["refined_by"] == "offline" and "pseudo_normals" in g for g in extras["groups"])
+
+
+def test_stream_order_and_groups() -> None:
+    shuffled = stream_groups(10, 4, "shuffle", seed=0)
+    assert [len(g) for g in shuffled] == [4, 4, 2]
+    assert sorted(i for g in shuffled for i in g) == list(range(10))
+    assert shuffled == stream_groups(10, 4, "shuffle", seed=0)
+    assert stream_groups(5, 2, "dataset", seed=0) == [[0, 1], [2, 3], [4]]
+    with pytest.raises(AnorefineError, match="order"):
+        stream_groups(5, 2, "random", seed=0)
+
+
+def test_pgt_needs_a_trainable_refiner() -> None:
+    task = AnomalyTask(FakeDetector(), IdentityRefiner())
+    with pytest.raises(AnorefineError, match="refiner=ard"):
+        ProgressiveGroupTraining(**TINY_PGT).evaluate(task, trainer_factory(), TinyStream(), 4)
+
+
+@pytest.mark.parametrize("method", ["perlin", "cutpaste"])
+def test_synthesis_changes_only_masked_pixels(method: str) -> None:
+    torch.manual_seed(0)
+    pool = torch.rand(1, 3, SIZE, SIZE)
+    images, masks = AnomalySynthesizer(method=method, area=(0.01, 0.05))(pool, 6)
+    assert images.shape == (6, 3, SIZE, SIZE) and masks.shape == (6, 1, SIZE, SIZE)
+    areas = masks.mean(dim=(1, 2, 3))
+    assert torch.all(areas > 0) and torch.all(areas <= 0.06)
+    outside = masks.expand_as(images) == 0
+    assert torch.equal(images[outside], pool.expand_as(images)[outside])
+
+
+def test_synthesis_reads_a_texture_folder(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(tmp_path / "t.png")
+    torch.manual_seed(0)
+    images, masks = AnomalySynthesizer(texture_dir=str(tmp_path))(torch.full((1, 3, SIZE, SIZE), 0.5), 2)
+    assert masks.sum() > 0 and not torch.equal(images, torch.full_like(images, 0.5))
+
+
+def test_train_py_runs_ard_with_pgt(demo_root: Path, tmp_path: Path) -> None:
+    args = [
+        f"dataset.root={demo_root}",
+        "dataset.categories=[grass]",
+        *TINY_RUN,
+        "refiner=ard",
+        "curriculum=pgt",
+        "curriculum.group_size=26",
+        "curriculum.steps_per_group=2",
+        "curriculum.synthetic_per_group=4",
+        "curriculum.crop_size=32",
+    ]
+    run = run_train(args, tmp_path / "pgt")
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = run.results
+    assert results["refiner"] == "ard"
+    extras = json.loads((run.run_dir / "categories" / "grass.json").read_text())["curriculum"]
+    assert len(extras["refined_pixel_ap_curve"]) == 2 and extras["mode"] == "progressive"
+    metrics = results["metrics"]["grass"]
+    assert metrics["refined"]["pixel_ap"] != metrics["base"]["pixel_ap"]
+
+
+@pytest.mark.skipif(
+    not (REPO / "conf" / "model" / "winclip.yaml").is_file(), reason="WinCLIP is not configured"
+)
+def test_train_py_runs_ard_on_winclip(demo_root: Path, tmp_path: Path) -> None:
+    args = [
+        f"dataset.root={demo_root}",
+        "dataset.categories=[brick]",
+        "model=winclip",
+        "model.image_size=64",
+        "trainer.enable_progress_bar=false",
+        "logger=none",
+        "model.clip=tiny",
+        "refiner=ard",
+        "curriculum=pgt",
+        "curriculum.group_size=26",
+        "curriculum.steps_per_group=1",
+        "curriculum.synthetic_per_group=2",
+        "curriculum.crop_size=0",
+    ]
+    run = run_train(args, tmp_path / "winclip")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.results["model"] == "winclip" and run.results["refiner"] == "ard"

@@ -1,0 +1,219 @@
+"""Multirun sweeps through train.py: resume after a kill, failure.json, the leaderboard at the end."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import itertools
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import REPO
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from omegaconf import DictConfig
+
+from anorefine.config import register_configs
+from anorefine.leaderboard import COLUMNS
+from anorefine.sweep import MAX_KEY_LENGTH, expected_jobs, job_key
+
+#: Four cheap jobs: seed × refiner.sigma on one demo category at 64 px.
+SWEEP = [
+    "dataset.categories=[brick]",
+    "model.image_size=64",
+    "model.coreset_ratio=0.05",
+    "logger=none",
+    "trainer.enable_progress_bar=false",
+    "seed=0,1",
+    "refiner.sigma=4,2",
+]
+
+
+#: One torch thread per job: on a small shared machine, idle OpenMP threads spin and double the CPU time.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def multirun_command(demo_root: Path, sweep_dir: Path, *args: str) -> list[str]:
+    return [
+        sys.executable, str(REPO / "train.py"), "-m", f"dataset.root={demo_root}", *args,
+        f"hydra.sweep.dir={sweep_dir}",
+    ]  # fmt: skip
+
+
+def results_files(sweep_dir: Path) -> list[Path]:
+    return sorted(sweep_dir.glob("*/results.json"))
+
+
+def kill_after_first_job(command: list[str], sweep_dir: Path, log: Path, timeout: float = 400) -> None:
+    """Start a sweep in its own process group and SIGKILL the group once a job has finished."""
+    with log.open("w") as stream:
+        process = subprocess.Popen(
+            command, cwd=REPO, env=ENV, stdout=stream, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    deadline = time.monotonic() + timeout
+    try:
+        while not results_files(sweep_dir):
+            assert process.poll() is None, (
+                f"the sweep ended before a job finished:\n{log.read_text()[-3000:]}"
+            )
+            assert time.monotonic() < deadline, "no job finished in time"
+            time.sleep(0.2)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@pytest.fixture(scope="module")
+def resumed_sweep(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A 4-job sweep killed after its first job, then run again to the end."""
+    sweep_dir = tmp_path_factory.mktemp("sweep") / "demo"
+    command = multirun_command(demo_root, sweep_dir, *SWEEP)
+    kill_after_first_job(command, sweep_dir, sweep_dir.parent / "killed.log")
+    (first,) = results_files(sweep_dir)
+    before = {"path": first, "mtime": first.stat().st_mtime_ns, "text": first.read_text()}
+    rerun = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    return {"sweep_dir": sweep_dir, "first": before, "rerun": rerun}
+
+
+def test_rerun_skips_the_finished_job_and_finishes_the_rest(resumed_sweep: dict[str, Any]) -> None:
+    rerun, first = resumed_sweep["rerun"], resumed_sweep["first"]
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert first["path"].stat().st_mtime_ns == first["mtime"]
+    assert first["path"].read_text() == first["text"]
+    assert rerun.stdout.count("skipped:") == 1
+    found = results_files(resumed_sweep["sweep_dir"])
+    assert len(found) == 4
+    settings = {(r["config"]["seed"], r["config"]["refiner"]["sigma"]) for r in map(read_json, found)}
+    assert settings == {(0, 4.0), (0, 2.0), (1, 4.0), (1, 2.0)}
+    manifest = read_json(resumed_sweep["sweep_dir"] / "sweep.json")
+    assert sorted(job["dir"] for job in manifest["jobs"]) == sorted(path.parent.name for path in found)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def as_float(text: str) -> float | None:
+    return None if text == "" else float(text)
+
+
+def test_the_leaderboard_carries_the_numbers_of_the_results(resumed_sweep: dict[str, Any]) -> None:
+    sweep_dir = resumed_sweep["sweep_dir"]
+    rows = list(csv.DictReader((sweep_dir / "LEADERBOARD.csv").open()))
+    runs = {str(path.parent): read_json(path) for path in results_files(sweep_dir)}
+    run_rows = [row for row in rows if row["table"] == "run" and row["category"] == "mean"]
+    assert sorted(row["path"] for row in run_rows) == sorted(runs)
+    for row in run_rows:
+        metrics = runs[row["path"]]["metrics"]["mean"]
+        for key in COLUMNS:
+            assert as_float(row[f"{key}_base"]) == metrics["base"][key]
+            assert as_float(row[f"{key}_refined"]) == metrics["refined"][key]
+    ablation = {row["setting"]: row for row in rows if row["table"] == "ablation"}
+    assert set(ablation) == {"refiner.sigma=2", "refiner.sigma=4"}
+    for setting, row in ablation.items():
+        sigma = float(setting.split("=")[1])
+        same = [r["metrics"]["mean"] for r in runs.values() if r["config"]["refiner"]["sigma"] == sigma]
+        assert row["runs"] == "2" and row["seeds"] == "0 1"
+        values = [m["refined"]["pixel_ap"] for m in same]
+        assert as_float(row["pixel_ap_refined"]) == pytest.approx(statistics.fmean(values), abs=1e-15)
+        assert as_float(row["pixel_ap_refined_std"]) == pytest.approx(statistics.stdev(values), abs=1e-15)
+    markdown = (sweep_dir / "LEADERBOARD.md").read_text()
+    assert "## demo" in markdown and "refiner.sigma" in markdown
+    assert (sweep_dir / "LEADERBOARD.tex").is_file()
+
+
+def test_every_run_has_a_report_with_existing_figures(resumed_sweep: dict[str, Any]) -> None:
+    for results in results_files(resumed_sweep["sweep_dir"]):
+        page = (results.parent / "report.html").read_text()
+        sources = [part.split('"', 1)[0] for part in page.split('src="')[1:]]
+        assert sources == ["figures/brick_samples.png", "figures/brick_pr.png"]
+        assert all((results.parent / source).is_file() for source in sources)
+
+
+def test_a_failing_job_writes_failure_json_and_the_sweep_goes_on(demo_root: Path, tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "failing"
+    command = multirun_command(demo_root, sweep_dir, "dataset.categories=[marble],[granite]", "logger=none")
+    done = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr[-3000:]
+    failures = sorted(sweep_dir.glob("*/failure.json"))
+    assert len(failures) == 2  # the second job ran after the first had failed
+    failure = read_json(failures[0])
+    assert "unknown category" in failure["error"] and "Traceback" in failure["traceback"]
+    assert any(override.startswith("dataset.categories=[") for override in failure["overrides"])
+    listed = (sweep_dir / "LEADERBOARD.md").read_text()
+    assert listed.count("| failed |") == 2 and "unknown category 'marble'" in listed
+
+
+@pytest.mark.parametrize(
+    ("dirname", "expected"),
+    [
+        ("", "default"),
+        ("model=padim,seed=1", "model=padim,seed=1"),
+        ("dataset.root=/data/mvtec,seed=0", "dataset.root=_data_mvtec,seed=0-"),
+        ("x=" + "a" * 300, "x=" + "a" * (MAX_KEY_LENGTH - 2) + "-"),
+    ],
+)
+def test_job_keys_are_safe_folder_names(dirname: str, expected: str) -> None:
+    key = job_key(dirname)
+    assert key.startswith(expected)
+    assert "/" not in key and len(key) <= MAX_KEY_LENGTH + 9
+    assert job_key(dirname) == key and job_key(dirname + "0") != key
+
+
+EXPERIMENTS = sorted(path.stem for path in (REPO / "conf" / "experiment").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def compose() -> Iterator[Callable[..., DictConfig]]:
+    """Hydra's compose API on conf/ (train.yaml)."""
+    register_configs()
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        yield functools.partial(hydra_compose, "train")
+
+
+def pairwise_cover(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Jobs that together contain every pair of override values of the sweep (cheaper than all)."""
+    seen: set[tuple[str, str]] = set()
+    chosen = []
+    for job in jobs:
+        pairs = set(itertools.combinations(sorted(job["overrides"]), 2)) or {(*job["overrides"], "")}
+        if not pairs <= seen:
+            seen |= pairs
+            chosen.append(job)
+    return chosen
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_composes(name: str, compose: Callable[..., DictConfig]) -> None:
+    config = compose([f"experiment={name}"], return_hydra_config=True)
+    assert config.hydra.job.name == name  # its own sweep folder: <output_dir>/multirun/<name>
+    jobs = expected_jobs(config)
+    assert jobs and len({job["dir"] for job in jobs}) == len(jobs)
+    for job in pairwise_cover(jobs):
+        composed = compose(job["overrides"])
+        if name.startswith("demo_"):
+            assert composed.dataset.name == "demo"
+
+
+def test_every_demo_variant_has_its_full_experiment() -> None:
+    demos = {name.removeprefix("demo_") for name in EXPERIMENTS if name.startswith("demo_")}
+    assert demos == {name for name in EXPERIMENTS if not name.startswith("demo_")}
+
+
+@pytest.mark.parametrize(
+    "launcher", [["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], ["hydra/launcher=submitit_slurm"]]
+)
+def test_the_parallel_and_cluster_launchers_compose(
+    launcher: list[str], compose: Callable[..., DictConfig]
+) -> None:
+    config = compose(["experiment=demo_anorefiner", *launcher], return_hydra_config=True)
+    assert config.hydra.launcher._target_.startswith("hydra_plugins.")
