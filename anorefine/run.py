@@ -124,8 +124,6 @@ def run_category(
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     device = device_of(cfg)
     detector: Detector = build_component(cfg.model).to(device).eval()
-    refiner: Refiner = build_component(cfg.refiner).to(device)
-    curriculum: Curriculum = build_component(cfg.curriculum)
     set_category = getattr(detector, "set_category", None)
     if set_category is not None:
         set_category(category)
@@ -136,6 +134,12 @@ def run_category(
             DataLoader(train_set, batch_size=cfg.dataset.batch_size, num_workers=cfg.dataset.num_workers)
         )
     fitted = time.perf_counter()
+    # Seeded again: the refiner's draws must not depend on how many the detector's fit made, and the
+    # detector's fit must not depend on which refiner is configured (same base map in every row).
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    refiner: Refiner = build_component(cfg.refiner).to(device)
+    refiner.attach(detector)
+    curriculum: Curriculum = build_component(cfg.curriculum)
     test_set = split_dataset(cfg, root, category, "test")
     task = AnomalyTask(detector, refiner, aupro_limit=cfg.eval.aupro_limit)
     extras = curriculum.evaluate(task, trainer_factory(cfg, logger), test_set, cfg.dataset.batch_size)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from anomalib.models.components import GaussianBlur2d
 from torch import nn
 
-from anorefine.detectors.base import DetectorOutput
+from anorefine.detectors.base import Detector, DetectorOutput
 
 #: Gaussian sigma of the baseline map (PatchCore / AnomalyCLIP convention).
 BASELINE_SIGMA = 4.0
@@ -30,6 +30,9 @@ class Refiner(nn.Module):
 
     #: True when the refiner has weights trained by a curriculum (ARD); False for identity / F2PAD.
     trainable: bool = False
+
+    def attach(self, detector: Detector) -> None:
+        """Receive the fitted detector before testing; refiners that re-run it (F2PAD views) keep it."""
 
     def forward(self, images: torch.Tensor, output: DetectorOutput) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError

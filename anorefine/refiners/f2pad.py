@@ -120,7 +120,7 @@ class F2padRefiner(Refiner):
         self.seconds_per_image: list[float] = []
 
     def attach(self, detector: Detector) -> None:
-        """Give the refiner the fitted detector, which shifted views (``views > 1``) re-run."""
+        """Keep the fitted detector, which shifted views (``views > 1``) re-run."""
         self.detector = [detector]
 
     def timing(self) -> dict[str, float | int]:
