@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -258,9 +259,10 @@ def test_train_or_load_prompts_trains_once_then_reuses_the_checkpoint(tmp_path: 
 def test_aux_dataset_follows_the_zero_shot_protocol() -> None:
     assert resolve_aux_dataset("auto", "mvtec") == "visa"
     assert resolve_aux_dataset("auto", "visa") == "mvtec"
+    assert resolve_aux_dataset("auto", "demo") == "demo_aux"
     assert resolve_aux_dataset("demo", "demo") == "demo"
     with pytest.raises(AnorefineError, match=r"model\.aux_dataset"):
-        resolve_aux_dataset("auto", "demo")
+        resolve_aux_dataset("auto", "folder")
 
 
 def test_missing_weights_name_the_file_and_the_command(
@@ -274,9 +276,10 @@ def test_missing_weights_name_the_file_and_the_command(
     assert "python scripts/download.py weights" in message
 
 
-def test_train_py_trains_prompts_then_evaluates(demo_root: Path, tmp_path: Path) -> None:
-    args = ["model=anomalyclip", "model.clip=tiny", "model.image_size=70", "model.aux_dataset=demo"]
-    args += ["model.max_steps=2", f"dataset.root={demo_root}", "dataset.categories=[brick]"]
+def test_train_py_trains_prompts_on_a_second_demo_then_evaluates(demo_root: Path, tmp_path: Path) -> None:
+    """On the demo, ``aux_dataset=auto`` trains the prompts on another demo: never on the test images."""
+    args = ["model=anomalyclip", "model.clip=tiny", "model.image_size=70", "model.max_steps=2"]
+    args += [f"dataset.root={demo_root}", "dataset.categories=[brick]", f"paths.data_dir={tmp_path}"]
     args += ["trainer.enable_progress_bar=false", "logger=none"]
     run = run_train(args, tmp_path / "run")
     assert run.returncode == 0, run.stderr[-3000:]
@@ -284,13 +287,17 @@ def test_train_py_trains_prompts_then_evaluates(demo_root: Path, tmp_path: Path)
     assert results["model"] == "anomalyclip" and results["smoke_only"] is True
     assert 0.0 <= results["metrics"]["brick"]["base"]["pixel_auroc"] <= 1.0
     prompts = torch.load(tmp_path / "run" / "anomalyclip_prompts.pt", weights_only=True)
-    assert prompts["steps"] == 2 and prompts["config"]["aux"]["dataset"] == "demo"
+    aux = prompts["config"]["aux"]
+    assert prompts["steps"] == 2 and aux == {"dataset": "demo_aux", "root": str(tmp_path / "demo_aux")}
+    marker = json.loads((tmp_path / "demo_aux" / ".anorefine_demo.json").read_text())
+    test_marker = json.loads((demo_root / ".anorefine_demo.json").read_text())
+    assert marker["seed"] == test_marker["seed"] + 1
 
 
 def test_the_run_stage_asks_for_an_aux_dataset_it_cannot_infer(tmp_path: Path) -> None:
     model = OmegaConf.structured(AnomalyClipConfig(clip="tiny", image_size=SIZE))
     cfg = OmegaConf.create({"paths": {"weights_dir": "weights", "data_dir": "data"}, "model": model})
-    cfg.dataset = {"name": "demo", "root": str(tmp_path), "num_workers": 0, "generation_seed": 0}
+    cfg.dataset = {"name": "folder", "root": str(tmp_path), "num_workers": 0, "generation_seed": 0}
     with pytest.raises(AnorefineError, match=r"model\.aux_dataset"):
         AnomalyClipDetector.prepare_run(cfg, tmp_path, Trainer)
     cfg.model.prompt_ckpt = "given.pt"

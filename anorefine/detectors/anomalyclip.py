@@ -111,17 +111,11 @@ class AnomalyClipDetector(Detector):
         prompt_length: int = 4,
         temperature: float = 0.07,
         prompt_ckpt: str | None = None,
-        aux_dataset: str = "auto",
-        aux_roots: dict[str, str] | None = None,
-        epochs: int = 15,
-        max_steps: int | None = None,
-        batch_size: int = 8,
-        lr: float = 1e-3,
-        map_loss_weight: float = 4.0,
-        seed: int = 111,
         weights_dir: str | None = None,
         tiny_seed: int = 0,
+        **prompt_training: Any,
     ) -> None:
+        """``prompt_training``: fields of ``PromptTraining`` (aux_dataset, epochs, lr, ...)."""
         super().__init__()
         self.clip = load_clip(clip, pretrained, resolve_weights_dir(weights_dir), image_size, 14, tiny_seed)
         self.smoke_only = clip == TINY
@@ -152,9 +146,9 @@ class AnomalyClipDetector(Detector):
         self.stride = int(self.clip.visual.patch_size[0])
         # A patch token's own support; V-V attention mixes mostly similar (nearby) tokens.
         self.receptive_field = self.stride
-        self.prompt_learner = PromptLearner(self.clip, n_ctx, prompt_depth, prompt_length, seed)
-        self.prompt_training = PromptTraining(
-            aux_dataset, dict(aux_roots or {}), epochs, max_steps, batch_size, lr, map_loss_weight, seed
+        self.prompt_training = PromptTraining(**prompt_training)
+        self.prompt_learner = PromptLearner(
+            self.clip, n_ctx, prompt_depth, prompt_length, self.prompt_training.seed
         )
         self.prompt_ckpt = prompt_ckpt
         if prompt_ckpt:
@@ -305,8 +299,11 @@ def official_prompt_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 
 
 @dataclass
-class AnomalyClipConfig:
-    """Schema of conf/model/anomalyclip.yaml (layer settings refer to ViT-L/14; ``tiny`` rescales them)."""
+class AnomalyClipConfig(PromptTraining):
+    """Schema of conf/model/anomalyclip.yaml (layer settings refer to ViT-L/14; ``tiny`` rescales them).
+
+    The prompt-training fields and their defaults come from ``PromptTraining``.
+    """
 
     _target_: str = "anorefine.detectors.anomalyclip.AnomalyClipDetector"
     name: str = "anomalyclip"
@@ -320,18 +317,12 @@ class AnomalyClipConfig:
     prompt_length: int = 4
     temperature: float = 0.07
     prompt_ckpt: str | None = None
-    aux_dataset: str = "auto"
     aux_roots: dict[str, str] = field(
         default_factory=lambda: {
             "mvtec": "${oc.env:MVTEC_ROOT,${paths.data_dir}/mvtec_anomaly_detection}",
             "visa": "${oc.env:VISA_ROOT,${paths.data_dir}/visa}",
+            "demo_aux": "${paths.data_dir}/demo_aux",
         }
     )
-    epochs: int = 15
-    max_steps: int | None = None
-    batch_size: int = 8
-    lr: float = 1e-3
-    map_loss_weight: float = 4.0
-    seed: int = 111
     weights_dir: str = "${paths.weights_dir}"
     tiny_seed: int = 0

@@ -17,8 +17,11 @@ from anorefine import data
 from anorefine.detectors.anomalyclip import AnomalyClipDetector
 from anorefine.errors import AnorefineError
 
+#: A second demo dataset, generated with another seed: the demo's partner, so that prompts trained
+#: for a demo run never see the demo's test images.
+DEMO_AUX = "demo_aux"
 #: ``aux_dataset: auto``: the zero-shot protocol trains on the test split of the other benchmark.
-AUX_PARTNER = {"mvtec": "visa", "visa": "mvtec"}
+AUX_PARTNER = {"mvtec": "visa", "visa": "mvtec", "demo": DEMO_AUX}
 #: The run's prompt checkpoint, in its run directory.
 PROMPT_FILE = "anomalyclip_prompts.pt"
 
@@ -152,9 +155,11 @@ def prepare_prompts(cfg: DictConfig, run_dir: Path, make_trainer: Callable[..., 
     if root is None:
         raise AnorefineError(f"no folder for auxiliary dataset {kind}: set model.aux_roots.{kind}=DIR")
     root = Path(root).expanduser()
-    if kind == "demo":
-        data.ensure_demo_dataset(root, seed=cfg.dataset.generation_seed)
-    loader = aux_test_loader(detector, kind, root, cfg.dataset.num_workers)
+    if kind in ("demo", DEMO_AUX):
+        seed = cfg.dataset.get("generation_seed", 0) + (kind == DEMO_AUX)
+        data.ensure_demo_dataset(root, seed=seed)
+    reader = "demo" if kind == DEMO_AUX else kind
+    loader = aux_test_loader(detector, reader, root, cfg.dataset.num_workers)
     provenance = {"aux": {"dataset": kind, "root": str(root)}}
     path = train_or_load_prompts(detector, loader, run_dir / PROMPT_FILE, make_trainer, provenance)
     cfg = copy.deepcopy(cfg)
