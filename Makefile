@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 OUTPUTS ?= outputs
 
-.PHONY: setup demo test lint bench leaderboard clean
+.PHONY: setup browser demo test lint bench leaderboard clean
 
 setup: $(STAMP)
 
@@ -15,10 +15,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# The report test renders report.html in headless Chromium (Debian's package; root or sudo to install).
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  sudo_cmd=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  $$sudo_cmd apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo_cmd apt-get install -y -q chromium; }
+
 demo: setup
 	$(PY) train.py
 
-test: setup
+test: setup browser
 	$(PY) -m pytest
 
 leaderboard: setup  # LEADERBOARD.{md,csv,tex} from every run under $(OUTPUTS)
