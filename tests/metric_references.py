@@ -6,6 +6,8 @@ They favour the obvious loop over speed; ``aupro_mvtec`` follows the structure o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from scipy import ndimage
 from skimage import measure
@@ -35,24 +37,29 @@ def trapezoid_area(x: np.ndarray, y: np.ndarray, x_max: float) -> float:
     return float(np.sum(0.5 * (y[1:] + y[:-1]) * (x[1:] - x[:-1])) + correction)
 
 
-def aupro_mvtec(maps: np.ndarray, masks: np.ndarray, limit: float = 0.3) -> float:
-    """AUPRO the way MVTec's ``compute_pro`` builds the curve: change arrays, one sort, cumsums."""
-    fp_changes = np.zeros(maps.shape, dtype=np.uint32)
-    pro_changes = np.zeros(maps.shape, dtype=np.float64)
+def aupro_mvtec(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray], limit: float = 0.3) -> float:
+    """AUPRO the way MVTec's ``compute_pro`` builds the curve: change arrays, one sort, cumsums.
+
+    ``maps``/``masks``: (N,H,W) arrays, or sequences of (H,W) arrays whose sizes may differ.
+    """
+    fp_changes, pro_changes = [], []
     num_normal, num_regions = 0, 0
-    for index, mask in enumerate(masks):
+    for mask in masks:
         labels, count = label_image(mask)
         num_regions += count
         normal = labels == 0
         num_normal += int(normal.sum())
-        fp_changes[index, normal] = 1
+        fp_changes.append(normal.astype(np.uint32).ravel())
+        pro_change = np.zeros(mask.shape, dtype=np.float64)
         for region in range(1, count + 1):
             inside = labels == region
-            pro_changes[index, inside] = 1.0 / inside.sum()
-    order = np.argsort(maps.ravel(), kind="stable")[::-1]
-    sorted_scores = maps.ravel()[order]
-    fprs = np.cumsum(fp_changes.ravel()[order], dtype=np.float64) / num_normal
-    pros = np.cumsum(pro_changes.ravel()[order]) / num_regions
+            pro_change[inside] = 1.0 / inside.sum()
+        pro_changes.append(pro_change.ravel())
+    flat_maps = np.concatenate([np.asarray(m).ravel() for m in maps])
+    order = np.argsort(flat_maps, kind="stable")[::-1]
+    sorted_scores = flat_maps[order]
+    fprs = np.cumsum(np.concatenate(fp_changes)[order], dtype=np.float64) / num_normal
+    pros = np.cumsum(np.concatenate(pro_changes)[order]) / num_regions
     tie_end = np.append(np.diff(sorted_scores) != 0, True)
     fprs = np.concatenate([[0.0], fprs[tie_end]])
     pros = np.concatenate([[0.0], pros[tie_end]])

@@ -31,7 +31,7 @@ from anorefine.curriculum.pgt_training import (
 from anorefine.data.synthesis import AnomalySynthesizer, SynthesisConfig
 from anorefine.detectors.base import DetectorOutput
 from anorefine.errors import AnorefineError
-from anorefine.metrics import AnomalyMetrics, compute_metrics
+from anorefine.metrics import AnomalyMetrics
 from anorefine.refiners.ard import ArdRefiner
 from anorefine.task import STAGES, AnomalyTask
 
@@ -67,12 +67,7 @@ def anomalous_positions(test_set: Dataset, group: list[int]) -> list[int]:
 
 def pixel_ap_since(metric: AnomalyMetrics, start: int) -> float | None:
     """Pixel AP of the batches a metric accumulated after its first ``start`` ones (None if undefined)."""
-    if len(metric.anomaly_maps) <= start:
-        return None
-    masks = torch.cat(metric.gt_masks[start:])
-    if not bool(torch.cat(metric.has_mask[start:]).all()) or not bool(masks.any()):
-        return None
-    return compute_metrics(torch.cat(metric.anomaly_maps[start:]), masks)["pixel_ap"]
+    return metric.pixel_ap_since(start)
 
 
 class ProgressiveGroupTraining(Curriculum):

@@ -1,16 +1,15 @@
-"""``AnomalyMetrics``: a torchmetrics ``Metric`` that gathers batches and calls ``compute_metrics``."""
+"""``AnomalyMetrics``: a torchmetrics ``Metric`` that keeps batches compactly and scores them in one pass."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import torch
-from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
 from anorefine.errors import MetricError
-from anorefine.metrics.compute import compute_metrics
+from anorefine.metrics.compute import score_parts
 from anorefine.metrics.inputs import (
     ArrayLike,
     prepare_labels,
@@ -23,9 +22,12 @@ from anorefine.metrics.inputs import (
 class AnomalyMetrics(Metric):
     """Accumulate maps, masks, image scores and labels; ``compute()`` returns ``compute_metrics``'s dict.
 
-    Maps are stored in their own float32/float64 precision (never narrowed), masks as bool. Pixel
-    metrics are ``None`` if any accumulated image has no mask. Feed it with ``update()``: calling
-    the metric on a batch would compute the metrics of that batch alone.
+    Storage is compact: per batch, the maps in their own float32/float64 precision (never narrowed)
+    and the masks as bool (5 bytes per pixel for float32 maps); nothing is concatenated at
+    ``compute()``, which streams the batches into one sort (8 more bytes per pixel while it runs).
+    Batches may differ in map size (e.g. maps at each image's original size). ``reset()`` frees the
+    storage. Pixel metrics are ``None`` if any accumulated image has no mask. Feed it with
+    ``update()``: calling the metric on a batch would compute the metrics of that batch alone.
     """
 
     is_differentiable = False
@@ -82,15 +84,25 @@ class AnomalyMetrics(Metric):
 
     def compute(self) -> dict[str, float | None]:
         """The metrics of everything accumulated since the last reset."""
-        if not self.anomaly_maps:
+        return self.compute_since(0)
+
+    def compute_since(self, start: int) -> dict[str, float | None]:
+        """The metrics of the batches accumulated after the first ``start`` ones (``len(anomaly_maps)``
+        is the number of batches so far)."""
+        if len(self.anomaly_maps) <= start:
             raise MetricError("AnomalyMetrics.compute() called before any update()")
-        masks: Tensor | None = (
-            dim_zero_cat(self.gt_masks) if bool(dim_zero_cat(self.has_mask).all()) else None
-        )
-        return compute_metrics(
-            dim_zero_cat(self.anomaly_maps),
-            masks,
-            dim_zero_cat(self.image_scores),
-            dim_zero_cat(self.labels),
+        has_mask = bool(torch.cat(self.has_mask[start:]).all())
+        return score_parts(
+            self.anomaly_maps[start:],
+            self.gt_masks[start:] if has_mask else None,
+            dim_zero_cat(self.image_scores[start:]),
+            dim_zero_cat(self.labels[start:]),
             aupro_limit=self.aupro_limit,
         )
+
+    def pixel_ap_since(self, start: int) -> float | None:
+        """Pixel AP of the batches after the first ``start`` ones; ``None`` if there are none, if one
+        lacks a mask or if they hold no anomalous pixel."""
+        if len(self.anomaly_maps) <= start or not any(bool(m.any()) for m in self.gt_masks[start:]):
+            return None
+        return self.compute_since(start)["pixel_ap"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from torch import Tensor
 
@@ -39,20 +40,24 @@ def dilate(mask: Tensor, radius: float) -> Tensor:
 
 
 def boundary_f1(
-    anomaly_maps: Tensor, gt_masks: Tensor, threshold: float, tolerance: float = 2.0
+    anomaly_maps: Sequence[Tensor], gt_masks: Sequence[Tensor], threshold: float, tolerance: float = 2.0
 ) -> float | None:
-    """Boundary F1 of ``anomaly_maps >= threshold`` against bool ``gt_masks``, both (N,H,W).
+    """Boundary F1 of ``anomaly_maps >= threshold`` against bool ``gt_masks``: parts, each (N,H,W).
 
     A predicted boundary pixel is correct if a GT boundary pixel lies within Euclidean distance
     ``tolerance`` in the same image, and vice versa for recall; counts are pooled over all images
     (boundaries predicted on normal images count as false positives). ``None`` if neither has a
     boundary, 0.0 if only one has.
     """
-    predicted = inner_boundary(anomaly_maps >= threshold)
-    truth = inner_boundary(gt_masks)
-    num_predicted, num_truth = int(predicted.sum()), int(truth.sum())
+    num_predicted = num_truth = hits_predicted = hits_truth = 0
+    for maps, masks in zip(anomaly_maps, gt_masks, strict=True):
+        predicted = inner_boundary(maps >= threshold)
+        truth = inner_boundary(masks)
+        num_predicted += int(predicted.sum())
+        num_truth += int(truth.sum())
+        hits_predicted += int((predicted & dilate(truth, tolerance)).sum())
+        hits_truth += int((truth & dilate(predicted, tolerance)).sum())
     if num_predicted == 0 or num_truth == 0:
         return None if num_predicted == num_truth else 0.0
-    precision = int((predicted & dilate(truth, tolerance)).sum()) / num_predicted
-    recall = int((truth & dilate(predicted, tolerance)).sum()) / num_truth
+    precision, recall = hits_predicted / num_predicted, hits_truth / num_truth
     return 2 * precision * recall / (precision + recall) if precision + recall else 0.0

@@ -9,10 +9,14 @@ Definitions (all on raw scores, thresholds at every distinct score, ``score >= t
 - ``aupro``: MVTec AUPRO@``aupro_limit`` (8-connected GT regions per image, FPR over all normal
   pixels, PRO averaged over all regions, trapezoid to the limit, divided by it); see ``engine``.
 - ``pro_compat``: the 200-threshold PRO of AnomalyCLIP and zero-shot papers; see ``pro_compat``.
+
+All pixel metrics come from one sort of all pixels (``engine``).
 - ``boundary_f1``: contour F1 at the F1-max threshold, 2 px Euclidean tolerance; see ``boundary``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from torch import Tensor
 
@@ -20,8 +24,6 @@ from anorefine.metrics.boundary import boundary_f1
 from anorefine.metrics.engine import pixel_metrics
 from anorefine.metrics.image import image_metrics
 from anorefine.metrics.inputs import ArrayLike, prepare_labels, prepare_maps, prepare_masks, prepare_scores
-from anorefine.metrics.pro_compat import pro_compat
-from anorefine.metrics.regions import label_regions
 
 METRIC_NAMES = (
     "image_auroc",
@@ -66,21 +68,31 @@ def compute_metrics(
         image_labels: Tensor | None = prepare_labels(labels, count, device)
     else:
         image_labels = None if masks is None else masks.flatten(1).any(1)
+    return score_parts([maps], None if masks is None else [masks], scores, image_labels, aupro_limit)
+
+
+def score_parts(
+    maps: Sequence[Tensor],
+    masks: Sequence[Tensor] | None,
+    image_scores: Tensor,
+    labels: Tensor | None,
+    aupro_limit: float = 0.3,
+) -> dict[str, float | None]:
+    """``compute_metrics`` on validated parts: (N,H,W) maps and bool masks (sizes may differ between
+    parts), the (N_total,) image scores and bool labels (``None``: no image metrics)."""
     results: dict[str, float | None] = dict.fromkeys(METRIC_NAMES)
-    if image_labels is not None:
-        results["image_auroc"], results["image_ap"] = image_metrics(scores, image_labels)
+    if labels is not None:
+        results["image_auroc"], results["image_ap"] = image_metrics(image_scores, labels)
     if masks is None:
         return results
-    region_ids, num_regions = label_regions(masks)
-    flat_scores, flat_ids = maps.reshape(-1), region_ids.reshape(-1)
-    pixel = pixel_metrics(flat_scores, flat_ids, num_regions, aupro_limit)
+    pixel = pixel_metrics(maps, masks, aupro_limit)
     results.update(
         pixel_auroc=pixel.auroc,
         pixel_ap=pixel.average_precision,
         pixel_f1_max=pixel.f1_max,
         pixel_iou_max=pixel.iou_max,
         aupro=pixel.aupro,
-        pro_compat=pro_compat(flat_scores, flat_ids, num_regions),
+        pro_compat=pixel.pro_compat,
     )
     if pixel.f1_threshold is not None:
         results["boundary_f1"] = boundary_f1(maps, masks, pixel.f1_threshold)

@@ -1,25 +1,29 @@
 """All pixel threshold metrics from one global descending sort of every pixel score.
 
-The sorted pixels are streamed once, tie group by tie group (:mod:`anorefine.metrics.ranking`):
-pixel AUROC, AP, F1-max and IoU-max come from the cumulative positive counts at the group ends,
-and AUPRO (MVTec definition) from the same stream: a normal pixel adds ``1 / num_normal_pixels``
-to the FPR and a pixel of GT region ``r`` adds ``1 / (|r| * num_regions)`` to the PRO, so the
-cumulative sums of these weights at the group ends are the PRO curve. The curve starts at (0, 0),
-is integrated with the trapezoid rule up to FPR = ``limit`` with PRO linearly interpolated at
-exactly ``limit``, and is divided by ``limit``. Hand-rolled rather than torchmetrics/anomalib:
-those sort once per metric, cumulate in float32 and (torchmetrics) squash scores outside [0, 1].
+The pixels of every image are sorted once (:mod:`anorefine.metrics.ranking`) with their GT region id
+(8-connected, labelled once per image on the CPU) packed beside the score, then streamed once, tie
+group by tie group: pixel AUROC, AP, F1-max and IoU-max come from the cumulative positive counts at
+the group ends, and AUPRO (MVTec definition) from the same stream: a normal pixel adds
+``1 / num_normal_pixels`` to the FPR and a pixel of GT region ``r`` adds ``1 / (|r| * num_regions)``
+to the PRO, so the cumulative sums of these weights at the group ends are the PRO curve. The curve
+starts at (0, 0), is integrated with the trapezoid rule up to FPR = ``limit`` with PRO linearly
+interpolated at exactly ``limit``, and is divided by ``limit``. The 200-threshold PRO reads the same
+stream (:mod:`anorefine.metrics.pro_compat`). Hand-rolled rather than torchmetrics/anomalib: those
+sort once per metric, cumulate in float32 and (torchmetrics) squash scores outside [0, 1].
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from anorefine.errors import MetricError
-from anorefine.metrics.ranking import GroupChunk, RankingCurves, iter_groups, sort_descending
-from anorefine.metrics.regions import region_sizes
+from anorefine.metrics.pro_compat import ProCompatCurve
+from anorefine.metrics.ranking import GroupChunk, RankingCurves, iter_groups, key_to_score, sort_descending
+from anorefine.metrics.regions import RegionNumbering
 
 
 @dataclass(frozen=True)
@@ -32,28 +36,32 @@ class PixelMetrics:
     f1_threshold: float | None
     iou_max: float | None
     aupro: float | None
+    pro_compat: float | None
 
 
 class ProCurve:
     """AUPRO accumulated over the streamed tie groups until the FPR passes ``limit``."""
 
-    def __init__(self, sizes: Tensor, limit: float) -> None:
+    def __init__(self, sizes: Tensor, limit: float, device: torch.device) -> None:
         num_regions = sizes.numel() - 1
-        self.weights = torch.zeros(num_regions + 1, dtype=torch.float64, device=sizes.device)
+        self.weights = torch.zeros(num_regions + 1, dtype=torch.float64)
         self.weights[1:] = 1.0 / (sizes[1:].to(torch.float64) * num_regions)
+        self.weights = self.weights.to(device)
         self.num_normal, self.limit = int(sizes[0]), limit
         self.area, self.pro_before = 0.0, 0.0
         self.last_point = (0.0, 0.0)  # the curve starts at (0, 0)
         self.done = False
 
-    def update(self, chunk: GroupChunk) -> None:
-        """Add the groups of one chunk (nothing once the limit is passed)."""
-        if self.done:
-            return
+    def cumulate(self, chunk: GroupChunk) -> Tensor:
+        """The PRO (mean region overlap) ranked at or above every position of the chunk."""
         pro_cumulated = self.weights[chunk.payload].cumsum(0)
         pro_cumulated += self.pro_before
         self.pro_before = float(pro_cumulated[-1])
-        if chunk.local_ends.numel() == 0:
+        return pro_cumulated
+
+    def update(self, chunk: GroupChunk, pro_cumulated: Tensor) -> None:
+        """Add the groups of one chunk (nothing once the limit is passed)."""
+        if self.done or chunk.local_ends.numel() == 0:
             return
         fpr = torch.cat([chunk.fp.new_tensor(self.last_point[:1]), chunk.fp / self.num_normal])
         pro = torch.cat([chunk.fp.new_tensor(self.last_point[1:]), pro_cumulated[chunk.local_ends]])
@@ -75,27 +83,44 @@ class ProCurve:
         return self.area / self.limit if self.num_normal else None
 
 
-def pixel_metrics(
-    scores: Tensor, region_ids: Tensor, num_regions: int, aupro_limit: float = 0.3
-) -> PixelMetrics:
-    """Pixel AUROC, AP, F1-max (+ its threshold), IoU-max and AUPRO of flat scores and region ids.
+def _labelled(masks: Sequence[Tensor], numbering: RegionNumbering) -> Iterator[Tensor]:
+    for part in masks:
+        yield numbering.label(part)
 
-    ``region_ids`` (int32, same length as ``scores``): 0 for normal pixels, 1..R for GT regions.
+
+def pixel_metrics(maps: Sequence[Tensor], masks: Sequence[Tensor], aupro_limit: float = 0.3) -> PixelMetrics:
+    """Pixel AUROC, AP, F1-max (+ its threshold), IoU-max, AUPRO and paper-compat PRO, in one pass.
+
+    ``maps``/``masks``: parts, each (N,H,W) float scores and bool masks of the same shape (sizes may
+    differ between parts); every pixel of every part is one sample. Peak extra memory: 8 bytes per
+    pixel (float32 scores) plus one part's labels and fixed-size chunk temporaries.
     Raises ``MetricError`` when there is no GT region (AUPRO is undefined).
     """
-    if num_regions == 0:
+    if not 0.0 < aupro_limit <= 1.0:
+        raise MetricError(f"aupro_limit must be in (0, 1], got {aupro_limit}")
+    numbering = RegionNumbering()
+    group_keys, sorted_ids = sort_descending(maps, _labelled(masks, numbering))
+    if numbering.num_regions == 0:
         raise MetricError(
             "AUPRO is undefined: no ground-truth mask has an anomalous pixel; "
             "evaluate pixel metrics on a set that contains at least one defective image"
         )
-    if not 0.0 < aupro_limit <= 1.0:
-        raise MetricError(f"aupro_limit must be in (0, 1], got {aupro_limit}")
-    sizes = region_sizes(region_ids, num_regions)
+    sizes = numbering.sizes
     curves = RankingCurves(int(sizes[1:].sum()), int(sizes[0]))
-    pro_curve = ProCurve(sizes, aupro_limit)
-    for chunk in iter_groups(*sort_descending(scores, region_ids)):
+    pro_curve = ProCurve(sizes, aupro_limit, group_keys.device)
+    compat = ProCompatCurve(
+        int(sizes[0]),
+        numbering.num_regions,
+        low=key_to_score(group_keys[-1]),
+        high=key_to_score(group_keys[0]),
+        dtype=torch.float32 if group_keys.dtype == torch.int32 else torch.float64,
+    )
+    for chunk in iter_groups(group_keys, sorted_ids):
         curves.update(chunk)
-        pro_curve.update(chunk)
+        if not (pro_curve.done and compat.done):
+            pro_cumulated = pro_curve.cumulate(chunk)
+            pro_curve.update(chunk, pro_cumulated)
+            compat.update(chunk, pro_cumulated)
     return PixelMetrics(
         auroc=curves.auroc,
         average_precision=curves.average_precision,
@@ -103,4 +128,5 @@ def pixel_metrics(
         f1_threshold=curves.f1_threshold,
         iou_max=curves.iou_max,
         aupro=pro_curve.aupro,
+        pro_compat=compat.value,
     )

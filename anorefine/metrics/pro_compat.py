@@ -12,9 +12,9 @@ Definition, as those papers compute it:
 4. Keep the thresholds with ``FPR_k < fpr_limit`` (0.3), min-max rescale those FPRs to [0, 1], and
    take the trapezoid area under PRO against the rescaled FPR.
 
-Vectorised: each pixel's count of thresholds below its score, ``c = #{k : t_k < score}``, makes it
-positive at exactly the thresholds ``k < c``; histograms of ``c`` (pixel counts for normal pixels,
-``1 / (|r| * R)`` weights for region pixels) give every FP_k and PRO_k by reverse cumulative sums.
+Read from the engine's single sorted stream: the pixels with ``score > t_k`` are exactly the tie
+groups ranked before ``t_k``, so FP_k and PRO_k are the cumulative counts at the last group end whose
+score exceeds ``t_k``. Streaming stops once the FPR passes ``fpr_limit``: later thresholds are dropped.
 """
 
 from __future__ import annotations
@@ -24,9 +24,7 @@ import math
 import torch
 from torch import Tensor
 
-from anorefine.metrics.regions import region_sizes
-
-_CHUNK = 1 << 21
+from anorefine.metrics.ranking import GroupChunk, descending_keys
 
 
 def _round_down(values: Tensor, dtype: torch.dtype) -> Tensor:
@@ -36,39 +34,61 @@ def _round_down(values: Tensor, dtype: torch.dtype) -> Tensor:
     return torch.where(too_big, torch.nextafter(cast, cast.new_tensor(-torch.inf)), cast)
 
 
-def pro_compat(
-    scores: Tensor, region_ids: Tensor, num_regions: int, num_thresholds: int = 200, fpr_limit: float = 0.3
-) -> float | None:
-    """Paper-compat PRO of flat ``scores`` and int32 ``region_ids`` (0 normal, 1..R regions).
+class ProCompatCurve:
+    """Paper-compat PRO accumulated over the streamed tie groups (see the module docstring).
 
-    ``None`` when it is undefined: no region, no normal pixel, constant or infinite extreme scores,
-    or fewer than two distinct FPRs below ``fpr_limit``.
+    ``low``/``high``: the extreme scores; ``dtype``: the scores' dtype (float32 or float64).
     """
-    sizes = region_sizes(region_ids, num_regions)
-    num_normal = int(sizes[0])
-    low, high = float(scores.min()), float(scores.max())
-    if num_regions == 0 or num_normal == 0 or not low < high or math.isinf(high - low):
-        return None
-    steps = torch.arange(num_thresholds, dtype=torch.float64, device=scores.device)
-    thresholds = _round_down(low + steps * ((high - low) / num_thresholds), scores.dtype)
-    pro_weights = torch.zeros(num_regions + 1, dtype=torch.float64, device=scores.device)
-    pro_weights[1:] = 1.0 / (sizes[1:].to(torch.float64) * num_regions)
-    normal_weights = torch.zeros_like(pro_weights)
-    normal_weights[0] = 1.0
-    normal_hist = torch.zeros(num_thresholds + 1, dtype=torch.float64, device=scores.device)
-    pro_hist = torch.zeros_like(normal_hist)
-    for start in range(0, scores.numel(), _CHUNK):
-        below = torch.bucketize(scores[start : start + _CHUNK], thresholds)  # #thresholds < score
-        ids = region_ids[start : start + _CHUNK]
-        normal_hist += torch.bincount(below, normal_weights[ids], minlength=num_thresholds + 1)
-        pro_hist += torch.bincount(below, pro_weights[ids], minlength=num_thresholds + 1)
-    # positive at threshold k  <=>  c > k: sum the histograms over c = k+1 .. K
-    fpr = normal_hist.flip(0).cumsum(0).flip(0)[1:] / num_normal
-    pro = pro_hist.flip(0).cumsum(0).flip(0)[1:]
-    kept = fpr < fpr_limit
-    fpr, pro = fpr[kept], pro[kept]
-    if fpr.numel() < 2 or float(fpr.max()) == float(fpr.min()):
-        return None
-    rescaled = (fpr - fpr.min()) / (fpr.max() - fpr.min())
-    # thresholds ascend, so FPR descends: flip to integrate left to right
-    return float(torch.trapezoid(pro.flip(0), rescaled.flip(0)))
+
+    def __init__(
+        self,
+        num_normal: int,
+        num_regions: int,
+        low: float,
+        high: float,
+        dtype: torch.dtype,
+        num_thresholds: int = 200,
+        fpr_limit: float = 0.3,
+    ) -> None:
+        self.num_normal, self.fpr_limit = num_normal, fpr_limit
+        self.defined = num_regions > 0 and num_normal > 0 and low < high and not math.isinf(high - low)
+        self.done = not self.defined
+        steps = torch.arange(num_thresholds, dtype=torch.float64)
+        thresholds = _round_down(low + steps * ((high - low) / num_thresholds), dtype)
+        self.threshold_keys = descending_keys(thresholds)  # score > t_k  <=>  key < threshold_keys[k]
+        self.fp = torch.zeros(num_thresholds, dtype=torch.float64)
+        self.pro = torch.zeros(num_thresholds, dtype=torch.float64)
+        self.last_end_key: Tensor | None = None
+
+    def update(self, chunk: GroupChunk, pro_cumulated: Tensor) -> None:
+        """Record FP and PRO at the last group end above each threshold; ``pro_cumulated`` per position."""
+        if self.done or chunk.local_ends.numel() == 0:
+            return
+        end_keys = chunk.keys[chunk.local_ends]
+        if self.threshold_keys.device != end_keys.device:
+            self.threshold_keys = self.threshold_keys.to(end_keys.device)
+            self.fp, self.pro = self.fp.to(end_keys.device), self.pro.to(end_keys.device)
+        above = torch.searchsorted(end_keys, self.threshold_keys)  # group ends with key < t_k's key
+        hit = above > 0
+        last = above[hit] - 1
+        self.fp[hit] = chunk.fp[last]
+        self.pro[hit] = pro_cumulated[chunk.local_ends[last]]
+        self.last_end_key = end_keys[-1]
+        self.done = float(chunk.fp[-1]) >= self.fpr_limit * self.num_normal
+
+    @property
+    def value(self) -> float | None:
+        """The area; ``None`` when undefined (no region or normal pixel, constant or infinite scores,
+        fewer than two distinct FPRs below the limit)."""
+        if not self.defined:
+            return None
+        fpr = self.fp / self.num_normal
+        if self.done:  # stopped at the limit: thresholds below the last group seen have FPR >= limit
+            fpr[self.threshold_keys > self.last_end_key] = math.inf
+        kept = fpr < self.fpr_limit
+        fpr, pro = fpr[kept], self.pro[kept]
+        if fpr.numel() < 2 or float(fpr.max()) == float(fpr.min()):
+            return None
+        rescaled = (fpr - fpr.min()) / (fpr.max() - fpr.min())
+        # thresholds ascend, so FPR descends: flip to integrate left to right
+        return float(torch.trapezoid(pro.flip(0), rescaled.flip(0)))

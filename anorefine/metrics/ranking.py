@@ -9,7 +9,7 @@ in chunks of ``CHUNK`` elements, so temporaries stay small whatever the number o
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -41,28 +41,46 @@ def key_to_score(key: Tensor) -> float:
     return float(bits.view(_SCORE_DTYPES[bits.dtype])[0])
 
 
-def sort_descending(scores: Tensor, payload: Tensor) -> tuple[Tensor, Tensor]:
-    """Sort 1-D ``scores`` descending, carrying the int32 ``payload`` (region id or label, >= 0).
+def _flat_chunks(parts: Sequence[Tensor]) -> Iterator[tuple[int, Tensor]]:
+    """``(global offset, chunk)`` over the flattened parts, chunks of at most ``CHUNK`` elements."""
+    offset = 0
+    for part in parts:
+        flat = part.reshape(-1)
+        for start in range(0, flat.numel(), CHUNK):
+            yield offset + start, flat[start : start + CHUNK]
+        offset += flat.numel()
 
+
+def sort_descending(scores: Sequence[Tensor], payload: Iterable[Tensor]) -> tuple[Tensor, Tensor]:
+    """Sort the scores of all ``scores`` parts descending, carrying an int32 payload (>= 0) per score.
+
+    ``payload`` yields one tensor per part, of that part's shape, and is consumed part by part (it
+    may be a generator that labels each part as it goes, so no full payload array is ever built).
     Returns ``(group_keys, sorted_payload)``: aligned 1-D tensors where ``group_keys`` is equal
     exactly within a tie group. float32 scores: the int32 key and the payload are packed into one
     int64 and only these values are sorted, without a permutation to build and gather through;
     on CPU numpy's in-place (SIMD) int64 sort does it several times faster than ``torch.sort``.
-    float64 scores: a stable ``torch.sort`` of int64 keys, then the payload is gathered (slower, and
-    about twice the peak memory of the float32 path).
+    float64 scores (any part float64): a stable ``torch.sort`` of int64 keys, then the payload is
+    gathered (slower, and about twice the peak memory of the float32 path).
     """
-    if scores.dtype == torch.float64:
-        keys = torch.empty(scores.numel(), dtype=torch.int64, device=scores.device)
-        for start in range(0, scores.numel(), CHUNK):
-            keys[start : start + CHUNK] = descending_keys(scores[start : start + CHUNK])
+    total = sum(part.numel() for part in scores)
+    device = scores[0].device
+    wide = any(part.dtype == torch.float64 for part in scores)
+    payload_chunks = _flat_chunks(payload)
+    if wide:
+        keys = torch.empty(total, dtype=torch.int64, device=device)
+        flat_payload = torch.empty(total, dtype=torch.int32, device=device)
+        for start, chunk in _flat_chunks(scores):
+            keys[start : start + chunk.numel()] = descending_keys(chunk.to(torch.float64))
+            flat_payload[start : start + chunk.numel()] = next(payload_chunks)[1]
         sorted_keys, order = torch.sort(keys, stable=True)
         del keys
-        return sorted_keys, payload[order]
-    packed = torch.empty(scores.numel(), dtype=torch.int64, device=scores.device)
+        return sorted_keys, flat_payload[order]
+    packed = torch.empty(total, dtype=torch.int64, device=device)
     halves = packed.view(torch.int32).view(-1, 2)
-    for start in range(0, scores.numel(), CHUNK):
-        halves[start : start + CHUNK, _HIGH] = descending_keys(scores[start : start + CHUNK])
-        halves[start : start + CHUNK, _LOW] = payload[start : start + CHUNK]
+    for start, chunk in _flat_chunks(scores):
+        halves[start : start + chunk.numel(), _HIGH] = descending_keys(chunk)
+        halves[start : start + chunk.numel(), _LOW] = next(payload_chunks)[1]
     if packed.device.type == "cpu":
         packed.numpy().sort()
     else:
@@ -165,6 +183,6 @@ def ranking_curves(scores: Tensor, payload: Tensor) -> RankingCurves:
     """Sort once and accumulate :class:`RankingCurves` of 1-D scores and int32 payload (> 0 positive)."""
     num_pos = int((payload > 0).sum())
     curves = RankingCurves(num_pos, payload.numel() - num_pos)
-    for chunk in iter_groups(*sort_descending(scores, payload)):
+    for chunk in iter_groups(*sort_descending([scores], [payload])):
         curves.update(chunk)
     return curves

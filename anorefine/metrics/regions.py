@@ -13,13 +13,37 @@ _STRUCTURE = np.zeros((3, 3, 3), dtype=bool)
 _STRUCTURE[1] = True
 
 
+class RegionNumbering:
+    """Labels mask parts one after another with region ids global over all parts; sums region sizes.
+
+    Each image is labelled exactly once, on the CPU (scipy, never a GPU max-pool approximation).
+    ``sizes``: pixel count of every id 0..R so far, index 0 = normal pixels, int64 on the CPU.
+    """
+
+    def __init__(self) -> None:
+        self.num_regions = 0
+        self.num_normal = 0
+        self._region_sizes: list[Tensor] = []
+
+    def label(self, masks: Tensor) -> Tensor:
+        """int32 global region ids of one (N,H,W) bool part, on the masks' device."""
+        labels = np.empty(masks.shape, dtype=np.int32)
+        count = ndimage.label(masks.cpu().numpy(), structure=_STRUCTURE, output=labels)
+        local_sizes = torch.from_numpy(np.bincount(labels.reshape(-1), minlength=count + 1))
+        self.num_normal += int(local_sizes[0])
+        self._region_sizes.append(local_sizes[1:])
+        if self.num_regions:
+            labels[labels > 0] += self.num_regions
+        self.num_regions += count
+        return torch.from_numpy(labels).to(masks.device)
+
+    @property
+    def sizes(self) -> Tensor:
+        """Pixel count per id 0..R."""
+        return torch.cat([torch.tensor([self.num_normal]), *self._region_sizes])
+
+
 def label_regions(masks: Tensor) -> tuple[Tensor, int]:
     """Label (N,H,W) bool masks on the CPU; return int32 region ids on the masks' device and R."""
-    labels = np.empty(masks.shape, dtype=np.int32)
-    num_regions = ndimage.label(masks.cpu().numpy(), structure=_STRUCTURE, output=labels)
-    return torch.from_numpy(labels).to(masks.device), int(num_regions)
-
-
-def region_sizes(region_ids: Tensor, num_regions: int) -> Tensor:
-    """Pixel count of every id 0..R (index 0: normal pixels), int64."""
-    return torch.bincount(region_ids.reshape(-1), minlength=num_regions + 1)
+    numbering = RegionNumbering()
+    return numbering.label(masks), numbering.num_regions
