@@ -33,7 +33,7 @@ from anorefine.results import (
 from anorefine.task import STAGES, AnomalyTask
 
 log = logging.getLogger(__name__)
-EVAL_RESOLUTIONS = ("input",)
+EVAL_RESOLUTIONS = ("input", "original")
 
 
 def build_component(node: DictConfig) -> Any:
@@ -141,7 +141,8 @@ def run_category(
     refiner.attach(detector)
     curriculum: Curriculum = build_component(cfg.curriculum)
     test_set = split_dataset(cfg, root, category, "test")
-    task = AnomalyTask(detector, refiner, aupro_limit=cfg.eval.aupro_limit)
+    original_masks = test_set.original_mask if cfg.eval.resolution == "original" else None
+    task = AnomalyTask(detector, refiner, aupro_limit=cfg.eval.aupro_limit, original_masks=original_masks)
     extras = curriculum.evaluate(task, trainer_factory(cfg, logger), test_set, cfg.dataset.batch_size)
     viz.write_category_figures(task, run_dir, category, logger)
     metrics = task.compute_results()
@@ -212,7 +213,10 @@ def run_experiment(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict
         "refiner": cfg.refiner.name,
         "categories": categories,
         "metrics": metrics,
-        "eval_resolution": {"mode": cfg.eval.resolution, "size": [size, size]},
+        "eval_resolution": {  # original: each image at its own size, so no single size
+            "mode": cfg.eval.resolution,
+            "size": [size, size] if cfg.eval.resolution == "input" else None,
+        },
         "smoke_only": any(entry["smoke_only"] for entry in per_category.values()),
         "config": resolved,
         "config_hash": digest,

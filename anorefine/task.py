@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 
 from anorefine.detectors.base import Detector
 from anorefine.metrics import AnomalyMetrics
@@ -21,11 +23,20 @@ class AnomalyTask(L.LightningModule):
 
     Accumulators persist across ``trainer.test`` calls (a curriculum may test the stream group by
     group); ``compute_results`` scores everything seen. Ground-truth masks are read only by the
-    metric accumulators, after both maps exist.
+    metric accumulators, after both maps exist. With ``original_masks`` (index -> (H0, W0) bool mask,
+    ``eval.resolution=original``) each map is upsampled bilinearly to its image's original size and
+    scored against that mask; otherwise maps and masks are scored at the input size.
     """
 
-    def __init__(self, detector: Detector, refiner: Refiner, aupro_limit: float = 0.3) -> None:
+    def __init__(
+        self,
+        detector: Detector,
+        refiner: Refiner,
+        aupro_limit: float = 0.3,
+        original_masks: Callable[[int], torch.Tensor] | None = None,
+    ) -> None:
         super().__init__()
+        self.original_masks = original_masks
         self.detector = detector
         self.refiner = refiner
         self.refined_is_base = isinstance(refiner, IdentityRefiner) and refiner.is_baseline
@@ -45,11 +56,20 @@ class AnomalyTask(L.LightningModule):
         base, refined, image_score = self.predict_maps(batch["image"])
         self.samples.update(batch, base, refined)
         stages = ("base",) if self.refined_is_base else STAGES
+        originals = None
+        if self.original_masks is not None:
+            originals = [self.original_masks(int(index)) for index in batch["index"]]
         for stage, maps in zip(stages, (base, refined), strict=False):
-            score = self.stage_image_score(stage, maps, image_score)
-            self.metrics[stage].update(
-                maps.float(), batch["mask"], score.float(), batch["label"], batch["has_mask"]
-            )
+            score = self.stage_image_score(stage, maps, image_score).float()
+            metric = self.metrics[stage]
+            if originals is None:
+                metric.update(maps.float(), batch["mask"], score, batch["label"], batch["has_mask"])
+                continue
+            for i, mask in enumerate(originals):
+                size = tuple(mask.shape)
+                full = F.interpolate(maps[i : i + 1].float(), size=size, mode="bilinear", align_corners=False)
+                image = slice(i, i + 1)
+                metric.update(full, mask[None], score[image], batch["label"][image], batch["has_mask"][image])
 
     def stage_image_score(self, stage: str, maps: torch.Tensor, image_score: torch.Tensor) -> torch.Tensor:
         """The detector's score, or the refined map's maximum when ``refiner.image_score=max``."""

@@ -50,7 +50,8 @@ def _to_mask(img: Image.Image) -> np.ndarray:
 class AnomalyImageDataset(Dataset):
     """Items: image (3,S,S) float in [0,1], mask (1,S,S) in {0,1}, label, has_mask, index, original_size.
 
-    `original_size` is a LongTensor (H0, W0) of the file's size, so default collation gives (B, 2).
+    `original_size` is a LongTensor (H0, W0) of the file's size, so default collation gives (B, 2);
+    `original_mask(index)` reads an item's mask at that size.
     """
 
     def __init__(self, records: list[ImageRecord], image_size: int) -> None:
@@ -68,6 +69,27 @@ class AnomalyImageDataset(Dataset):
             return F.interpolate(x[None], size=size, mode=mode, antialias=True, align_corners=False)[0]
         return F.interpolate(x[None], size=size, mode=mode)[0]
 
+    @staticmethod
+    def _file_mask(record: ImageRecord, image_size: tuple[int, int]) -> torch.Tensor:
+        """The record's (H0, W0) bool mask at the file's size; its (W, H) must equal ``image_size``."""
+        mask_img = _open(record.mask_path, "mask")
+        if mask_img.size != image_size:
+            raise DataError(
+                f"mask {record.mask_path} is {mask_img.width}x{mask_img.height} but image "
+                f"{record.image_path} is {image_size[0]}x{image_size[1]}: "
+                "the mask does not belong to this image"
+            )
+        return torch.from_numpy(_to_mask(mask_img))
+
+    def original_mask(self, index: int) -> torch.Tensor:
+        """Item ``index``'s (H0, W0) bool mask at the original image size, not resized (for
+        ``eval.resolution=original``); all False for good images and images without a mask."""
+        record = self.records[index]
+        size = _open(record.image_path, "image").size
+        if record.label == 1 and record.mask_path is not None:
+            return self._file_mask(record, size)
+        return torch.zeros(size[1], size[0], dtype=torch.bool)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         record = self.records[index]
         img = _open(record.image_path, "image")
@@ -76,13 +98,7 @@ class AnomalyImageDataset(Dataset):
         image = self._resize(image, "bilinear").clamp_(0.0, 1.0)
         mask = torch.zeros(1, self.image_size, self.image_size)
         if record.label == 1 and record.mask_path is not None:
-            mask_img = _open(record.mask_path, "mask")
-            if mask_img.size != img.size:
-                raise DataError(
-                    f"mask {record.mask_path} is {mask_img.width}x{mask_img.height} but image "
-                    f"{record.image_path} is {width}x{height}: the mask does not belong to this image"
-                )
-            mask = self._resize(torch.from_numpy(_to_mask(mask_img)).float()[None], "nearest-exact")
+            mask = self._resize(self._file_mask(record, img.size)[None].float(), "nearest-exact")
         return {
             "image": image.contiguous(),
             "mask": mask,
