@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
@@ -34,6 +36,8 @@ from anorefine.task import STAGES, AnomalyTask
 
 log = logging.getLogger(__name__)
 EVAL_RESOLUTIONS = ("input", "original")
+#: A trainer given a step or epoch budget trains (PGT, prompt training); the others test or predict.
+TRAINING_ARGS = ("max_steps", "max_epochs")
 
 
 def build_component(node: DictConfig) -> Any:
@@ -93,13 +97,39 @@ def split_dataset(cfg: DictConfig, root: Path, category: str, split: str) -> dat
     return data.AnomalyImageDataset(records, image_size=cfg.dataset.image_size)
 
 
+def is_multiprocess(cfg: DictConfig) -> bool:
+    """True for a strategy that runs one process per device (``trainer=ddp``)."""
+    return str(cfg.trainer.strategy).startswith("ddp")
+
+
+def local_rank() -> int:
+    """This process's rank on its machine under DDP (0 without it)."""
+    return int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0")))
+
+
+def is_rank_zero() -> bool:
+    """True in the one process that writes the run's files (every process without DDP)."""
+    return rank_zero_only.rank == 0
+
+
+def uses_gpu(cfg: DictConfig) -> bool:
+    """True when the trainer's accelerator is a CUDA GPU."""
+    return cfg.trainer.accelerator in ("gpu", "cuda")
+
+
 def device_of(cfg: DictConfig) -> torch.device:
-    """The torch device matching the trainer's accelerator."""
-    return torch.device("cuda" if cfg.trainer.accelerator in ("gpu", "cuda") else "cpu")
+    """The torch device matching the trainer's accelerator (this process's GPU under DDP)."""
+    return torch.device("cuda", local_rank()) if uses_gpu(cfg) else torch.device("cpu")
 
 
 def trainer_factory(cfg: DictConfig, logger: Logger | bool) -> Callable[..., L.Trainer]:
-    """Builds Lightning Trainers that share the run's device, precision, logger and progress bar."""
+    """Builds Lightning Trainers that share the run's device, precision, logger and progress bar.
+
+    Under a multi-process strategy only training trainers (given ``TRAINING_ARGS``) span the
+    processes. Test and predict trainers run in the calling process on its own device: every process
+    scores each test image once with its own metric states (no padded DistributedSampler, no
+    gathered states), and only rank zero writes files (``run_experiment``).
+    """
 
     def make_trainer(**overrides: Any) -> L.Trainer:
         settings = {
@@ -112,6 +142,8 @@ def trainer_factory(cfg: DictConfig, logger: Logger | bool) -> Callable[..., L.T
             "enable_checkpointing": False,
             "enable_model_summary": False,
         }
+        if is_multiprocess(cfg) and not any(key in overrides for key in TRAINING_ARGS):
+            settings.update(strategy="auto", devices=[local_rank()] if uses_gpu(cfg) else 1)
         return L.Trainer(**{**settings, **overrides})
 
     return make_trainer
@@ -144,7 +176,8 @@ def run_category(
     original_masks = test_set.original_mask if cfg.eval.resolution == "original" else None
     task = AnomalyTask(detector, refiner, aupro_limit=cfg.eval.aupro_limit, original_masks=original_masks)
     extras = curriculum.evaluate(task, trainer_factory(cfg, logger), test_set, cfg.dataset.batch_size)
-    viz.write_category_figures(task, run_dir, category, logger)
+    if is_rank_zero():
+        viz.write_category_figures(task, run_dir, category, logger)
     metrics = task.compute_results()
     tested = time.perf_counter()
     if logger:
@@ -198,7 +231,8 @@ def run_experiment(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict
             per_category[category] = json.loads(partial.read_text())
             continue
         per_category[category] = {"config_hash": digest, **run_category(cfg, root, category, logger, run_dir)}
-        write_json_atomic(partial, per_category[category])
+        if is_rank_zero():
+            write_json_atomic(partial, per_category[category])
     metrics: dict[str, Any] = {name: entry["metrics"] for name, entry in per_category.items()}
     metrics["mean"] = {stage: mean_metrics({c: metrics[c][stage] for c in categories}) for stage in STAGES}
     if logger:
@@ -228,6 +262,8 @@ def run_experiment(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict
         "versions": package_versions(),
         "git_commit": git_commit(),
     }
+    if not is_rank_zero():  # DDP: the other processes only took part in the training stages
+        return results
     report.write_report(run_dir, results)  # before results.json, which marks the run finished
     write_json_atomic(run_dir / "results.json", results)
     print(format_table(metrics))

@@ -41,8 +41,9 @@ class AnomalyTask(L.LightningModule):
         self.refiner = refiner
         self.refined_is_base = isinstance(refiner, IdentityRefiner) and refiner.is_baseline
         self.samples = SampleKeeper()  # bounded: the best/worst images for the run's figures
+        # Never gathered across processes: under DDP each process tests every image itself (run.py).
         self.metrics = torch.nn.ModuleDict(
-            {stage: AnomalyMetrics(aupro_limit=aupro_limit) for stage in STAGES}
+            {stage: AnomalyMetrics(aupro_limit=aupro_limit, sync_on_compute=False) for stage in STAGES}
         )
 
     def predict_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

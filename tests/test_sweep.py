@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import itertools
@@ -17,13 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO
+from conftest import REPO, run_train
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
+from hydra.types import RunMode
+from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 from omegaconf import DictConfig
+from test_report import image_sources, loaded_images, render
 
+from anorefine.cli import check_ddp_launch
 from anorefine.config import register_configs
+from anorefine.errors import AnorefineError
 from anorefine.leaderboard import COLUMNS
+from anorefine.run import trainer_factory
 from anorefine.sweep import MAX_KEY_LENGTH, expected_jobs, job_key
 
 #: Four cheap jobs: seed × refiner.sigma on one demo category at 64 px.
@@ -68,7 +75,8 @@ def kill_after_first_job(command: list[str], sweep_dir: Path, log: Path, timeout
             assert time.monotonic() < deadline, "no job finished in time"
             time.sleep(0.2)
     finally:
-        os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # already ended: the assertion above says why
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait()
 
 
@@ -131,12 +139,14 @@ def test_the_leaderboard_carries_the_numbers_of_the_results(resumed_sweep: dict[
     assert (sweep_dir / "LEADERBOARD.tex").is_file()
 
 
-def test_every_run_has_a_report_with_existing_figures(resumed_sweep: dict[str, Any]) -> None:
+def test_every_run_has_a_report_with_existing_figures(resumed_sweep: dict[str, Any], tmp_path: Path) -> None:
     for results in results_files(resumed_sweep["sweep_dir"]):
         page = (results.parent / "report.html").read_text()
-        sources = [part.split('"', 1)[0] for part in page.split('src="')[1:]]
+        sources = image_sources(page)
         assert sources == ["figures/brick_samples.png", "figures/brick_pr.png"]
         assert all((results.parent / source).is_file() for source in sources)
+    dom = render(results.parent / "report.html", tmp_path)  # the last one, in headless Chromium
+    assert loaded_images(dom) == (2, 2)
 
 
 def test_a_failing_job_writes_failure_json_and_the_sweep_goes_on(demo_root: Path, tmp_path: Path) -> None:
@@ -210,10 +220,75 @@ def test_every_demo_variant_has_its_full_experiment() -> None:
 
 
 @pytest.mark.parametrize(
-    "launcher", [["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], ["hydra/launcher=submitit_slurm"]]
+    "launcher",
+    [
+        ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+        [
+            "hydra/launcher=submitit_slurm",
+            "hydra.launcher.tasks_per_node=2",
+            "hydra.launcher.gpus_per_node=2",
+        ],
+        [
+            "hydra/launcher=ray",
+            "hydra.launcher.ray.init.address=auto",
+            "+hydra.launcher.ray.remote.num_gpus=1",
+        ],
+    ],
 )
 def test_the_parallel_and_cluster_launchers_compose(
     launcher: list[str], compose: Callable[..., DictConfig]
 ) -> None:
+    if launcher[0] == "hydra/launcher=ray":
+        pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason='pip install -e ".[cluster]"')
     config = compose(["experiment=demo_anorefiner", *launcher], return_hydra_config=True)
     assert config.hydra.launcher._target_.startswith("hydra_plugins.")
+
+
+DDP_ON_CPU = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
+
+
+def test_under_ddp_only_training_trainers_span_the_processes(compose: Callable[..., DictConfig]) -> None:
+    make_trainer = trainer_factory(compose(DDP_ON_CPU), logger=False)
+    tester, trainer = make_trainer(), make_trainer(max_steps=1)
+    assert isinstance(tester.strategy, SingleDeviceStrategy) and tester.num_devices == 1
+    assert isinstance(trainer.strategy, DDPStrategy) and trainer.num_devices == 2
+
+
+def test_ddp_in_a_multirun_needs_processes_started_by_the_cluster(
+    compose: Callable[..., DictConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("LOCAL_RANK", "SLURM_NTASKS", "SLURM_JOB_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    config = compose(DDP_ON_CPU)
+    check_ddp_launch(config, RunMode.RUN)  # Lightning starts the other ranks by re-running train.py
+    check_ddp_launch(compose([]), RunMode.MULTIRUN)
+    with pytest.raises(AnorefineError, match="tasks_per_node"):
+        check_ddp_launch(config, RunMode.MULTIRUN)
+    monkeypatch.setenv("LOCAL_RANK", "0")  # started by torchrun or the cluster: fine
+    check_ddp_launch(config, RunMode.MULTIRUN)
+
+
+def test_ddp_on_two_cpu_processes_trains_together_and_writes_once(demo_root: Path, tmp_path: Path) -> None:
+    """PGT trains across two gloo processes; each tests on its own; rank zero alone writes files."""
+    tiny = [
+        f"dataset.root={demo_root}", "dataset.categories=[brick]", "model.image_size=64",
+        "model.coreset_ratio=0.05", "logger=none", "trainer.enable_progress_bar=false",
+    ]  # fmt: skip
+    pgt = [
+        "refiner=ard", "curriculum=pgt", "refiner.width=16", "curriculum.steps_per_group=3",
+        "curriculum.synthetic_per_group=4", "curriculum.batch_size=4", "curriculum.crop_size=32",
+    ]  # fmt: skip
+    ddp = run_train([*tiny, *pgt, *DDP_ON_CPU], tmp_path / "ddp", env={"OMP_NUM_THREADS": "1"})
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    output = ddp.stdout + ddp.stderr
+    assert "MEMBER: 2/2" in output and output.count("results: ") == 1
+    assert (tmp_path / "ddp" / "train_ddp_process_1.log").is_file()  # the second process ran the run
+    assert not (tmp_path / "ddp" / "failure.json").exists()
+    single = run_train(tiny, tmp_path / "single", env={"OMP_NUM_THREADS": "1"})
+    assert single.returncode == 0, single.stderr[-3000:]
+    # every test image scored exactly once: the base map's metrics are those of a one-process run
+    base, reference = ddp.results["metrics"]["mean"]["base"], single.results["metrics"]["mean"]["base"]
+    assert base == pytest.approx(reference, abs=1e-5)
+    groups = read_json(tmp_path / "ddp" / "categories" / "brick.json")["curriculum"]["groups"]
+    indices = sorted(i for group in groups for i in group["indices"])
+    assert indices == list(range(len(indices)))
