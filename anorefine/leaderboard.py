@@ -270,8 +270,10 @@ class PaperResult:
     source: str
     #: our metric key -> the paper's metric and its definition (what makes the numbers comparable)
     metrics: dict[str, str]
-    #: dataset -> our metric key -> published value in percent
+    #: dataset -> our metric key -> published value in percent (empty: only claims for it)
     datasets: dict[str, dict[str, float]]
+    #: published claims without a table of numbers, noted under the tables of ``datasets``
+    claims: list[str] = field(default_factory=list)
 
 
 def load_papers(paper_dir: Path = PAPER_DIR) -> list[PaperResult]:
@@ -377,8 +379,11 @@ def dataset_tables(dataset: str, runs: list[Run], papers: list[PaperResult]) -> 
     columns = ["model", "refiner", "setting"]
     main = Table("main", dataset, columns, _run_rows(groups, "mean", labels, record), notes)
     for paper in papers:
-        if dataset in paper.datasets:
-            values = paper.datasets[dataset]
+        if dataset not in paper.datasets:
+            continue
+        main.notes += [f"{paper.name} (published claim): {claim}" for claim in paper.claims]
+        values = paper.datasets[dataset]
+        if values:
             main.rows.append(
                 Row(
                     labels=[f"{paper.name} (published)", "none", paper.source],

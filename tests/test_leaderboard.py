@@ -157,14 +157,17 @@ def test_paper_rows_join_their_dataset_with_their_metric_definitions(tmp_path: P
     assert float(papers["anomalyclip"]["pro_compat_refined"]) == pytest.approx(0.814)
     assert papers["anomalyclip"]["aupro_refined"] == ""  # a 200-threshold PRO is not an AUPRO
     assert float(papers["patchcore"]["aupro_refined"]) == pytest.approx(0.944)
-    assert "200 thresholds" in (tmp_path / "LEADERBOARD.md").read_text()
+    markdown = (tmp_path / "LEADERBOARD.md").read_text()
+    assert "200 thresholds" in markdown
+    assert "AnoRefiner (published claim): pixel AP (P-AP) up to +5.2 points" in markdown  # no row
 
 
 def test_every_paper_file_is_valid() -> None:
     papers = load_papers()
-    assert {paper.model for paper in papers} >= {"anomalyclip", "winclip", "patchcore"}
+    assert {paper.model for paper in papers} >= {"anomalyclip", "winclip", "patchcore", "ard"}
     for paper in papers:
         assert paper.source and paper.metrics and paper.datasets
+        assert paper.claims or all(paper.datasets.values())  # numbers, or a claim to note
 
 
 def test_helpers() -> None:
@@ -181,8 +184,12 @@ def test_cli_writes_the_three_files_and_reports_problems(
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
     write_run(tmp_path / "runs" / "ok", results())
+    write_run(tmp_path / "more" / "sweep" / "ard", results(refiner="ard"))
     write_json_atomic(tmp_path / "runs" / "bad" / "failure.json", {"error": "ValueError: boom"})
-    assert cli.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
+    roots = [str(tmp_path / "runs"), str(tmp_path / "more")]
+    assert cli.main([*roots, "--out", str(tmp_path / "out")]) == 0
+    merged = {row["method"] for row in csv_rows(tmp_path / "out") if row["table"] == "main"}
+    assert merged == {"none", "ard+pgt"}
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "LEADERBOARD.csv",
         "LEADERBOARD.md",
