@@ -148,7 +148,8 @@ def stage_curves(task: AnomalyTask) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 def write_category_figures(
     task: AnomalyTask, run_dir: Path, category: str, logger: Logger | bool
 ) -> list[Path]:
-    """Save the category's figures (before the task's metrics are reset); log them to W&B if used."""
+    """Save the category's figures (before the task's metrics are reset); log them to W&B if used
+    (keys ``<category>/samples`` and ``<category>/pr``)."""
     (run_dir / FIGURES_DIR).mkdir(parents=True, exist_ok=True)
     written = []
     if task.samples.best:
@@ -159,6 +160,7 @@ def write_category_figures(
     if curves:
         pr_figure(curves, f"{category}: pixel PR").savefig(pr_path(run_dir, category))
         written.append(pr_path(run_dir, category))
-    if isinstance(logger, WandbLogger) and written:
-        logger.log_image(key=f"{category}/figures", images=[str(path) for path in written])
+    if isinstance(logger, WandbLogger):  # one key per figure: W&B shows a key's images at one size
+        for path in written:
+            logger.log_image(key=f"{category}/{path.stem.removeprefix(f'{category}_')}", images=[str(path)])
     return written

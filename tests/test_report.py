@@ -167,15 +167,13 @@ def test_chromium_loads_every_image_of_the_report(
     assert "[not loaded: figures/a_samples.png]" in dom
 
 
-def test_figures_are_logged_to_wandb(tmp_path: Path) -> None:
-    class RecordingWandb(WandbLogger):
-        def __init__(self) -> None:
-            self.logged: list[tuple[str, list[str]]] = []
-
-        def log_image(self, key: str, images: list[Any], **kwargs: Any) -> None:
-            self.logged.append((key, images))
-
-    logger = RecordingWandb()
+def test_figures_are_logged_to_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real W&B run in offline mode: each figure lands in the run's media files."""
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    logger = WandbLogger(project="anorefine-test", save_dir=str(tmp_path), mode="offline")
     written = write_category_figures(fake_task(), tmp_path, "a", logger)
+    logger.experiment.finish()
     assert written == [samples_path(tmp_path, "a"), pr_path(tmp_path, "a")]
-    assert logger.logged == [("a/figures", [str(path) for path in written])]
+    (run,) = (tmp_path / "wandb").glob("offline-run-*")
+    media = run / "files" / "media" / "images" / "a"
+    assert sorted(path.name.split("_")[0] for path in media.glob("*.png")) == ["pr", "samples"]
