@@ -7,8 +7,9 @@ expects but that never started is missing, and an unreadable results.json is rep
 Rows merge the runs of one dataset whose overrides are equal apart from ``seed`` (and keys that do
 not change numbers: logger, trainer, paths, data root); a cell is the refined map's value, mean ±
 sample std over those runs, with Δ against the same runs' base map. Published numbers
-(``conf/paper/*.yaml``) join the table of their dataset. A sweep whose jobs differ in keys other
-than dataset/model/refiner/curriculum/seed also gets an ablation table pivoted by those keys.
+(``conf/paper/*.yaml``) join the table of their dataset, which is shown even without runs. A sweep
+whose jobs differ in keys other than dataset/model/refiner/curriculum/seed also gets an ablation
+table pivoted by those keys.
 """
 
 from __future__ import annotations
@@ -364,6 +365,8 @@ def dataset_tables(dataset: str, runs: list[Run], papers: list[PaperResult]) -> 
     all_settings = [set(key[3]) for key in groups]
     common = set.intersection(*all_settings) if all_settings else set()
     notes = [f"Common settings: {_setting_text(tuple(sorted(common)), set())}."] if common else []
+    if not runs:
+        notes.append("No runs of this dataset under the given roots: published numbers only.")
 
     def labels(key: tuple[Any, ...]) -> list[str]:
         return [key[0], key[2], _setting_text(key[3], common)]
@@ -389,6 +392,7 @@ def dataset_tables(dataset: str, runs: list[Run], papers: list[PaperResult]) -> 
                     labels=[f"{paper.name} (published)", "none", paper.source],
                     cells={k: Cell(values[k] / 100) if k in values else None for k in COLUMNS},
                     record={
+                        "table": "published",
                         "dataset": dataset,
                         "model": paper.model,
                         "method": "none",
@@ -487,9 +491,11 @@ def collect(roots: Iterable[Path], paper_dir: Path = PAPER_DIR) -> Leaderboard:
     """Scan the roots and build every table."""
     found = scan(roots)
     papers = load_papers(paper_dir)
+    by_dataset = _group(found.runs, lambda r: r.results["dataset"])
+    published = {dataset for paper in papers for dataset in paper.datasets}
     tables = []
-    for dataset, runs in sorted(_group(found.runs, lambda r: r.results["dataset"]).items()):
-        tables += dataset_tables(dataset, runs, papers)
+    for dataset in sorted(set(by_dataset) | published):  # published numbers show even without runs
+        tables += dataset_tables(dataset, by_dataset.get(dataset, []), papers)
     tables += ablation_tables(found)
     return Leaderboard(tables, found.problems, found.runs)
 

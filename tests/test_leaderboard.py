@@ -152,13 +152,23 @@ def test_smoke_only_rows_are_marked(tmp_path: Path) -> None:
 def test_paper_rows_join_their_dataset_with_their_metric_definitions(tmp_path: Path) -> None:
     write_run(tmp_path / "run", results(dataset="mvtec", model="anomalyclip"))
     build_leaderboard([tmp_path], tmp_path)
-    papers = {row["model"]: row for row in csv_rows(tmp_path) if row["setting"] == "published"}
-    assert set(papers) == {"anomalyclip", "winclip", "patchcore"}
-    assert float(papers["anomalyclip"]["pro_compat_refined"]) == pytest.approx(0.814)
-    assert papers["anomalyclip"]["aupro_refined"] == ""  # a 200-threshold PRO is not an AUPRO
-    assert float(papers["patchcore"]["aupro_refined"]) == pytest.approx(0.944)
+    rows = csv_rows(tmp_path)
+    papers = {(row["dataset"], row["model"]): row for row in rows if row["table"] == "published"}
+    assert set(papers) == {
+        ("mvtec", "anomalyclip"),
+        ("mvtec", "winclip"),
+        ("mvtec", "patchcore"),
+        ("visa", "anomalyclip"),  # no VisA run: its table shows the published numbers alone
+        ("visa", "winclip"),
+    }
+    assert float(papers["mvtec", "anomalyclip"]["pro_compat_refined"]) == pytest.approx(0.814)
+    assert papers["mvtec", "anomalyclip"]["aupro_refined"] == ""  # a 200-threshold PRO is not an AUPRO
+    assert float(papers["mvtec", "patchcore"]["aupro_refined"]) == pytest.approx(0.944)
+    assert float(papers["visa", "winclip"]["image_auroc_refined"]) == pytest.approx(0.781)
+    assert [row["model"] for row in rows if row["table"] == "main"] == ["anomalyclip"]
     markdown = (tmp_path / "LEADERBOARD.md").read_text()
     assert "200 thresholds" in markdown
+    assert "## visa" in markdown and "published numbers only" in markdown
     assert "AnoRefiner (published claim): pixel AP (P-AP) up to +5.2 points" in markdown  # no row
 
 
