@@ -264,7 +264,11 @@ def test_ddp_in_a_multirun_needs_processes_started_by_the_cluster(
     check_ddp_launch(compose([]), RunMode.MULTIRUN)
     with pytest.raises(AnorefineError, match="tasks_per_node"):
         check_ddp_launch(config, RunMode.MULTIRUN)
-    monkeypatch.setenv("LOCAL_RANK", "0")  # started by torchrun or the cluster: fine
+    monkeypatch.setenv("SLURM_NTASKS", "2")  # one SLURM task per GPU (submitit, tasks_per_node=2)
+    monkeypatch.setenv("SLURM_JOB_NAME", "anorefine")
+    check_ddp_launch(config, RunMode.MULTIRUN)
+    monkeypatch.delenv("SLURM_NTASKS")
+    monkeypatch.setenv("LOCAL_RANK", "0")  # started by torchrun
     check_ddp_launch(config, RunMode.MULTIRUN)
 
 
