@@ -18,6 +18,7 @@ import csv
 import json
 import os
 import statistics
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -557,6 +558,11 @@ def to_markdown(board: Leaderboard, roots: list[Path]) -> str:
         "and in parentheses Δ against the same runs' base map. PRO-200 is the zero-shot papers' "
         "200-threshold PRO (`pro_compat`), not comparable with AUPRO (MVTec definition, FPR ≤ 0.3).",
     ]
+    commits = Counter(str(run.results.get("git_commit")) for run in board.runs)
+    if commits:
+        lines.append(
+            "Code: " + ", ".join(f"git commit `{c}` ({n} run(s))" for c, n in sorted(commits.items())) + "."
+        )
     if any(row.record.get("smoke_only") for table in board.tables for row in table.rows):
         lines += ["", SMOKE_NOTE]
     for table in board.tables:

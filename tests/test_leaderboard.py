@@ -56,7 +56,8 @@ def csv_rows(out: Path) -> list[dict[str, str]]:
 
 def test_seeds_are_averaged_with_sample_std_and_delta(tmp_path: Path) -> None:
     for seed, value in ((0, 0.5), (1, 0.6), (2, 0.7)):
-        write_run(tmp_path / f"s{seed}", results(refiner="ard", seed=seed, value=value, delta=0.02))
+        payload = results(refiner="ard", seed=seed, value=value, delta=0.02, git_commit="abc1234")
+        write_run(tmp_path / f"s{seed}", payload)
     board = build_leaderboard([tmp_path], tmp_path)
     (row,) = [row for row in csv_rows(tmp_path) if row["table"] == "main"]
     assert (row["method"], row["runs"], row["seeds"]) == ("ard+pgt", "3", "0 1 2")
@@ -65,6 +66,7 @@ def test_seeds_are_averaged_with_sample_std_and_delta(tmp_path: Path) -> None:
     assert float(row["pixel_ap_delta"]) == pytest.approx(0.02)
     markdown = (tmp_path / "LEADERBOARD.md").read_text()
     assert "62.00 ± 10.00 (+2.00)" in markdown
+    assert "Code: git commit `abc1234` (3 run(s))." in markdown
     assert "### demo / a" in markdown and "### demo / b" in markdown  # per-category tables
     assert not board.problems
 
