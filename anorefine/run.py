@@ -180,6 +180,7 @@ def run_category(
         viz.write_category_figures(task, run_dir, category, logger)
     metrics = task.compute_results()
     tested = time.perf_counter()
+    refiner_timing = getattr(refiner, "timing", None)  # per-image cost of refiners that report it (F2PAD)
     if logger:
         logger.log_metrics(
             {
@@ -196,6 +197,7 @@ def run_category(
             "fit_s": fitted - started,
             "test_s": tested - fitted,
             "test_ms_per_image": 1000 * (tested - fitted) / len(test_set),
+            **({"refiner": refiner_timing()} if refiner_timing else {}),
         },
         "smoke_only": bool(detector.smoke_only),
     }
@@ -252,6 +254,8 @@ def run_experiment(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict
             "size": [size, size] if cfg.eval.resolution == "input" else None,
         },
         "smoke_only": any(entry["smoke_only"] for entry in per_category.values()),
+        # per category, what the curriculum reports beside the metrics (PGT: the per-group pixel-AP curve)
+        "curriculum": {name: entry.get("curriculum") or {} for name, entry in per_category.items()},
         "config": resolved,
         "config_hash": digest,
         "overrides": list(overrides),

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import gc
+from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_train
 
+from anorefine.data import read_split
 from anorefine.detectors.base import Detector, DetectorOutput
 from anorefine.refiners.base import baseline_map
 from anorefine.refiners.f2pad import F2padRefiner, view_offsets
@@ -115,10 +118,33 @@ def test_config_builds_the_refiner() -> None:
     from anorefine.config import register_configs
 
     register_configs()
-    conf_dir = str((__import__("pathlib").Path(__file__).parent.parent / "conf").resolve())
+    conf_dir = str((Path(__file__).parent.parent / "conf").resolve())
     with initialize_config_dir(version_base="1.3", config_dir=conf_dir):
         cfg = compose("train", overrides=["refiner=f2pad", "refiner.pretrained=false", "refiner.steps=7"])
     params = dict(cfg.refiner)
     params.pop("name")
     refiner = instantiate(params, _convert_="all")
     assert isinstance(refiner, F2padRefiner) and refiner.steps == 7
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        ["model=winclip", "model.image_size=96"],
+        ["model=anomalyclip", "model.image_size=70", "model.max_steps=1", "model.aux_dataset=demo"],
+    ],
+    ids=["winclip", "anomalyclip"],
+)
+def test_train_py_refines_the_tiny_clip_detectors(model: list[str], demo_root: Path, tmp_path: Path) -> None:
+    """train.py with refiner=f2pad over the zero-shot detectors: refined metrics and per-image timing."""
+    args = [*model, "model.clip=tiny", "refiner=f2pad", "refiner.steps=3", f"dataset.root={demo_root}"]
+    args += ["dataset.categories=[brick]", "trainer.enable_progress_bar=false", "logger=none"]
+    run = run_train(args, tmp_path / "run")
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = run.results
+    refined, base = results["metrics"]["brick"]["refined"], results["metrics"]["brick"]["base"]
+    assert refined != base
+    for stage in (base, refined):
+        assert 0.0 <= stage["pixel_iou_max"] <= 1.0 and 0.0 <= stage["boundary_f1"] <= 1.0
+    timing = results["timings"]["per_category"]["brick"]["refiner"]
+    assert timing["images"] == len(read_split("demo", demo_root, "brick", "test")) and timing["mean_s"] > 0
