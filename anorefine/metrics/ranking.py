@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-CHUNK = 1 << 21  # elements per streamed chunk: float64 temporaries (16 MB) the allocator can reuse
+CHUNK = 1 << 20  # elements per streamed chunk: float64 temporaries (8 MB) the allocator can reuse
 _KEY_DTYPES = {torch.float32: (torch.int32, 0x7FFF_FFFF), torch.float64: (torch.int64, 0x7FFF_FFFF_FFFF_FFFF)}
 _SCORE_DTYPES = {torch.int32: torch.float32, torch.int64: torch.float64}
 _HIGH, _LOW = (1, 0) if sys.byteorder == "little" else (0, 1)  # int32 halves of an int64
@@ -73,6 +73,7 @@ def sort_descending(scores: Sequence[Tensor], payload: Iterable[Tensor]) -> tupl
         for start, chunk in _flat_chunks(scores):
             keys[start : start + chunk.numel()] = descending_keys(chunk.to(torch.float64))
             flat_payload[start : start + chunk.numel()] = next(payload_chunks)[1]
+        del payload_chunks  # frees the last part's payload before the sort
         sorted_keys, order = torch.sort(keys, stable=True)
         del keys
         return sorted_keys, flat_payload[order]
@@ -81,6 +82,7 @@ def sort_descending(scores: Sequence[Tensor], payload: Iterable[Tensor]) -> tupl
     for start, chunk in _flat_chunks(scores):
         halves[start : start + chunk.numel(), _HIGH] = descending_keys(chunk)
         halves[start : start + chunk.numel(), _LOW] = next(payload_chunks)[1]
+    del payload_chunks
     if packed.device.type == "cpu":
         packed.numpy().sort()
     else:
