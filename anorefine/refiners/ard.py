@@ -51,6 +51,21 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
+def smooth_baseline(coarse: torch.Tensor, size: tuple[int, int], sigma: float) -> torch.Tensor:
+    """``baseline_map`` with the same Gaussian applied as two 1-D passes (equal up to rounding,
+    several times cheaper at large sigma); the decoder's internal guides use it."""
+    upsampled = F.interpolate(coarse, size=size, mode="bilinear", align_corners=False)
+    if sigma <= 0:
+        return upsampled
+    radius = int(4.0 * sigma + 0.5)
+    taps = torch.arange(-radius, radius + 1, dtype=upsampled.dtype, device=upsampled.device)
+    kernel = torch.exp(-(taps**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    out = F.pad(upsampled, (radius, radius, radius, radius), mode="reflect")
+    out = F.conv2d(out, kernel.view(1, 1, 1, -1))
+    return F.conv2d(out, kernel.view(1, 1, -1, 1))
+
+
 def stage_sizes(grid: tuple[int, int], size: tuple[int, int], stages: int | None) -> list[tuple[int, int]]:
     """Working size of each stage: x2 per stage from the grid (a stage's head predicts at twice that).
 
@@ -274,7 +289,7 @@ class ArdRefiner(Refiner):
             self.build(output, size)
         coarse = self.normalise(output.anomaly_map.float())
         sizes = [*stage_sizes(tuple(coarse.shape[-2:]), size, self.stages), size]
-        baselines = [baseline_map(coarse, s, self.sigma * s[0] / size[0]) for s in sizes]
+        baselines = [smooth_baseline(coarse, s, self.sigma * s[0] / size[0]) for s in sizes]
         features = (output.features.float() - self.feature_mean[:, None, None]) / self.feature_std[
             :, None, None
         ]
@@ -307,10 +322,13 @@ class ArdRefiner(Refiner):
 
     def forward(self, images: torch.Tensor, output: DetectorOutput) -> torch.Tensor:
         _, deltas = self.decode(images, output)
-        if self.residual:
-            base = baseline_map(output.anomaly_map, tuple(images.shape[-2:]), self.sigma)
-            return base + self.map_scale * deltas[-1]
-        return self.map_mean + self.map_scale * deltas[-1]
+        delta = deltas[-1].float()
+        # The output map is float32 whatever the trainer's precision (bf16 autocast runs the decoder only).
+        with torch.autocast(images.device.type, enabled=False):
+            if self.residual:
+                base = baseline_map(output.anomaly_map.float(), tuple(images.shape[-2:]), self.sigma)
+                return base + self.map_scale * delta
+            return self.map_mean + self.map_scale * delta
 
 
 @dataclass
