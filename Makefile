@@ -30,6 +30,9 @@ test: setup browser
 leaderboard: setup  # LEADERBOARD.{md,csv,tex} from every run under $(OUTPUTS)
 	$(PY) scripts/leaderboard.py $(OUTPUTS)
 
+bench: setup  # rewrites docs/benchmarks.md (ARGS=--quick for a fast subset)
+	$(PY) scripts/bench.py $(ARGS)
+
 lint: setup
 	$(VENV)/bin/ruff check .
 

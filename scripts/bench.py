@@ -1,0 +1,512 @@
+"""``make bench``: speed, peak memory and exactness of the metrics, detectors and refiners.
+
+Rewrites docs/benchmarks.md. Every measurement runs in its own forked child process, one after the
+other, on inputs built once by this process: wall time of the call, and peak extra memory = the
+child's peak resident memory (VmHWM, reset just before the call) minus its resident memory before
+it. Speeds are ratios against the peer measured in the same run. ``--quick``: a fast subset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))  # the official-style numpy AUPRO reference lives with the tests
+from metric_references import aupro_mvtec
+
+MB = 1 << 20
+GPU_COLUMN = "not measured (no GPU in this session)"
+
+
+@dataclass
+class Measurement:
+    """One call in a child process; ``error`` instead of numbers when it failed or ran out of time."""
+
+    seconds: float | None = None
+    peak_bytes: int | None = None
+    value: Any = None
+    error: str | None = None
+    load: float = 0.0  # 1-minute load average when the call started
+
+
+def _status_bytes(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def _child(fn: Callable[..., Any], args: tuple[Any, ...], conn: Any) -> None:
+    try:
+        before = _status_bytes("VmRSS")
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current RSS
+        started = time.perf_counter()
+        value = fn(*args)
+        seconds = time.perf_counter() - started
+        conn.send(Measurement(seconds, _status_bytes("VmHWM") - before, value))
+    except Exception as error:  # reported in the table, the bench goes on
+        conn.send(Measurement(error=f"{type(error).__name__}: {error}"))
+
+
+def measure(fn: Callable[..., Any], *args: Any, timeout: float = 300.0) -> Measurement:
+    """Run ``fn(*args)`` in a forked child; its time, peak extra memory and return value."""
+    load = os.getloadavg()[0]
+    context = mp.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_child, args=(fn, args, sender))
+    child.start()
+    if receiver.poll(timeout):
+        result = receiver.recv()
+    else:
+        child.kill()
+        result = Measurement(error=f"stopped after {timeout:.0f} s")
+    child.join()
+    result.load = load
+    return result
+
+
+def machine() -> str:
+    """CPU model, cores, memory and software versions."""
+    import torch
+
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "unknown CPU",
+    )
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / (1 << 30)
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return (
+        f"{model}, {os.cpu_count()} cores, {memory:.0f} GiB RAM, GPU: {gpu}; "
+        f"Python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"numpy {np.__version__}"
+    )
+
+
+def import_libraries() -> None:
+    """Import everything the measured calls use, so no child pays (in time or memory) for an import."""
+    import anomalib.metrics.aupro  # noqa: F401
+    import sklearn.metrics  # noqa: F401
+    import torchmetrics.classification  # noqa: F401
+
+    import anorefine.metrics  # noqa: F401
+
+    if adeval_available():
+        import adeval  # noqa: F401
+
+
+# --------------------------------------------------------------------------------------------- metrics
+
+
+def metric_case(count: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """float32 maps and bool masks: a third of the images normal, the others with a blob and a long
+    one-pixel-wide staircase scratch; GT pixels score higher on average."""
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((count, size, size), dtype=bool)
+    for index in range(count):
+        if index % 3 == 0:
+            continue
+        top, left = rng.integers(0, size * 3 // 4, size=2)
+        height, width = rng.integers(2, size // 6, size=2)
+        masks[index, top : top + height, left : left + width] = True
+        row, col = rng.integers(0, size // 2, size=2)
+        steps = np.arange(rng.integers(size // 4, size // 2))
+        masks[index, row + steps // 3, col + steps] = True
+    maps = rng.standard_normal(size=masks.shape, dtype=np.float32)
+    maps += masks * rng.random(masks.shape, dtype=np.float32) * 2.0
+    return maps, masks
+
+
+def ours_pixel(maps: np.ndarray, masks: np.ndarray) -> dict[str, float]:
+    """The engine alone: AUROC, AP, F1-max, IoU-max, AUPRO (and the 200-threshold PRO) in one pass."""
+    import torch
+
+    from anorefine.metrics import pixel_metrics
+
+    result = pixel_metrics([torch.from_numpy(maps)], [torch.from_numpy(masks)])
+    return {"auroc": result.auroc, "ap": result.average_precision, "aupro": result.aupro}
+
+
+def ours_all(maps: np.ndarray, masks: np.ndarray) -> dict[str, float]:
+    """``compute_metrics``: every metric, image-level and boundary F1 included."""
+    from anorefine.metrics import compute_metrics
+
+    result = compute_metrics(maps, masks)
+    return {"auroc": result["pixel_auroc"], "ap": result["pixel_ap"], "aupro": result["aupro"]}
+
+
+def official_aupro(maps: np.ndarray, masks: np.ndarray) -> dict[str, float]:
+    """MVTec's compute_pro structure in numpy (tests/metric_references.py), float64 sums."""
+    return {"aupro": aupro_mvtec(maps, masks)}
+
+
+def sklearn_pixel(maps: np.ndarray, masks: np.ndarray) -> dict[str, float]:
+    """sklearn roc_auc_score and average_precision_score over all pixels."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    truth, scores = masks.ravel(), maps.ravel()
+    return {"auroc": roc_auc_score(truth, scores), "ap": average_precision_score(truth, scores)}
+
+
+def torchmetrics_exact(maps: np.ndarray, masks: np.ndarray) -> dict[str, float]:
+    """torchmetrics BinaryAUROC and BinaryAveragePrecision with thresholds=None (exact mode)."""
+    import torch
+    from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision
+
+    scores, truth = torch.from_numpy(maps).ravel(), torch.from_numpy(masks).ravel().int()
+    values = {}
+    for name, metric in (
+        ("auroc", BinaryAUROC(thresholds=None)),
+        ("ap", BinaryAveragePrecision(thresholds=None)),
+    ):
+        metric.update(scores, truth)
+        values[name] = float(metric.compute())
+    return values
+
+
+def anomalib_aupro(maps: np.ndarray, masks: np.ndarray) -> dict[str, float]:
+    """anomalib's AUPRO metric (connected components on the CPU, float32 cumulative sums)."""
+    import torch
+    from anomalib.metrics.aupro import _AUPRO
+
+    metric = _AUPRO(fpr_limit=0.3)
+    metric.update(torch.from_numpy(maps), torch.from_numpy(masks).float())
+    return {"aupro": float(metric.compute())}
+
+
+def adeval_all(maps: np.ndarray, masks: np.ndarray) -> dict[str, float]:
+    """The ``adeval`` package's auroc_aupr_aupro (binned curves, 1000 strips)."""
+    from adeval import auroc_aupr_aupro
+
+    if not hasattr(np, "trapz"):  # adeval 1.1.0 calls np.trapz, which numpy 2 renamed
+        np.trapz = np.trapezoid
+
+    auroc, ap, aupro = auroc_aupr_aupro(maps, masks.astype(np.uint8))
+    return {"auroc": auroc, "ap": ap, "aupro": aupro}
+
+
+def adeval_available() -> bool:
+    try:
+        import adeval  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+METRIC_METHODS: list[tuple[str, Callable[..., dict[str, float]]]] = [
+    ("ours: five pixel metrics, one pass (`pixel_metrics`)", ours_pixel),
+    ("ours: `compute_metrics` (all metrics, + boundary F1, PRO-200, image)", ours_all),
+    ("official-style AUPRO alone (numpy, MVTec `compute_pro`)", official_aupro),
+    ("sklearn AUROC + AP", sklearn_pixel),
+    ("torchmetrics exact AUROC + AP", torchmetrics_exact),
+    ("anomalib AUPRO", anomalib_aupro),
+    ("adeval AUROC + AP + AUPRO", adeval_all),
+]
+
+
+def bench_metrics(cases: list[tuple[int, int]], timeout: float) -> list[str]:
+    """One table per case: time, ratio to the official AUPRO, peak extra memory, value differences."""
+    lines = []
+    for count, size in cases:
+        maps, masks = metric_case(count, size)
+        results = {}
+        for name, fn in METRIC_METHODS:
+            if fn is adeval_all and not adeval_available():
+                results[name] = Measurement(error="adeval is not installed (`pip install adeval`)")
+                continue
+            results[name] = measure(fn, maps, masks, timeout=timeout)
+            print(f"  {count}x{size}²  {name}: {results[name].seconds or results[name].error}", flush=True)
+        reference = {
+            **(results["sklearn AUROC + AP"].value or {}),
+            **(results["official-style AUPRO alone (numpy, MVTec `compute_pro`)"].value or {}),
+        }
+        official = results["official-style AUPRO alone (numpy, MVTec `compute_pro`)"].seconds
+        pixels = count * size * size
+        lines += [
+            f"### {count} maps of {size}² ({pixels / 1e6:.1f} M pixels, {int(masks.any((1, 2)).sum())} "
+            "defective images)",
+            "",
+            "| method | CPU s | time / official AUPRO | peak extra MB | |Δ AUROC| | |Δ AP| | |Δ AUPRO| "
+            "| load | GPU |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for name, result in results.items():
+            if result.error:
+                lines.append(f"| {name} | {result.error} | | | | | | | {GPU_COLUMN} |")
+                continue
+            diffs = [
+                f"{abs(result.value[key] - reference[key]):.1e}"
+                if key in result.value and key in reference
+                else "–"
+                for key in ("auroc", "ap", "aupro")
+            ]
+            ratio = f"{result.seconds / official:.2f}×" if official else "–"
+            lines.append(
+                f"| {name} | {result.seconds:.2f} | {ratio} | {result.peak_bytes / MB:.0f} | "
+                + " | ".join(diffs)
+                + f" | {result.load:.1f} | {GPU_COLUMN} |"
+            )
+        lines += ["", *metric_verdict(results, official), ""]
+    return lines
+
+
+def metric_verdict(results: dict[str, Measurement], official: float | None) -> list[str]:
+    """The acceptance checks of this case, stated with their numbers."""
+    ours = results["ours: five pixel metrics, one pass (`pixel_metrics`)"]
+    if ours.error or official is None:
+        return ["Checks not evaluated: a measurement failed."]
+    reference = {
+        **results["sklearn AUROC + AP"].value,
+        **results["official-style AUPRO alone (numpy, MVTec `compute_pro`)"].value,
+    }
+    worst = max(abs(ours.value[key] - reference[key]) for key in ("auroc", "ap", "aupro"))
+    return [
+        f"- all five pixel metrics {ours.seconds:.2f} s vs official AUPRO alone {official:.2f} s: "
+        f"{'faster' if ours.seconds < official else 'NOT faster'} ({ours.seconds / official:.2f}×)",
+        f"- peak extra memory {ours.peak_bytes / MB:.0f} MB: "
+        f"{'under' if ours.peak_bytes < 1.5 * 1024 * MB else 'OVER'} 1.5 GB",
+        f"- largest difference to the references (AUROC/AP: sklearn, AUPRO: numpy MVTec-style) {worst:.1e}: "
+        f"{'within' if worst <= 1e-6 else 'NOT within'} 1e-6",
+    ]
+
+
+# ------------------------------------------------------------------------------- detectors, refiners
+
+
+def random_clip_weights() -> None:
+    """Build named open_clip architectures with random weights (no weight files are read)."""
+    import open_clip
+
+    from anorefine.detectors import clip_models
+
+    def named_clip(model: str, pretrained: str, weights_dir: Any) -> Any:
+        return open_clip.create_model(model, pretrained=None, force_quick_gelu=pretrained == "openai")
+
+    clip_models.named_clip = named_clip
+
+
+def images_per_second(run: Callable[[Any], Any], size: int, batch: int, repeats: int) -> float:
+    """Images per second of ``run(images)`` on random (batch, 3, size, size) images, after one warm-up."""
+    import torch
+
+    images = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        run(images)
+        started = time.perf_counter()
+        for _ in range(repeats):
+            run(images)
+    return batch * repeats / (time.perf_counter() - started)
+
+
+def fitted_patchcore(backbone: str) -> Any:
+    """PatchCore at 256² with random backbone weights, fitted on 8 random images."""
+    import torch
+
+    from anorefine.detectors.patchcore import PatchCoreDetector
+
+    torch.manual_seed(0)
+    detector = PatchCoreDetector(backbone=backbone, pretrained=False, image_size=256).eval()
+    with torch.no_grad():
+        detector.fit([{"image": torch.rand(4, 3, 256, 256)} for _ in range(2)])
+    return detector
+
+
+def patchcore_speed(backbone: str) -> dict[str, float]:
+    return {"ips": images_per_second(fitted_patchcore(backbone), 256, batch=4, repeats=2)}
+
+
+def winclip_speed() -> dict[str, float]:
+    """Ours (WinClipDetector, map at the patch grid) and anomalib's WinClipModel.forward, same weights."""
+    from anorefine.detectors.winclip import WinClipDetector
+
+    random_clip_weights()
+    detector = WinClipDetector(image_size=240).eval()
+    return {
+        "ips": images_per_second(detector, 240, batch=2, repeats=1),
+        "peer_ips": images_per_second(detector.model, 240, batch=2, repeats=1),
+    }
+
+
+def anomalyclip_speed() -> dict[str, float]:
+    from anorefine.detectors.anomalyclip import AnomalyClipDetector
+
+    random_clip_weights()
+    return {"ips": images_per_second(AnomalyClipDetector().eval(), 518, batch=1, repeats=1)}
+
+
+def ard_overhead() -> dict[str, float]:
+    """PatchCore (EfficientNet-Lite0) alone vs PatchCore + ARD refiner, 256²."""
+    from anorefine.refiners.ard import ArdRefiner
+
+    detector = fitted_patchcore("efficientnet_lite0")
+    refiner = ArdRefiner().eval()
+    refiner.attach(detector)
+    return {
+        "ips": images_per_second(lambda images: refiner(images, detector(images)), 256, batch=4, repeats=2),
+        "peer_ips": images_per_second(detector, 256, batch=4, repeats=2),
+    }
+
+
+def f2pad_speed() -> dict[str, float]:
+    """F2PAD (default settings, random guidance backbone) on PatchCore (EfficientNet-Lite0), 256²."""
+    from anorefine.refiners.f2pad import F2padRefiner
+
+    detector = fitted_patchcore("efficientnet_lite0")
+    refiner = F2padRefiner(pretrained=False)
+    refiner.attach(detector)
+    return {
+        "ips": images_per_second(lambda images: refiner(images, detector(images)), 256, batch=2, repeats=1),
+        "peer_ips": images_per_second(detector, 256, batch=2, repeats=1),
+    }
+
+
+def pgt_speed() -> dict[str, float]:
+    """Seconds per group of PGT (default curriculum: 13 images a group) on PatchCore (EfficientNet-Lite0)
+    + ARD, two groups of random 256² images; each group is tested, then trained on."""
+    import lightning as L
+    import torch
+
+    from anorefine.curriculum.pgt import ProgressiveGroupTraining
+    from anorefine.refiners.ard import ArdRefiner
+    from anorefine.task import AnomalyTask
+
+    generator = torch.Generator().manual_seed(0)
+    stream = [
+        {
+            "image": torch.rand(3, 256, 256, generator=generator),
+            "mask": torch.zeros(1, 256, 256),
+            "label": 0,
+            "has_mask": True,
+            "index": index,
+        }
+        for index in range(26)
+    ]
+    stream[0]["mask"][:, 100:120, 100:140] = 1
+    stream[0]["label"] = 1
+    task = AnomalyTask(fitted_patchcore("efficientnet_lite0"), ArdRefiner())
+
+    def make_trainer(**overrides: Any) -> L.Trainer:
+        quiet = {
+            "logger": False,
+            "enable_progress_bar": False,
+            "enable_checkpointing": False,
+            "enable_model_summary": False,
+            "accelerator": "cpu",
+        }
+        return L.Trainer(**{**quiet, **overrides})
+
+    started = time.perf_counter()
+    extras = ProgressiveGroupTraining().evaluate(task, make_trainer, stream, batch_size=8)
+    return {"seconds_per_group": (time.perf_counter() - started) / len(extras["groups"])}
+
+
+def bench_models(quick: bool, timeout: float) -> list[str]:
+    """Detector throughput and refiner costs, each in its own child process."""
+    rows: list[tuple[str, Callable[[], dict[str, float]], str]] = [
+        ("PatchCore, EfficientNet-Lite0, 256²", lambda: patchcore_speed("efficientnet_lite0"), ""),
+        ("PatchCore, Wide-ResNet50-2, 256²", lambda: patchcore_speed("wide_resnet50_2"), ""),
+        ("WinCLIP ours (ViT-B-16-plus-240, 240²)", winclip_speed, "anomalib WinClipModel.forward"),
+        ("ARD refiner on PatchCore Lite0, 256²", ard_overhead, "PatchCore Lite0 alone"),
+        ("F2PAD refiner on PatchCore Lite0, 256²", f2pad_speed, "PatchCore Lite0 alone"),
+    ]
+    if not quick:
+        rows.insert(3, ("AnomalyCLIP (ViT-L-14-336 at 518²)", anomalyclip_speed, ""))
+        rows.append(("PGT (2 groups of 13, ARD, PatchCore Lite0, 256²)", pgt_speed, ""))
+    lines = [
+        "| what | CPU images/s (or s/group) | peer in the same run | ratio to the peer | "
+        "peak MB | load | GPU |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, fn, peer in rows:
+        result = measure(fn, timeout=timeout)
+        print(f"  {name}: {result.value or result.error}", flush=True)
+        if result.error:
+            lines.append(f"| {name} | {result.error} | | | | | {GPU_COLUMN} |")
+            continue
+        value = result.value
+        if "seconds_per_group" in value:
+            speed = f"{value['seconds_per_group']:.1f} s per group"
+        else:
+            speed = f"{value['ips']:.2f} images/s ({1000 / value['ips']:.0f} ms/image)"
+        ratio = ""
+        if peer:
+            peer = f"{peer}: {value['peer_ips']:.2f} images/s"
+            ratio = f"{value['peer_ips'] / value['ips']:.2f}× the peer's time per image"
+        lines.append(
+            f"| {name} | {speed} | {peer} | {ratio} | {result.peak_bytes / MB:.0f} | {result.load:.1f} "
+            f"| {GPU_COLUMN} |"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one small metric case and the light detectors")
+    parser.add_argument("--output", type=Path, default=REPO / "docs" / "benchmarks.md")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    load_start = os.getloadavg()
+    cases = [(150, 256)] if args.quick else [(150, 256), (150, 512), (60, 1024)]
+    import_libraries()
+    print("metrics", flush=True)
+    metric_lines = bench_metrics(cases, timeout=300.0)
+    print("detectors and refiners", flush=True)
+    model_lines = bench_models(args.quick, timeout=300.0)
+    load_end = os.getloadavg()
+    header = [
+        "# Benchmarks",
+        "",
+        f"Written by `make bench` (`python scripts/bench.py{' --quick' if args.quick else ''}`) on "
+        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC in {time.perf_counter() - started:.0f} s.",
+        "",
+        f"**Machine:** {machine()}.",
+        f"Load average (1/5/15 min) {'/'.join(f'{x:.1f}' for x in load_start)} at the start, "
+        f"{'/'.join(f'{x:.1f}' for x in load_end)} at the end; the `load` column is the 1-minute "
+        "load when each call started. The machine is shared, so absolute times vary between runs; the ratios "
+        "compare calls of the same run.",
+        "",
+        "Each call runs in its own forked process: *peak extra MB* is its peak resident memory minus its "
+        "resident memory before the call (inputs excluded).",
+        "",
+        "## Pixel metrics",
+        "",
+        "Random float32 maps; a third of the images are normal, the others carry a rectangle and a long "
+        "one-pixel-wide staircase scratch (8-connected). Differences are to sklearn (AUROC, AP) and to the "
+        "numpy MVTec-style AUPRO of the tests. torchmetrics squashes scores outside [0, 1] with a sigmoid "
+        "in float32, which merges close scores, and anomalib and adeval cumulate in float32 or bin the "
+        "scores: their differences show it.",
+        "",
+    ]
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    models_header = [
+        "## Detectors and refiners",
+        "",
+        "Real-size architectures with random weights (no weight files; `pretrained=False`, open_clip "
+        "models built without checkpoints), so speeds are real and scores meaningless. PatchCore is "
+        "fitted on 8 random images (coreset 10%). Images/s after one warm-up batch; the ratio is the "
+        "time per image relative to the peer named (ARD and F2PAD: the refiner's cost on top of its "
+        "detector, the peer being that detector alone).",
+        "",
+    ]
+    text = header + metric_lines + models_header + model_lines
+    args.output.write_text("\n".join(text) + "\n")
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
