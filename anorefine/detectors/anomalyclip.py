@@ -227,12 +227,10 @@ class AnomalyClipDetector(Detector):
         anomaly_map = sum(self.patch_probabilities(p, text)[:, 1:] for p in patches)
         height, width = self.clip.visual.grid_size
         features = torch.cat([F.normalize(p, dim=-1) for p in patches], dim=-1)
-        return DetectorOutput(
-            anomaly_map=anomaly_map.float(),
-            image_score=self.image_logits(image_embedding, text).softmax(dim=-1)[:, 1].float(),
-            features=features.float().transpose(1, 2).reshape(len(images), -1, height, width),
-            stride=self.stride,
-            receptive_field=self.receptive_field,
+        return self.output(
+            anomaly_map.float(),
+            self.image_logits(image_embedding, text).softmax(dim=-1)[:, 1].float(),
+            features.float().transpose(1, 2).reshape(len(images), -1, height, width),
         )
 
     def prompt_config(self) -> dict[str, Any]:

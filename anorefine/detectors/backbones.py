@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import timm
@@ -78,3 +79,15 @@ def build_feature_extractor(
             raise RuntimeError(f"{backbone}: weights lack {len(missing)} tensors, e.g. {sorted(missing)[:3]}")
         extractor.feature_extractor.load_state_dict({k: v for k, v in state.items() if k in own_keys})
     return extractor.eval()
+
+
+@dataclass
+class CnnDetectorConfig:
+    """Settings every CNN-backbone detector schema (PatchCore, PaDiM, CFLOW-AD) shares."""
+
+    backbone: str = "efficientnet_lite0"
+    layers: list[str] | None = None
+    image_size: int = 256
+    receptive_field: int | None = None
+    weights_dir: str = "${paths.weights_dir}"
+    pretrained: bool = True

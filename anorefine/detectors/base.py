@@ -38,9 +38,24 @@ class Detector(nn.Module):
     requires_fit: bool = False
     #: True when results from this detector are not meaningful (random-weight test presets).
     smoke_only: bool = False
+    #: Pixels between feature cells, and the pixel side of one cell's receptive field (set by each detector).
+    stride: int
+    receptive_field: int
 
     def fit(self, normal_loader: DataLoader) -> None:
         """Learn the normal model from batches of ``{"image": (B,3,S,S)}``; zero-shot detectors do nothing."""
 
     def forward(self, images: torch.Tensor) -> DetectorOutput:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def output(
+        self, anomaly_map: torch.Tensor, image_score: torch.Tensor, features: torch.Tensor
+    ) -> DetectorOutput:
+        """A ``DetectorOutput`` carrying this detector's ``stride`` and ``receptive_field``."""
+        return DetectorOutput(
+            anomaly_map=anomaly_map,
+            image_score=image_score,
+            features=features,
+            stride=self.stride,
+            receptive_field=self.receptive_field,
+        )

@@ -12,7 +12,7 @@ from anomalib.models.image.cflow.torch_model import CflowModel
 from anomalib.models.image.cflow.utils import get_logp, positional_encoding_2d
 from torch.utils.data import DataLoader
 
-from anorefine.detectors.backbones import build_feature_extractor
+from anorefine.detectors.backbones import CnnDetectorConfig, build_feature_extractor
 from anorefine.detectors.base import Detector, DetectorOutput
 from anorefine.detectors.normalization import IMAGENET_MEAN, IMAGENET_STD, normalize
 
@@ -165,23 +165,19 @@ class CflowDetector(Detector):
         with torch.no_grad():
             features = self.layer_features(images.float())
             anomaly_map = self.score_features(features)
-        return DetectorOutput(
-            anomaly_map=anomaly_map,
-            image_score=anomaly_map.flatten(1).amax(1),
-            features=features[0],
-            stride=self.stride,
-            receptive_field=self.receptive_field,
+        return self.output(
+            anomaly_map,
+            anomaly_map.flatten(1).amax(1),
+            features[0],
         )
 
 
 @dataclass
-class CflowConfig:
+class CflowConfig(CnnDetectorConfig):
     """Schema of conf/model/cflow.yaml."""
 
     _target_: str = "anorefine.detectors.cflow.CflowDetector"
     name: str = "cflow"
-    backbone: str = "efficientnet_lite0"
-    layers: list[str] | None = None
     condition_vector: int = 128
     coupling_blocks: int = 8
     clamp_alpha: float = 1.9
@@ -189,7 +185,3 @@ class CflowConfig:
     epochs: int = 5
     lr: float = 1e-3
     fiber_batch_size: int = 1024
-    image_size: int = 256
-    receptive_field: int | None = None
-    weights_dir: str = "${paths.weights_dir}"
-    pretrained: bool = True

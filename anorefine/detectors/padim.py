@@ -9,7 +9,7 @@ from anomalib.models.image.padim.anomaly_map import AnomalyMapGenerator
 from anomalib.models.image.padim.torch_model import PadimModel
 from torch.utils.data import DataLoader
 
-from anorefine.detectors.backbones import build_feature_extractor
+from anorefine.detectors.backbones import CnnDetectorConfig, build_feature_extractor
 from anorefine.detectors.base import Detector, DetectorOutput
 from anorefine.detectors.normalization import IMAGENET_MEAN, IMAGENET_STD, normalize
 
@@ -88,26 +88,18 @@ class PadimDetector(Detector):
         with torch.no_grad():
             embedding = self.embed(images.float())
             anomaly_map = self.score_embedding(embedding)
-        return DetectorOutput(
-            anomaly_map=anomaly_map,
-            image_score=anomaly_map.flatten(1).amax(1),
-            features=embedding,
-            stride=self.stride,
-            receptive_field=self.receptive_field,
+        return self.output(
+            anomaly_map,
+            anomaly_map.flatten(1).amax(1),
+            embedding,
         )
 
 
 @dataclass
-class PadimConfig:
+class PadimConfig(CnnDetectorConfig):
     """Schema of conf/model/padim.yaml."""
 
     _target_: str = "anorefine.detectors.padim.PadimDetector"
     name: str = "padim"
-    backbone: str = "efficientnet_lite0"
-    layers: list[str] | None = None
     n_features: int = 100
     covariance_eps: float = 0.01
-    image_size: int = 256
-    receptive_field: int | None = None
-    weights_dir: str = "${paths.weights_dir}"
-    pretrained: bool = True

@@ -8,7 +8,7 @@ import torch
 from anomalib.models.image.patchcore.torch_model import PatchcoreModel
 from torch.utils.data import DataLoader
 
-from anorefine.detectors.backbones import DEFAULT_LAYERS, build_feature_extractor
+from anorefine.detectors.backbones import DEFAULT_LAYERS, CnnDetectorConfig, build_feature_extractor
 from anorefine.detectors.base import Detector, DetectorOutput
 from anorefine.detectors.coreset import sample_coreset
 from anorefine.detectors.normalization import IMAGENET_MEAN, IMAGENET_STD, normalize
@@ -74,27 +74,19 @@ class PatchCoreDetector(Detector):
         patch_scores, locations = self.model.nearest_neighbors(flat, n_neighbors=1)
         patch_scores = patch_scores.reshape(batch, -1)
         image_score = self.model.compute_anomaly_score(patch_scores, locations.reshape(batch, -1), flat)
-        return DetectorOutput(
-            anomaly_map=patch_scores.reshape(batch, 1, height, width),
-            image_score=image_score,
-            features=embedding,
-            stride=self.stride,
-            receptive_field=self.receptive_field,
+        return self.output(
+            patch_scores.reshape(batch, 1, height, width),
+            image_score,
+            embedding,
         )
 
 
 @dataclass
-class PatchCoreConfig:
+class PatchCoreConfig(CnnDetectorConfig):
     """Schema of conf/model/patchcore.yaml."""
 
     _target_: str = "anorefine.detectors.patchcore.PatchCoreDetector"
     name: str = "patchcore"
-    backbone: str = "efficientnet_lite0"
-    layers: list[str] | None = None
     coreset_ratio: float = 0.1
     coreset_projection_dim: int = 128
     num_neighbors: int = 9
-    image_size: int = 256
-    receptive_field: int | None = None
-    weights_dir: str = "${paths.weights_dir}"
-    pretrained: bool = True

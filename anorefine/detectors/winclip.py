@@ -121,12 +121,10 @@ class WinClipDetector(Detector):
             image_scores = (image_scores + few_shot_scores.amax(dim=(-2, -1))) / 2
         batch = images.shape[0]
         height, width = model.grid_size
-        return DetectorOutput(
-            anomaly_map=scores.float().unsqueeze(1),
-            image_score=image_scores.float(),
-            features=patch_embeddings.float().transpose(1, 2).reshape(batch, -1, height, width),
-            stride=self.stride,
-            receptive_field=self.receptive_field,
+        return self.output(
+            scores.float().unsqueeze(1),
+            image_scores.float(),
+            patch_embeddings.float().transpose(1, 2).reshape(batch, -1, height, width),
         )
 
 
