@@ -71,6 +71,15 @@ def figure_section(run_dir: Path, category: str) -> str:
     return f"<h3>{html.escape(category)}</h3>{body}"
 
 
+def evaluation_resolution(results: dict[str, Any]) -> str:
+    """How the maps were scored: the model's input size, or each image's original size."""
+    resolution = results.get("eval_resolution") or {}
+    if resolution.get("mode") == "original":
+        return "each image's original size"
+    size = resolution.get("size")
+    return f"the input size {size[0]}×{size[1]}" if size else "an unrecorded size"
+
+
 def render_report(results: dict[str, Any], run_dir: Path) -> str:
     """The report page of one run's results."""
     method = results["refiner"]
@@ -84,7 +93,7 @@ def render_report(results: dict[str, Any], run_dir: Path) -> str:
         f'<p class="warning">{html.escape(SMOKE_NOTE)}</p>' if results.get("smoke_only") else "",
         f"<p>Config hash <code>{html.escape(str(results.get('config_hash')))}</code>, "
         f"git commit <code>{html.escape(str(results.get('git_commit')))}</code>, "
-        f"evaluated at {html.escape(str(results.get('eval_resolution', {}).get('size')))}. "
+        f"evaluated at {html.escape(evaluation_resolution(results))}. "
         f"Overrides: <code>{html.escape(overrides)}</code></p>",
         "<h2>Metrics</h2>",
         "<p>Percent; the refined row carries Δ against the base map in parentheses. "

@@ -17,7 +17,7 @@ from sklearn.metrics import precision_recall_curve
 
 from anorefine.leaderboard import COLUMNS
 from anorefine.metrics import AnomalyMetrics
-from anorefine.report import write_report
+from anorefine.report import evaluation_resolution, write_report
 from anorefine.samples import SampleKeeper
 from anorefine.viz import pixel_pr_curve, pr_path, samples_path, write_category_figures
 
@@ -177,3 +177,12 @@ def test_figures_are_logged_to_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyP
     (run,) = (tmp_path / "wandb").glob("offline-run-*")
     media = run / "files" / "media" / "images" / "a"
     assert sorted(path.name.split("_")[0] for path in media.glob("*.png")) == ["pr", "samples"]
+
+
+def test_the_report_names_how_maps_were_evaluated() -> None:
+    assert evaluation_resolution({"eval_resolution": {"mode": "input", "size": [256, 256]}}) == (
+        "the input size 256×256"
+    )
+    assert evaluation_resolution({"eval_resolution": {"mode": "original", "size": None}}) == (
+        "each image's original size"
+    )
