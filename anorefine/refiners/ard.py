@@ -215,7 +215,7 @@ class ArdRefiner(Refiner):
         bi_blocks: int = 1,
         rgb_skip: bool = True,
         residual: bool = True,
-        delta_range: tuple[float, float] | None = (-2.0, 10.0),
+        delta_range: tuple[float, float] | None = (-1.0, 10.0),
         center: bool = True,
         sigma: float = BASELINE_SIGMA,
         image_score: str = "detector",
@@ -343,7 +343,7 @@ class ArdConfig:
     bi_blocks: int = 1
     rgb_skip: bool = True
     residual: bool = True
-    delta_range: tuple[float, float] | None = (-2.0, 10.0)
+    delta_range: tuple[float, float] | None = (-1.0, 10.0)
     center: bool = True
     sigma: float = BASELINE_SIGMA
     image_score: str = "detector"
