@@ -30,7 +30,11 @@ test: setup browser
 leaderboard: setup  # LEADERBOARD.{md,csv,tex} from every run under $(OUTPUTS)
 	$(PY) scripts/leaderboard.py $(OUTPUTS)
 
-bench: setup  # rewrites docs/benchmarks.md (ARGS=--quick for a fast subset)
+$(VENV)/.bench-installed: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[dev,bench]"
+	touch $@
+
+bench: $(VENV)/.bench-installed  # rewrites docs/benchmarks.md (ARGS=--quick for a fast subset)
 	$(PY) scripts/bench.py $(ARGS)
 
 lint: setup
