@@ -21,8 +21,8 @@ browser:
 	  sudo_cmd=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
 	  $$sudo_cmd apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo_cmd apt-get install -y -q chromium; }
 
-demo: setup
-	$(PY) train.py
+demo: setup  # the main job: a detector and its refined map, side by side
+	$(PY) train.py refiner=ard curriculum=pgt
 
 test: setup browser
 	$(PY) -m pytest
