@@ -31,7 +31,6 @@ from anorefine.curriculum.pgt_training import (
 from anorefine.data.synthesis import AnomalySynthesizer, SynthesisConfig
 from anorefine.detectors.base import DetectorOutput
 from anorefine.errors import AnorefineError
-from anorefine.metrics import AnomalyMetrics
 from anorefine.refiners.ard import ArdRefiner
 from anorefine.task import STAGES, AnomalyTask
 
@@ -63,11 +62,6 @@ def anomalous_positions(test_set: Dataset, group: list[int]) -> list[int]:
     """Positions in ``group`` of truly anomalous images: reads labels, so only the contamination
     ablation may call it before evaluation."""
     return [pos for pos, index in enumerate(group) if int(test_set[index]["label"]) == 1]
-
-
-def pixel_ap_since(metric: AnomalyMetrics, start: int) -> float | None:
-    """Pixel AP of the batches a metric accumulated after its first ``start`` ones (None if undefined)."""
-    return metric.pixel_ap_since(start)
 
 
 class ProgressiveGroupTraining(Curriculum):
@@ -241,7 +235,7 @@ class _Session:
             verbose=False,
         )
         scores = {
-            f"{stage}_pixel_ap": pixel_ap_since(self.task.metrics[stage], starts[stage]) for stage in STAGES
+            f"{stage}_pixel_ap": self.task.metrics[stage].pixel_ap_since(starts[stage]) for stage in STAGES
         }
         if trainer.logger:
             trainer.logger.log_metrics({f"pgt/{k}": v for k, v in scores.items() if v is not None}, step=step)
