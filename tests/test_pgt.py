@@ -10,7 +10,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TINY_RUN, run_train
+from conftest import TINY_RUN, run_train
 from PIL import Image
 from test_ard import FakeDetector
 from torch.utils.data import Dataset
@@ -195,20 +195,25 @@ def test_synthesis_reads_a_texture_folder(tmp_path: Path) -> None:
     assert masks.sum() > 0 and not torch.equal(images, torch.full_like(images, 0.5))
 
 
+def run_ard_pgt(demo_root: Path, run_dir: Path, category: str, *overrides: str) -> Any:
+    """``python train.py refiner=ard curriculum=pgt`` on one demo category, checked to succeed."""
+    args = [f"dataset.root={demo_root}", f"dataset.categories=[{category}]", "refiner=ard", "curriculum=pgt"]
+    run = run_train([*args, *overrides], run_dir)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run
+
+
 def test_train_py_runs_ard_with_pgt(demo_root: Path, tmp_path: Path) -> None:
-    args = [
-        f"dataset.root={demo_root}",
-        "dataset.categories=[grass]",
+    run = run_ard_pgt(
+        demo_root,
+        tmp_path / "pgt",
+        "grass",
         *TINY_RUN,
-        "refiner=ard",
-        "curriculum=pgt",
         "curriculum.group_size=26",
         "curriculum.steps_per_group=2",
         "curriculum.synthetic_per_group=4",
         "curriculum.crop_size=32",
-    ]
-    run = run_train(args, tmp_path / "pgt")
-    assert run.returncode == 0, run.stderr[-3000:]
+    )
     results = run.results
     assert results["refiner"] == "ard"
     extras = results["curriculum"]["grass"]  # the per-group curve reaches results.json
@@ -218,43 +223,30 @@ def test_train_py_runs_ard_with_pgt(demo_root: Path, tmp_path: Path) -> None:
     assert metrics["refined"]["pixel_ap"] != metrics["base"]["pixel_ap"]
 
 
-@pytest.mark.skipif(
-    not (REPO / "conf" / "model" / "winclip.yaml").is_file(), reason="WinCLIP is not configured"
-)
 def test_train_py_runs_ard_on_winclip(demo_root: Path, tmp_path: Path) -> None:
-    args = [
-        f"dataset.root={demo_root}",
-        "dataset.categories=[brick]",
+    run = run_ard_pgt(
+        demo_root,
+        tmp_path / "winclip",
+        "brick",
         "model=winclip",
         "model.image_size=64",
         "trainer.enable_progress_bar=false",
         "logger=none",
         "model.clip=tiny",
-        "refiner=ard",
-        "curriculum=pgt",
         "curriculum.group_size=26",
         "curriculum.steps_per_group=1",
         "curriculum.synthetic_per_group=2",
         "curriculum.crop_size=0",
-    ]
-    run = run_train(args, tmp_path / "winclip")
-    assert run.returncode == 0, run.stderr[-3000:]
+    )
     assert run.results["model"] == "winclip" and run.results["refiner"] == "ard"
 
 
 def test_the_default_run_lifts_pixel_ap_without_costing_pixel_auroc(demo_root: Path, tmp_path: Path) -> None:
     """`python train.py refiner=ard curriculum=pgt` with every default, on the demo's hardest category
     for pixel AUROC (grass): at least +10 pixel-AP points and at most -0.5 pixel-AUROC point."""
-    args = [
-        f"dataset.root={demo_root}",
-        "dataset.categories=[grass]",
-        "refiner=ard",
-        "curriculum=pgt",
-        "trainer.enable_progress_bar=false",
-        "logger=none",
-    ]
-    run = run_train(args, tmp_path / "default")
-    assert run.returncode == 0, run.stderr[-3000:]
+    run = run_ard_pgt(
+        demo_root, tmp_path / "default", "grass", "trainer.enable_progress_bar=false", "logger=none"
+    )
     base, refined = run.results["metrics"]["grass"]["base"], run.results["metrics"]["grass"]["refined"]
     assert refined["pixel_ap"] - base["pixel_ap"] >= 0.10, (base, refined)
     assert refined["pixel_auroc"] - base["pixel_auroc"] >= -0.005, (base, refined)
