@@ -206,11 +206,14 @@ class _Session:
         images, masks = settings.synthesis(pool["image"], settings.synthetic_per_group * len(groups))
         synthetic = self.detect([{"image": image} for image in images])
         grid = pool["anomaly_map"].shape[-1]
+        all_images = torch.cat([images, pool["image"]])
+        all_maps = torch.cat([synthetic["anomaly_map"], pool["anomaly_map"]])
         pairs = SyntheticPairs(
-            torch.cat([images, pool["image"]]),
+            all_images,
             torch.cat([masks, torch.zeros_like(pool["image"][:, :1])]),
-            torch.cat([synthetic["anomaly_map"], pool["anomaly_map"]]),
+            all_maps,
             torch.cat([synthetic["features"], pool["features"]]),
+            cues=self.pixel_cues(all_images, all_maps),
             crop_cells=round(settings.crop_size * grid / size[-1]) if settings.crop_size else 0,
         )
         module = ArdTrainingModule(refiner, pool["stride"], pool["receptive_field"], **settings.optim)
@@ -224,6 +227,17 @@ class _Session:
         tail = module.losses[-max(1, len(module.losses) // 5) :]
         for record in records:
             record["train_loss"] = sum(tail) / len(tail)
+
+    def pixel_cues(self, images: torch.Tensor, maps: torch.Tensor) -> torch.Tensor | None:
+        """The ARD's pixel cues of whole images (CPU), computed once per training set in batches."""
+        if not self.refiner.cue_channels:
+            return None
+        device = next(self.refiner.parameters()).device
+        cues = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = slice(start, start + self.batch_size)
+            cues.append(self.refiner.pixel_cues(images[chunk].to(device), maps[chunk].to(device)).cpu())
+        return torch.cat(cues)
 
     def test(self, group: list[int], step: int) -> dict[str, float | None]:
         """Score one group through the task (the only place masks are read); its pixel AP per stage."""

@@ -67,9 +67,11 @@ class SyntheticPairs(Dataset):
         masks: torch.Tensor,
         maps: torch.Tensor,
         features: torch.Tensor,
+        cues: torch.Tensor | None = None,
         crop_cells: int = 0,
     ) -> None:
         self.images, self.masks, self.maps, self.features = images, masks, maps, features
+        self.cues = cues  # the ARD's pixel cues of each whole image, cropped with it
         self.crop_cells = crop_cells
 
     def __len__(self) -> int:
@@ -82,6 +84,7 @@ class SyntheticPairs(Dataset):
             self.maps[index],
             self.features[index],
         )
+        pixels = image if self.cues is None else torch.cat([image, self.cues[index]])
         grid_h, grid_w = amap.shape[-2:]
         cells = self.crop_cells
         if 0 < cells < min(grid_h, grid_w):
@@ -90,12 +93,15 @@ class SyntheticPairs(Dataset):
             gx = int(torch.randint(0, grid_w - cells + 1, ()))
             y0, y1 = round(gy * size_h / grid_h), round((gy + cells) * size_h / grid_h)
             x0, x1 = round(gx * size_w / grid_w), round((gx + cells) * size_w / grid_w)
-            image, mask = image[:, y0:y1, x0:x1], mask[:, y0:y1, x0:x1]
+            pixels, mask = pixels[:, y0:y1, x0:x1], mask[:, y0:y1, x0:x1]
             amap, feats = (
                 amap[:, gy : gy + cells, gx : gx + cells],
                 feats[:, gy : gy + cells, gx : gx + cells],
             )
-        return {"image": image, "mask": mask, "anomaly_map": amap, "features": feats}
+        item = {"image": pixels[:3], "mask": mask, "anomaly_map": amap, "features": feats}
+        if self.cues is not None:
+            item["cues"] = pixels[3:]
+        return item
 
 
 def focal_loss(prob: torch.Tensor, target: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -141,7 +147,7 @@ class ArdTrainingModule(L.LightningModule):
             receptive_field=self.receptive_field,
         )
         loss = batch["mask"].new_zeros(())
-        for estimate in self.refiner.estimates(batch["image"], output):
+        for estimate in self.refiner.estimates(batch["image"], output, batch.get("cues")):
             prob = self.refiner.probability(estimate.float())
             target = F.adaptive_avg_pool2d(batch["mask"], tuple(prob.shape[-2:]))  # soft at coarse stages
             loss = (
@@ -152,4 +158,6 @@ class ArdTrainingModule(L.LightningModule):
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.refiner.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        return torch.optim.AdamW(
+            self.refiner.trainable_parameters(), lr=self.lr, weight_decay=self.weight_decay
+        )

@@ -1,20 +1,23 @@
-"""ARD, the anomaly refinement decoder: coarse patch map + features (+ RGB) -> pixel-level map.
+"""ARD, the anomaly refinement decoder: coarse patch map + features (+ pixel cues) -> pixel-level map.
 
 Public part (AnoRefiner abstract): a stem (1x1 conv of the map -> 64 ch, concatenated with the
 features, 1x1 conv -> 256 ch), then upsampling stages that re-read the anomaly map at every stage
 ("anomaly-attention") and exchange information between a feature and an anomaly branch
 ("cross-residual bidirectional interaction"). Everything else is our reconstruction and a setting
 (docs/ard_pgt.md): per-stage x2 upsampling with a last resize to the input size, the attention
-formula, the block form, the shallow RGB skip, and the residual head. With ``residual=True`` the
-output is ``baseline_map + scale * delta`` with a zero-initialised ``delta`` head, so an untrained
-ARD returns exactly the ``none`` refiner's map. Maps enter the network normalised by per-stream
-statistics (``calibrate``); the statistics only scale ``delta``, so they never break that identity.
+formula, the block form, the pixel cues every stage reads (the image itself, ``rgb_skip``, and
+the pixel novelty of ``anorefine.refiners.novelty``, ``novelty``), and the residual head. With
+``residual=True`` the output is ``baseline_map + scale * delta`` with a zero-initialised ``delta``
+head, so an untrained ARD returns exactly the ``none`` refiner's map. Maps enter the network normalised
+by per-stream statistics (``calibrate``); the statistics only scale ``delta``, so they never break that
+identity.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,12 +25,13 @@ from torch import nn
 
 from anorefine.detectors.base import DetectorOutput
 from anorefine.refiners.base import BASELINE_SIGMA, Refiner, baseline_map
+from anorefine.refiners.novelty import NoveltyGuidance
 
 #: Channels of the stem's map embedding and of its fused output (the published stem).
 MAP_EMBED_CHANNELS = 64
 STEM_CHANNELS = 256
-#: Channels of the shallow RGB encoder read by every stage when ``rgb_skip`` is on.
-RGB_CHANNELS = 8
+#: Channels of the shallow pixel-cue encoder (image and/or novelty) read by every stage.
+CUE_CHANNELS = 8
 MIN_WIDTH = 8
 #: Each stage's head predicts this many sub-pixels per side of a working cell (pixel shuffle).
 HEAD_UPSCALE = 2
@@ -98,14 +102,14 @@ class DecoderStage(nn.Module):
     """
 
     def __init__(
-        self, in_f: int, in_a: int, width: int, rgb_ch: int, attention: bool, bi_blocks: int, zero_head: bool
+        self, in_f: int, in_a: int, width: int, cue_ch: int, attention: bool, bi_blocks: int, zero_head: bool
     ) -> None:
         super().__init__()
         a_width = max(width // 2, MIN_WIDTH // 2)
         self.reduce_f = conv(in_f, width, kernel=1, act=False)
         self.reduce_a = conv(in_a, a_width, kernel=1, act=False)
         # guide = (current estimate, baseline) at this stage's resolution: the map re-read.
-        self.feature_in = conv(width + rgb_ch, width)
+        self.feature_in = conv(width + cue_ch, width)
         self.anomaly_in = conv(a_width + 2, a_width)
         self.attention = conv(a_width + 2, width, act=False) if attention else None
         self.blocks = nn.ModuleList(CrossResidualBlock(width, a_width) for _ in range(bi_blocks))
@@ -118,12 +122,12 @@ class DecoderStage(nn.Module):
         self.out_f, self.out_a = width, a_width
 
     def forward(
-        self, f: torch.Tensor, a: torch.Tensor, guide: torch.Tensor, rgb: torch.Tensor | None
+        self, f: torch.Tensor, a: torch.Tensor, guide: torch.Tensor, cues: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         size = tuple(guide.shape[-2:])
         f = resize(self.reduce_f(f), size)
         a = resize(self.reduce_a(a), size)
-        f = self.feature_in(f if rgb is None else torch.cat([f, rgb], 1))
+        f = self.feature_in(f if cues is None else torch.cat([f, cues], 1))
         a = self.anomaly_in(torch.cat([a, guide], 1))
         if self.attention is not None:
             # Anomaly-attention: a per-channel gate in (0, 2) from the anomaly branch and the map,
@@ -144,19 +148,19 @@ class ArdNetwork(nn.Module):
         width: int,
         attention: bool,
         bi_blocks: int,
-        rgb_skip: bool,
+        cue_channels: int,
         zero_head: bool,
     ) -> None:
         super().__init__()
         self.map_embed = conv(1, MAP_EMBED_CHANNELS, kernel=1)
         self.stem = conv(MAP_EMBED_CHANNELS + feature_ch, STEM_CHANNELS, kernel=1)
-        rgb_ch = RGB_CHANNELS if rgb_skip else 0
-        rgb_in = 3 * HEAD_UPSCALE**2  # the image at the head's resolution, space-to-depth
-        self.rgb = nn.ModuleList(conv(rgb_in, rgb_ch) for _ in range(num_stages)) if rgb_skip else None
+        cue_ch = CUE_CHANNELS if cue_channels else 0
+        cue_in = cue_channels * HEAD_UPSCALE**2  # the cues at the head's resolution, space-to-depth
+        self.cues = nn.ModuleList(conv(cue_in, cue_ch) for _ in range(num_stages)) if cue_channels else None
         stages, in_f, in_a = [], STEM_CHANNELS, MAP_EMBED_CHANNELS
         for k in range(num_stages):
             stage = DecoderStage(
-                in_f, in_a, max(width >> k, MIN_WIDTH), rgb_ch, attention, bi_blocks, zero_head
+                in_f, in_a, max(width >> k, MIN_WIDTH), cue_ch, attention, bi_blocks, zero_head
             )
             stages.append(stage)
             in_f, in_a = stage.out_f, stage.out_a
@@ -164,7 +168,7 @@ class ArdNetwork(nn.Module):
 
     def forward(
         self,
-        images: torch.Tensor,
+        cues: torch.Tensor | None,
         coarse: torch.Tensor,
         features: torch.Tensor,
         baselines: list[torch.Tensor],
@@ -172,27 +176,23 @@ class ArdNetwork(nn.Module):
     ) -> list[torch.Tensor]:
         """Per-stage deltas (normalised units), stage k's at the size of ``baselines[k + 1]``.
 
+        ``cues``: (B,C,H,W) pixel cues at the input size (``ArdRefiner.pixel_cues``), or None.
         ``baselines`` holds the normalised baseline at every stage's working size, then at the
         input size (where the last head's output is resized to, if it differs).
         """
         a = self.map_embed(coarse)
         f = self.stem(torch.cat([a, features], 1))
-        rgb_input = None
-        if self.rgb is not None:
-            mean = images.mean(dim=(2, 3), keepdim=True)
-            std = images.std(dim=(2, 3), keepdim=True)
-            rgb_input = (images - mean) / (std + 1e-3)  # per-image standardised: brightness-invariant
         delta = torch.zeros_like(baselines[0])
         deltas = []
         for k, stage in enumerate(self.stages):
             size = tuple(baselines[k].shape[-2:])
             estimate = baselines[k] + delta if residual else delta
-            rgb = None
-            if self.rgb is not None:
+            encoded = None
+            if self.cues is not None and cues is not None:
                 head_size = (HEAD_UPSCALE * size[0], HEAD_UPSCALE * size[1])
-                image = F.interpolate(rgb_input, size=head_size, mode="bilinear", antialias=True)
-                rgb = self.rgb[k](F.pixel_unshuffle(image, HEAD_UPSCALE))
-            f, a, step = stage(f, a, torch.cat([estimate, baselines[k]], 1), rgb)
+                at_head = F.interpolate(cues, size=head_size, mode="bilinear", antialias=True)
+                encoded = self.cues[k](F.pixel_unshuffle(at_head, HEAD_UPSCALE))
+            f, a, step = stage(f, a, torch.cat([estimate, baselines[k]], 1), encoded)
             delta = resize(resize(delta, tuple(step.shape[-2:])) + step, tuple(baselines[k + 1].shape[-2:]))
             deltas.append(delta)
         return deltas
@@ -214,6 +214,7 @@ class ArdRefiner(Refiner):
         attention: bool = True,
         bi_blocks: int = 1,
         rgb_skip: bool = True,
+        novelty: NoveltyGuidance | None = None,
         residual: bool = True,
         delta_range: tuple[float, float] | None = (-1.0, 10.0),
         center: bool = True,
@@ -222,6 +223,8 @@ class ArdRefiner(Refiner):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        # Frozen: the optimiser trains the decoder only (``trainable_parameters``).
+        self.novelty = novelty.requires_grad_(False) if novelty is not None else None
         if image_score not in IMAGE_SCORES:
             raise ValueError(f"refiner.image_score={image_score!r}: use one of {IMAGE_SCORES}")
         self.width, self.stages, self.attention = width, stages, attention
@@ -245,6 +248,35 @@ class ArdRefiner(Refiner):
     def is_built(self) -> bool:
         return self.network is not None
 
+    @property
+    def cue_channels(self) -> int:
+        """Channels of ``pixel_cues``: 3 for the image (``rgb_skip``), 1 for the novelty."""
+        return 3 * self.rgb_skip + (self.novelty is not None)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """What a curriculum trains: the decoder and the loss calibration, never the novelty backbone."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def pixel_cues(self, images: torch.Tensor, anomaly_map: torch.Tensor) -> torch.Tensor | None:
+        """(B, cue_channels, H, W) pixel-level inputs of every stage, or None without cues.
+
+        The image is standardised per image (brightness-invariant); the novelty enters as the log of
+        its ratio to the image's median novelty (0 on typical texture, unitless across textures).
+        """
+        if not self.cue_channels:
+            return None
+        cues = []
+        with torch.no_grad():
+            if self.rgb_skip:
+                mean = images.mean(dim=(2, 3), keepdim=True)
+                std = images.std(dim=(2, 3), keepdim=True)
+                cues.append((images - mean) / (std + 1e-3))
+            if self.novelty is not None:
+                raw = self.novelty(images.float(), anomaly_map.float())
+                median = raw.flatten(1).median(1).values.clamp_min(1e-8).view(-1, 1, 1, 1)
+                cues.append(torch.log((raw / median).clamp_min(1e-3)))
+        return torch.cat(cues, 1)
+
     def build(self, output: DetectorOutput, size: tuple[int, int]) -> None:
         """(Re)create the network with fresh seeded weights for this detector output and input size."""
         channels, grid = output.features.shape[1], tuple(output.anomaly_map.shape[-2:])
@@ -258,7 +290,7 @@ class ArdRefiner(Refiner):
                 self.width,
                 self.attention,
                 self.bi_blocks,
-                self.rgb_skip,
+                self.cue_channels,
                 zero_head=self.residual,
             )
             self.network = network.to(output.features.device)
@@ -281,9 +313,12 @@ class ArdRefiner(Refiner):
         return (anomaly_map - self.map_mean) / self.map_scale
 
     def decode(
-        self, images: torch.Tensor, output: DetectorOutput
+        self, images: torch.Tensor, output: DetectorOutput, cues: torch.Tensor | None = None
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """(normalised baselines, deltas) at each stage's output size; the last is the images' size."""
+        """(normalised baselines, deltas) at each stage's output size; the last is the images' size.
+
+        ``cues``: precomputed ``pixel_cues`` (training caches them with each crop); computed when None.
+        """
         size = tuple(images.shape[-2:])
         if self.network is None:
             self.build(output, size)
@@ -293,7 +328,9 @@ class ArdRefiner(Refiner):
         features = (output.features.float() - self.feature_mean[:, None, None]) / self.feature_std[
             :, None, None
         ]
-        deltas = self.network(images.float(), coarse, features, baselines, self.residual)
+        if cues is None:
+            cues = self.pixel_cues(images.float(), output.anomaly_map)
+        deltas = self.network(cues, coarse, features, baselines, self.residual)
         return baselines[1:], [self.bound(d) for d in deltas]
 
     def bound(self, delta: torch.Tensor) -> torch.Tensor:
@@ -308,9 +345,11 @@ class ArdRefiner(Refiner):
         low, high = self.delta_range
         return torch.where(delta >= 0, high * torch.tanh(delta / high), -low * torch.tanh(delta / -low))
 
-    def estimates(self, images: torch.Tensor, output: DetectorOutput) -> list[torch.Tensor]:
+    def estimates(
+        self, images: torch.Tensor, output: DetectorOutput, cues: torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
         """Per-stage refined maps in normalised units (what the training loss reads)."""
-        baselines, deltas = self.decode(images, output)
+        baselines, deltas = self.decode(images, output, cues)
         if not self.residual:
             return deltas
         return [b + d for b, d in zip(baselines, deltas, strict=True)]
@@ -342,6 +381,7 @@ class ArdConfig:
     attention: bool = True
     bi_blocks: int = 1
     rgb_skip: bool = True
+    novelty: Any = None
     residual: bool = True
     delta_range: tuple[float, float] | None = (-1.0, 10.0)
     center: bool = True

@@ -5,7 +5,7 @@ Model. The pixel map is ``y = floor + scale * m * U(u)``:
 - ``u``, the anomaly *intensity*, a field on a grid ``intensity_scale`` times finer than the
   detector's, upsampled bilinearly by ``U`` to the working resolution;
 - ``m = max(g / median(g), guidance_min) ** guidance_power``, the *support*: ``g`` says where, at
-  pixel level, the image looks unlike its own normal-scored parts (``f2pad_guidance``);
+  pixel level, the image looks unlike its own normal-scored parts (``anorefine.refiners.novelty``);
 - ``floor`` / ``scale``: each coarse map's low quantile / robust spread, so that weights are unitless
   and the refined map stays in the detector's score units (comparable with the base map).
 
@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from anorefine.detectors.base import Detector, DetectorOutput
 from anorefine.refiners.base import Refiner
 from anorefine.refiners.f2pad_forward import ReceptiveFieldOperator, shift
-from anorefine.refiners.f2pad_guidance import NoveltyGuidance
+from anorefine.refiners.novelty import NoveltyGuidance
 
 GUIDANCE = ("novelty", "none")
 

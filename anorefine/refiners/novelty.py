@@ -1,4 +1,4 @@
-"""F2PAD's guidance: pixel-level evidence of abnormality that knows what normal looks like.
+"""Pixel novelty: pixel-level evidence of abnormality that knows what normal looks like (F2PAD, ARD).
 
 Raw image edges are everywhere on textures and say nothing about defects. Instead, each pixel's
 fine CNN feature (early layers: small receptive field, near pixel resolution) is compared with the
@@ -76,6 +76,10 @@ class NoveltyGuidance(nn.Module):
         self.reference_quantile = reference_quantile
         self.reference_size = reference_size
         self.seed = seed
+
+    def train(self, mode: bool = True) -> NoveltyGuidance:
+        """Always in eval mode: a frozen backbone (a trainer's ``train()`` must not switch its norms)."""
+        return super().train(False)
 
     def forward(self, images: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
