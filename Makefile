@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 OUTPUTS ?= outputs
 
-.PHONY: setup browser demo test lint bench leaderboard clean
+.PHONY: setup browser demo test lint bench leaderboard transfer clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,9 @@ $(VENV)/.bench-installed: $(STAMP)
 
 bench: $(VENV)/.bench-installed  # rewrites docs/benchmarks.md (ARGS=--quick for a fast subset)
 	$(PY) scripts/bench.py $(ARGS)
+
+transfer: setup  # the leave-one-kind-out transfer matrix; rewrites the table of docs/transfer.md (ARGS: overrides)
+	$(PY) scripts/transfer.py $(if $(ARGS),-- $(ARGS))
 
 lint: setup
 	$(VENV)/bin/ruff check .

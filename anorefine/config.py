@@ -27,6 +27,7 @@ class PathsConfig:
     data_dir: str = "${oc.env:ANOREFINE_DATA_DIR,data}"
     weights_dir: str = "${oc.env:ANOREFINE_WEIGHTS_DIR,weights}"
     output_dir: str = "outputs"
+    fit_cache: str | None = "${paths.output_dir}/fits"  # fitted detector states, shared by runs (null = off)
 
 
 @dataclass
@@ -36,6 +37,7 @@ class DatasetConfig:
     name: str = MISSING
     root: str = MISSING
     categories: list[str] | None = None
+    defect_types: list[str] | None = None  # test only these defect types (and the good images); null = all
     image_size: int = "${model.image_size}"  # type: ignore[assignment]
     batch_size: int = 16
     num_workers: int = 0

@@ -19,7 +19,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from anorefine import data, report, viz
+from anorefine import data, fits, report, viz
 from anorefine.curriculum.base import Curriculum
 from anorefine.detectors.base import Detector
 from anorefine.errors import AnorefineError, DataError
@@ -86,12 +86,16 @@ def dataset_root(cfg: DictConfig) -> Path:
     root = Path(cfg.dataset.root).expanduser()
     if cfg.dataset.name == "demo":
         return data.ensure_demo_dataset(root, seed=cfg.dataset.generation_seed)
+    if cfg.dataset.name == "transfer":
+        return data.ensure_transfer_dataset(root, seed=cfg.dataset.generation_seed)
     return root
 
 
 def split_dataset(cfg: DictConfig, root: Path, category: str, split: str) -> data.AnomalyImageDataset:
     """The images of one split of one category, resized to the model's input size."""
     records = data.read_split(cfg.dataset.name, root, category, split)
+    if split == "test":
+        records = data.select_defect_types(records, cfg.dataset.defect_types)
     if not records:
         raise DataError(f"no {split} images for category {category!r} under {root}")
     return data.AnomalyImageDataset(records, image_size=cfg.dataset.image_size)
@@ -149,6 +153,26 @@ def trainer_factory(cfg: DictConfig, logger: Logger | bool) -> Callable[..., L.T
     return make_trainer
 
 
+def fit_detector(
+    cfg: DictConfig, detector: Detector, train_set: data.AnomalyImageDataset, category: str
+) -> None:
+    """Fit on the normal images, or load the state an identical earlier fit saved (``paths.fit_cache``)."""
+    cache = cfg.paths.get("fit_cache")
+    path = None
+    if cache:
+        key = fits.fit_key(OmegaConf.to_container(cfg.model, resolve=True), train_set, cfg.seed)
+        path = Path(cache).expanduser() / key / f"{category}.pt"
+        if path.is_file():
+            log.info("detector fit of %s reused from %s", category, path)
+            fits.load_fit(detector, path)
+            return
+    before = fits.snapshot(detector) if path else {}
+    loader = DataLoader(train_set, batch_size=cfg.dataset.batch_size, num_workers=cfg.dataset.num_workers)
+    detector.fit(loader)
+    if path and is_rank_zero():
+        fits.save_fit(path, fits.fitted_state(detector, before))
+
+
 def run_category(
     cfg: DictConfig, root: Path, category: str, logger: Logger | bool, run_dir: Path
 ) -> dict[str, Any]:
@@ -161,10 +185,7 @@ def run_category(
         set_category(category)
     started = time.perf_counter()
     if detector.requires_fit:
-        train_set = split_dataset(cfg, root, category, "train")
-        detector.fit(
-            DataLoader(train_set, batch_size=cfg.dataset.batch_size, num_workers=cfg.dataset.num_workers)
-        )
+        fit_detector(cfg, detector, split_dataset(cfg, root, category, "train"), category)
     fitted = time.perf_counter()
     # Seeded again: the refiner's draws must not depend on how many the detector's fit made, and the
     # detector's fit must not depend on which refiner is configured (same base map in every row).

@@ -39,8 +39,12 @@ class TrainRun:
 def run_train(
     args: list[str], run_dir: Path, env: dict[str, str] | None = None, timeout: int = 600
 ) -> TrainRun:
-    """Run train.py with Hydra overrides, its run directory pinned to ``run_dir``."""
-    command = [sys.executable, str(REPO / "train.py"), *args, f"hydra.run.dir={run_dir}"]
+    """Run train.py with Hydra overrides, its run directory pinned to ``run_dir``.
+
+    Unless ``args`` set ``paths.fit_cache``, every run fits its own detector (no shared fit cache).
+    """
+    no_cache = [] if any(a.startswith("paths.fit_cache=") for a in args) else ["paths.fit_cache=null"]
+    command = [sys.executable, str(REPO / "train.py"), *args, *no_cache, f"hydra.run.dir={run_dir}"]
     done = subprocess.run(
         command, cwd=REPO, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
     )

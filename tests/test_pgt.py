@@ -16,8 +16,9 @@ from test_ard import FakeDetector
 from torch.utils.data import Dataset
 
 from anorefine.curriculum.pgt import ProgressiveGroupTraining, stream_groups
+from anorefine.data.defects import DEFECT_KINDS
 from anorefine.data.synthesis import AnomalySynthesizer
-from anorefine.errors import AnorefineError
+from anorefine.errors import AnorefineError, DataError
 from anorefine.refiners.ard import ArdRefiner
 from anorefine.refiners.identity import IdentityRefiner
 from anorefine.task import AnomalyTask
@@ -175,16 +176,27 @@ def test_pgt_needs_a_trainable_refiner() -> None:
         ProgressiveGroupTraining(**TINY_PGT).evaluate(task, trainer_factory(), TinyStream(), 4)
 
 
-@pytest.mark.parametrize("method", ["perlin", "cutpaste"])
-def test_synthesis_changes_only_masked_pixels(method: str) -> None:
+@pytest.mark.parametrize("kind", list(DEFECT_KINDS))
+def test_synthesis_changes_only_masked_pixels(kind: str) -> None:
     torch.manual_seed(0)
-    pool = torch.rand(1, 3, SIZE, SIZE)
-    images, masks = AnomalySynthesizer(method=method, area=(0.01, 0.05))(pool, 6)
+    pool = torch.rand(2, 3, SIZE, SIZE)
+    images, masks = AnomalySynthesizer(kinds=[kind], area=(0.002, 0.05))(pool, 6)
     assert images.shape == (6, 3, SIZE, SIZE) and masks.shape == (6, 1, SIZE, SIZE)
     areas = masks.mean(dim=(1, 2, 3))
-    assert torch.all(areas > 0) and torch.all(areas <= 0.06)
-    outside = masks.expand_as(images) == 0
-    assert torch.equal(images[outside], pool.expand_as(images)[outside])
+    assert torch.all(areas >= 0.002) and torch.all(areas <= 0.05)
+    for image, mask in zip(images, masks, strict=True):
+        outside = mask.expand_as(image) == 0
+        sources = [p for p in pool if torch.equal(image[outside], p[outside])]
+        assert len(sources) == 1 and not torch.equal(image, sources[0])
+
+
+def test_synthesis_never_draws_an_excluded_kind() -> None:
+    synthesizer = AnomalySynthesizer(kinds=["perlin", "dent", "thread"], exclude=["dent"])
+    assert synthesizer.kinds == ["perlin", "thread"]
+    with pytest.raises(DataError, match="leaves none"):
+        AnomalySynthesizer(kinds=["dent"], exclude=["dent"])
+    with pytest.raises(DataError, match="'dnet' is unknown"):
+        AnomalySynthesizer(kinds=["dnet"])
 
 
 def test_synthesis_reads_a_texture_folder(tmp_path: Path) -> None:

@@ -40,6 +40,7 @@ SWEEP = [
     "model.coreset_ratio=0.05",
     "logger=none",
     "trainer.enable_progress_bar=false",
+    "paths.fit_cache=null",
     "seed=0,1",
     "refiner.sigma=4,2",
 ]

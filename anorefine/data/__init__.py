@@ -8,6 +8,7 @@ from anorefine.data.dataset import AnomalyImageDataset
 from anorefine.data.demo import DEMO_CATEGORIES, ensure_demo_dataset
 from anorefine.data.mvtec import MVTEC_CATEGORIES, list_layout_categories, read_layout_split
 from anorefine.data.records import ImageRecord, has_ground_truth
+from anorefine.data.transfer import ensure_transfer_dataset
 from anorefine.data.visa import VISA_CATEGORIES, list_visa_categories, read_visa_split
 from anorefine.errors import DataError
 
@@ -19,12 +20,14 @@ __all__ = [
     "AnomalyImageDataset",
     "ImageRecord",
     "ensure_demo_dataset",
+    "ensure_transfer_dataset",
     "has_ground_truth",
     "list_categories",
     "read_split",
+    "select_defect_types",
 ]
 
-DATASET_KINDS: tuple[str, ...] = ("mvtec", "visa", "folder", "demo")
+DATASET_KINDS: tuple[str, ...] = ("mvtec", "visa", "folder", "demo", "transfer")
 SPLITS = ("train", "test")
 
 _ROOT_FIX = {
@@ -32,6 +35,7 @@ _ROOT_FIX = {
     "visa": "download VisA with `python scripts/download.py visa --root {root}` or set dataset.root",
     "folder": "set dataset.root to a folder in the MVTec layout (<category>/train/good, test/<defect|good>)",
     "demo": "generate it with anorefine.data.ensure_demo_dataset({root}) or set dataset.root",
+    "transfer": "generate it with anorefine.data.ensure_transfer_dataset({root}) or set dataset.root",
 }
 
 
@@ -68,3 +72,18 @@ def read_split(kind: str, root: Path, category: str, split: str) -> list[ImageRe
     if kind == "visa":
         return read_visa_split(root, category, split)
     return read_layout_split(root, category, split, masks_optional=kind == "folder")
+
+
+def select_defect_types(records: list[ImageRecord], defect_types: list[str] | None) -> list[ImageRecord]:
+    """The good records and those of ``defect_types`` (all records when None); each type must exist."""
+    if defect_types is None:
+        return records
+    found = sorted({r.defect_type for r in records if r.label == 1})
+    missing = [t for t in defect_types if t not in found]
+    if missing:
+        category = records[0].category if records else "?"
+        raise DataError(
+            f"dataset.defect_types: {missing[0]!r} is not a defect type of category {category!r} "
+            f"(found: {', '.join(found) or 'none'}); set dataset.defect_types to some of them or null"
+        )
+    return [r for r in records if r.label == 0 or r.defect_type in defect_types]

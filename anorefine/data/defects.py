@@ -1,21 +1,42 @@
-"""Defect painter for the demo dataset: scratch, hole, stain and crack with exact masks.
+"""Defect painters with exact masks: the demo's kinds, PGT's synthesis kinds and the transfer kinds.
 
-Each defect is an alpha map; the mask is `alpha > 0.5` and only masked pixels are blended,
-so every pixel outside the mask is left byte-identical.
+Every kind is a painter ``(base, rng, donor) -> (alpha, paint)`` on float32 (H, W, 3) images in
+[0, 1]: ``alpha`` (H, W) says where and how strongly ``paint`` replaces the image; ``donor`` is
+another normal image (a source of foreign texture). The mask is ``alpha > 0.5`` and only masked
+pixels are blended, so every pixel outside the mask is left unchanged: the mask is exactly the
+pixels the painter changed.
+
+Kinds (``DEFECT_KINDS``), grouped by what they change:
+
+- the demo painter: ``scratch`` (dark or bright stroke), ``hole`` (dark pit), ``stain`` (saturated
+  colour blob), ``crack`` (branching dark line);
+- PGT's synthesis: ``perlin`` (a Perlin-noise blob or band filled with a photometrically altered
+  foreign texture, as DRAEM does) and ``cutpaste`` (a colour-jittered rectangle of the image pasted
+  elsewhere on it);
+- new appearance kinds for the transfer protocol (docs/transfer.md): ``dent`` (a smooth, low-contrast
+  shading change with no edge and no new texture), ``thread`` (a long thin fibre slightly brighter or
+  darker than its surroundings), ``colour`` (the same texture with another hue, luminance kept) and
+  ``missing`` (the texture's detail gone: a worn, blurred patch of the same colour).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from itertools import pairwise
 
 import numpy as np
+import torch
+from anomalib.data.utils.generators import generate_perlin_noise
+from scipy import ndimage
 
-DEFECT_TYPES: tuple[str, ...] = ("scratch", "hole", "stain", "crack")
+DEFECT_TYPES: tuple[str, ...] = ("scratch", "hole", "stain", "crack")  # the demo dataset's kinds
 MIN_AREA, MAX_AREA = 0.001, 0.03  # defect area as a fraction of the image
 _MAX_TRIES = 100
 
 Shape = tuple[int, int]
+#: (base (H,W,3) float32 in [0,1], rng, donor (H,W,3) float32) -> (alpha (H,W), paint (H,W,3)).
+Painter = Callable[[np.ndarray, np.random.Generator, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 def _polyline_alpha(points: np.ndarray, width: float, shape: Shape) -> np.ndarray:
@@ -61,13 +82,27 @@ def _blob(
     return alpha, np.clip(inside / r, 0.0, 1.0)
 
 
-def _scratch(base: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    h, w = base.shape[:2]
+def _scale(base: np.ndarray) -> float:
+    """Painters' sizes are drawn for 256-px images and scaled with the image (1.0 at 256 px)."""
+    return min(base.shape[:2]) / 256.0
+
+
+def _smoothstep(t: np.ndarray) -> np.ndarray:
+    t = np.clip(t, 0.0, 1.0)
+    return t * t * (3 - 2 * t)
+
+
+def _luminance(image: np.ndarray) -> np.ndarray:
+    return image.mean(axis=2, keepdims=True)
+
+
+def _scratch(base: np.ndarray, rng: np.random.Generator, donor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    (h, w), s = base.shape[:2], _scale(base)
     curvature = rng.uniform(-0.06, 0.06)
     start = rng.uniform([0.2 * w, 0.2 * h], [0.8 * w, 0.8 * h])
-    points = _walk(start, rng.uniform(0, 2 * np.pi), int(rng.integers(15, 45)), 3.0,
+    points = _walk(start, rng.uniform(0, 2 * np.pi), int(rng.integers(15, 45)), 3.0 * s,
                    lambda: curvature + rng.normal(0, 0.04))  # fmt: skip
-    alpha = _polyline_alpha(points, rng.uniform(1.0, 3.0), (h, w))
+    alpha = _polyline_alpha(points, rng.uniform(1.0, 3.0) * s, (h, w))
     if rng.random() < 0.5:
         paint = base * rng.uniform(0.2, 0.45)
     else:
@@ -75,55 +110,205 @@ def _scratch(base: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np
     return alpha, paint
 
 
-def _crack(base: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    h, w = base.shape[:2]
+def _crack(base: np.ndarray, rng: np.random.Generator, donor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    (h, w), s = base.shape[:2], _scale(base)
     angle = rng.uniform(0, 2 * np.pi)
     start = rng.uniform([0.25 * w, 0.25 * h], [0.75 * w, 0.75 * h])
-    trunk = _walk(start, angle, int(rng.integers(12, 30)), 3.5, lambda: rng.normal(0, 0.45))
-    alpha = _polyline_alpha(trunk, rng.uniform(1.5, 2.5), (h, w))
+    trunk = _walk(start, angle, int(rng.integers(12, 30)), 3.5 * s, lambda: rng.normal(0, 0.45))
+    alpha = _polyline_alpha(trunk, rng.uniform(1.5, 2.5) * s, (h, w))
     for _ in range(rng.integers(1, 4)):
         fork = trunk[rng.integers(1, len(trunk))]
         side = angle + rng.choice([-1, 1]) * rng.uniform(0.5, 1.2)
-        branch = _walk(fork, side, int(rng.integers(4, 12)), 3.0, lambda: rng.normal(0, 0.45))
-        alpha = np.maximum(alpha, _polyline_alpha(branch, rng.uniform(1.0, 1.8), (h, w)))
+        branch = _walk(fork, side, int(rng.integers(4, 12)), 3.0 * s, lambda: rng.normal(0, 0.45))
+        alpha = np.maximum(alpha, _polyline_alpha(branch, rng.uniform(1.0, 1.8) * s, (h, w)))
     return alpha, base * rng.uniform(0.1, 0.3)
 
 
-def _hole(base: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    alpha, depth = _blob(rng, base.shape[:2], rng.uniform(5.0, 13.0), softness=1.5)
+def _hole(base: np.ndarray, rng: np.random.Generator, donor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    s = _scale(base)
+    alpha, depth = _blob(rng, base.shape[:2], rng.uniform(5.0, 13.0) * s, softness=1.5 * s)
     rim, floor = base * 0.55, base * 0.08 + 0.02
-    t = np.clip(depth / 0.4, 0.0, 1.0)[..., None]
-    t = t * t * (3 - 2 * t)  # smoothstep from the soft rim into the dark floor
+    t = _smoothstep(depth / 0.4)[..., None]  # from the soft rim into the dark floor
     return alpha, rim * (1 - t) + floor * t
 
 
-def _stain(base: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    alpha, _ = _blob(rng, base.shape[:2], rng.uniform(9.0, 20.0), softness=4.0)
+def _stain(base: np.ndarray, rng: np.random.Generator, donor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    s = _scale(base)
+    alpha, _ = _blob(rng, base.shape[:2], rng.uniform(9.0, 20.0) * s, softness=4.0 * s)
     mean = base.reshape(-1, 3).mean(0)
     colour = rng.uniform(0.0, 1.0, 3)
     while np.abs(colour - mean).max() < 0.35:
         colour = rng.uniform(0.0, 1.0, 3)
-    luminance = base.mean(axis=2, keepdims=True)
-    return alpha * rng.uniform(0.8, 1.0), np.clip(colour * (0.6 + 0.8 * luminance), 0.0, 1.0)
+    return alpha * rng.uniform(0.8, 1.0), np.clip(colour * (0.6 + 0.8 * _luminance(base)), 0.0, 1.0)
 
 
-_PAINTERS = {"scratch": _scratch, "hole": _hole, "stain": _stain, "crack": _crack}
+def _dent(base: np.ndarray, rng: np.random.Generator, donor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Smooth shading, a dent (darker) or bump (brighter): 10-25% at the centre, a quarter at the rim."""
+    s = _scale(base)
+    inside, depth = _blob(rng, base.shape[:2], rng.uniform(8.0, 20.0) * s, softness=s)
+    profile = 0.25 + 0.75 * _smoothstep(depth / 0.7)[..., None]  # a faint rim, then a smooth slope
+    change = rng.choice([-1.0, 1.0]) * rng.uniform(0.10, 0.25) * profile
+    return (inside > 0.5).astype(np.float32), np.clip(base * (1.0 + change), 0.0, 1.0)
 
 
-def paint_defect(image: np.ndarray, kind: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Paint one `kind` defect on a uint8 (H, W, 3) image: returns (painted uint8, mask bool).
+def _thread(base: np.ndarray, rng: np.random.Generator, donor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A loose fibre: a long, gently curving line 1-2 px wide, 8-20% brighter or darker."""
+    (h, w), s = base.shape[:2], _scale(base)
+    curvature = rng.uniform(-0.03, 0.03)
+    start = rng.uniform([0.15 * w, 0.15 * h], [0.85 * w, 0.85 * h])
+    points = _walk(start, rng.uniform(0, 2 * np.pi), int(rng.integers(30, 70)), 2.5 * s,
+                   lambda: curvature + rng.normal(0, 0.08))  # fmt: skip
+    alpha = _polyline_alpha(points, rng.uniform(1.2, 2.2) * s, (h, w))
+    contrast = rng.choice([-1.0, 1.0]) * rng.uniform(0.08, 0.2)
+    return alpha, np.clip(ndimage.uniform_filter(base, size=(9, 9, 1)) + contrast, 0.0, 1.0)
 
-    Shapes are resampled until the mask covers MIN_AREA..MAX_AREA of the image.
+
+def _colour(base: np.ndarray, rng: np.random.Generator, donor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The texture kept, its hue shifted: chroma partly rotated and nudged towards a random tint."""
+    s = _scale(base)
+    alpha, _ = _blob(rng, base.shape[:2], rng.uniform(9.0, 20.0) * s, softness=2.0 * s)
+    luma = _luminance(base)
+    tint = rng.uniform(-1.0, 1.0, 3).astype(np.float32)
+    tint -= tint.mean()
+    tint *= rng.uniform(0.04, 0.1) / max(np.abs(tint).max(), 1e-6)
+    chroma, turn = base - luma, rng.uniform(0.3, 0.6)
+    shifted = (1 - turn) * chroma + turn * np.roll(chroma, int(rng.integers(1, 3)), axis=2)
+    return alpha, np.clip(luma + shifted + tint, 0.0, 1.0)
+
+
+def _missing(base: np.ndarray, rng: np.random.Generator, donor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A worn patch: the texture's detail blurred away, its local colour and brightness kept."""
+    s = _scale(base)
+    alpha, _ = _blob(rng, base.shape[:2], rng.uniform(9.0, 20.0) * s, softness=2.0 * s)
+    return alpha, ndimage.gaussian_filter(base, sigma=(rng.uniform(4.0, 8.0) * s,) * 2 + (0,), mode="reflect")
+
+
+def _perlin_mask(rng: np.random.Generator, shape: Shape, area: float, line: bool) -> np.ndarray:
+    """(H,W) bool mask covering ``area`` of the image: a Perlin blob or line near a random centre.
+
+    Pixels are ranked by ``window + noise`` (blob) or ``window - 4|noise|`` (line), where ``window`` is
+    an elliptical Gaussian around the centre whose radius matches the area; the top ``area`` fraction
+    is the mask, so its size is exact and its outline follows anomalib's Perlin noise.
     """
-    base = image.astype(np.float32) / 255.0
+    height, width = shape
+    radius = math.sqrt(area * height * width / math.pi)
+    scale = 2 ** min(5, max(1, round(math.log2(max(height, width) / (2 * radius)))))
+    with torch.random.fork_rng(devices=[]):  # anomalib draws from torch's global generator
+        torch.manual_seed(int(rng.integers(0, 2**31)))
+        noise = generate_perlin_noise(height, width, scale=(scale, scale), device=torch.device("cpu")).numpy()
+    cy, cx = rng.uniform(0.15, 0.85) * height, rng.uniform(0.15, 0.85) * width
+    angle, aspect = rng.uniform(0, math.pi), math.exp(rng.uniform(math.log(0.5), math.log(2.0)))
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    yy, xx = yy - cy, xx - cx
+    u = (xx * math.cos(angle) + yy * math.sin(angle)) / (radius * math.sqrt(aspect))
+    v = (-xx * math.sin(angle) + yy * math.cos(angle)) * math.sqrt(aspect) / radius
+    window = np.exp(-(u**2 + v**2) / (8.0 if line else 2.0))
+    score = window - 4.0 * np.abs(noise) if line else window + noise
+    count = max(1, round(area * height * width))
+    return score >= np.partition(score.ravel(), score.size - count)[score.size - count]
+
+
+def _photometric(texture: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One generic photometric change of a texture: darken, brighten, invert, channel shuffle,
+    contrast or posterise (the appearance of a foreign material)."""
+    choice = int(rng.integers(0, 6))
+    if choice == 0:
+        return texture * rng.uniform(0.15, 0.6)
+    if choice == 1:
+        return texture + (1.0 - texture) * rng.uniform(0.4, 0.85)
+    if choice == 2:
+        return 1.0 - texture
+    if choice == 3:
+        return texture[..., rng.permutation(3)]
+    if choice == 4:
+        mean = texture.mean()
+        return np.clip((texture - mean) * math.exp(rng.uniform(math.log(0.3), math.log(3.0))) + mean, 0, 1)
+    levels = 2 ** int(rng.integers(1, 4))
+    return np.floor(texture * levels) / levels
+
+
+def _perlin(base: np.ndarray, rng: np.random.Generator, donor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A Perlin blob (70%) or band (30%) filled with a flipped/rotated/rolled, altered donor texture."""
+    area = math.exp(rng.uniform(math.log(0.002), math.log(0.03)))
+    mask = _perlin_mask(rng, base.shape[:2], area, line=rng.random() < 0.3)
+    view = np.rot90(donor, int(rng.integers(0, 4)))
+    if rng.random() < 0.5:
+        view = view[:, ::-1]
+    view = np.roll(view, (int(rng.integers(0, view.shape[0])), int(rng.integers(0, view.shape[1]))), (0, 1))
+    if view.shape != base.shape:  # a non-square donor turned by 90 degrees
+        view = np.resize(view, base.shape)
+    return mask * np.float32(rng.uniform(0.6, 1.0)), _photometric(np.ascontiguousarray(view), rng)
+
+
+def _cutpaste(base: np.ndarray, rng: np.random.Generator, donor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A rectangle of the image, contrast/brightness jittered, pasted at another place."""
+    height, width = base.shape[:2]
+    area = math.exp(rng.uniform(math.log(0.002), math.log(0.03))) * height * width
+    aspect = math.exp(rng.uniform(math.log(0.3), math.log(3.3)))
+    h = max(1, min(height - 1, round(math.sqrt(area * aspect))))
+    w = max(1, min(width - 1, round(math.sqrt(area / aspect))))
+    sy, sx, ty, tx = (int(rng.integers(0, n + 1)) for n in (height - h, width - w, height - h, width - w))
+    patch = base[sy : sy + h, sx : sx + w]
+    patch = np.clip((patch - 0.5) * rng.uniform(0.7, 1.3) + 0.5 + rng.uniform(-0.15, 0.15), 0.0, 1.0)
+    alpha = np.zeros((height, width), np.float32)
+    alpha[ty : ty + h, tx : tx + w] = 1.0
+    paint = base.copy()
+    paint[ty : ty + h, tx : tx + w] = patch
+    return alpha, paint
+
+
+DEFECT_KINDS: dict[str, Painter] = {
+    "scratch": _scratch,
+    "hole": _hole,
+    "stain": _stain,
+    "crack": _crack,
+    "perlin": _perlin,
+    "cutpaste": _cutpaste,
+    "dent": _dent,
+    "thread": _thread,
+    "colour": _colour,
+    "missing": _missing,
+}
+
+
+def paint_float(
+    base: np.ndarray,
+    kind: str,
+    rng: np.random.Generator,
+    donor: np.ndarray | None = None,
+    area: tuple[float, float] = (MIN_AREA, MAX_AREA),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Paint one ``kind`` defect on a float32 (H, W, 3) image in [0, 1]: (painted, mask bool).
+
+    Shapes are resampled until the mask covers ``area`` (fractions of the image); ``donor`` defaults
+    to the image itself.
+    """
+    if kind not in DEFECT_KINDS:
+        raise ValueError(f"unknown defect kind {kind!r}: use one of {', '.join(DEFECT_KINDS)}")
+    painter = DEFECT_KINDS[kind]
     for _ in range(_MAX_TRIES):
-        alpha, paint = _PAINTERS[kind](base, rng)
+        alpha, paint = painter(base, rng, base if donor is None else donor)
         mask = alpha > 0.5
-        if MIN_AREA <= mask.mean() <= MAX_AREA:
+        if area[0] <= mask.mean() <= area[1]:
             break
     else:
         raise RuntimeError(f"could not draw a {kind} defect within the area range in {_MAX_TRIES} tries")
     a = alpha[mask][:, None]
+    out = base.copy()
+    out[mask] = np.clip(base[mask] * (1 - a) + paint[mask] * a, 0.0, 1.0)
+    return out, mask
+
+
+def paint_defect(
+    image: np.ndarray, kind: str, rng: np.random.Generator, donor: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Paint one ``kind`` defect on a uint8 (H, W, 3) image: (painted uint8, mask bool).
+
+    Masked pixels are rounded to uint8; pixels outside the mask keep their bytes.
+    """
+    base = image.astype(np.float32) / 255.0
+    donor_f = None if donor is None else donor.astype(np.float32) / 255.0
+    painted, mask = paint_float(base, kind, rng, donor_f)
     out = image.copy()
-    out[mask] = np.clip(np.rint(255.0 * (base[mask] * (1 - a) + paint[mask] * a)), 0, 255).astype(np.uint8)
+    out[mask] = np.clip(np.rint(255.0 * painted[mask]), 0, 255).astype(np.uint8)
     return out, mask
