@@ -209,3 +209,16 @@ def test_cli_writes_the_three_files_and_reports_problems(
     ]
     assert "failed:" in capsys.readouterr().out
     assert cli.main([str(tmp_path / "nowhere")]) == 2
+
+
+def test_the_tables_equal_the_recorded_ones_byte_for_byte(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fixture tree's LEADERBOARD.{md,csv,tex} equal the files recorded before the pandas rewrite."""
+    from leaderboard_fixture import EXPECTED, build_tree
+
+    monkeypatch.chdir(tmp_path)
+    build_tree(Path("runs"))
+    build_leaderboard([Path("runs")], Path("out"), EXPECTED / "papers")
+    for name in ("LEADERBOARD.md", "LEADERBOARD.csv", "LEADERBOARD.tex"):
+        assert (Path("out") / name).read_bytes() == (EXPECTED / name).read_bytes(), name

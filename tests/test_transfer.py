@@ -116,7 +116,12 @@ def test_a_saved_fit_reloads_into_an_identical_detector(demo_root: Path, tmp_pat
 
 
 def test_runs_with_the_same_fit_share_it(demo_root: Path, tmp_path: Path) -> None:
-    args = [f"dataset.root={demo_root}", "dataset.categories=[brick]", *TINY_RUN, f"paths.fit_cache={tmp_path}/fits"]
+    args = [
+        f"dataset.root={demo_root}",
+        "dataset.categories=[brick]",
+        *TINY_RUN,
+        f"paths.fit_cache={tmp_path}/fits",
+    ]
     first = run_train(args, tmp_path / "a")
     assert first.returncode == 0, first.stderr[-2000:]
     saved = list((tmp_path / "fits").glob("*/brick.pt"))

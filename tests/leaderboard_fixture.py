@@ -1,0 +1,65 @@
+"""A run tree exercising every part of the leaderboard; its expected tables are in tests/expected/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from anorefine.results import write_json_atomic
+
+EXPECTED = Path(__file__).resolve().parent / "expected" / "leaderboard"
+KEYS = ("image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "aupro", "pro_compat", "pixel_f1_max")
+
+
+def _metrics(base: float, refined: float) -> dict[str, dict[str, float]]:
+    return {
+        "base": {k: round(base + 0.01 * i, 6) for i, k in enumerate(KEYS)},
+        "refined": {k: round(refined + 0.013 * i, 6) for i, k in enumerate(KEYS)},
+    }
+
+
+def _results(dataset: str, model: str, refiner: str, seed: int, value: float, *overrides: str, **extra: Any):
+    curriculum = "pgt" if refiner == "ard" else "none"
+    categories = extra.pop("categories", ["a", "b"])
+    per_category = {c: _metrics(value - 0.05 * i, value - 0.05 * i + 0.04) for i, c in enumerate(categories)}
+    return {
+        "dataset": dataset,
+        "model": model,
+        "refiner": refiner,
+        "categories": categories,
+        "metrics": {**per_category, "mean": _metrics(value, value + 0.04)},
+        "config": {"seed": seed, "curriculum": {"name": curriculum}},
+        "config_hash": f"{dataset}-{model}-{refiner}-{seed}-{'-'.join(overrides)}",
+        "overrides": [f"model={model}", f"refiner={refiner}", f"seed={seed}", *overrides],
+        "git_commit": "0123456789abcdef",
+        **extra,
+    }
+
+
+def build_tree(root: Path) -> None:
+    """Runs (seeds, settings, smoke-only, two datasets), a sweep with an ablation, and problems."""
+    for seed, value in ((0, 0.5), (1, 0.6)):
+        write_json_atomic(
+            root / f"demo_none_{seed}" / "results.json", _results("demo", "patchcore", "none", seed, value)
+        )
+        write_json_atomic(
+            root / f"demo_ard_{seed}" / "results.json",
+            _results("demo", "patchcore", "ard", seed, value + 0.05),
+        )
+    tiny = _results("demo", "winclip", "none", 0, 0.3, "model.clip=tiny", smoke_only=True)
+    write_json_atomic(root / "tiny" / "results.json", tiny)
+    one = _results("mvtec", "anomalyclip", "f2pad", 0, 0.7, categories=["bottle"])
+    write_json_atomic(root / "mvtec_one" / "results.json", one)
+    sweep = root / "multirun" / "ablation_width"
+    jobs = []
+    for width in (8, 16, 32):
+        overrides = (f"refiner.width={width}", "logger=none")
+        payload = _results("demo", "patchcore", "ard", 0, 0.4 + width / 200, *overrides)
+        jobs.append({"overrides": payload["overrides"], "dir": f"w{width}"})
+        write_json_atomic(sweep / f"w{width}" / "results.json", payload)
+    jobs.append({"overrides": ["refiner.width=64", "seed=0"], "dir": "w64"})
+    write_json_atomic(sweep / "sweep.json", {"jobs": jobs})
+    write_json_atomic(root / "failed" / "failure.json", {"error": "RuntimeError: out of memory\nmore"})
+    (root / "killed" / ".hydra").mkdir(parents=True)
+    (root / "truncated").mkdir()
+    (root / "truncated" / "results.json").write_text('{"dataset": "demo", "metr')
