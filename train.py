@@ -3,7 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
-from anorefine.cli import train
+from anorefine.cli import main_with_one_line_errors, train
 from anorefine.config import register_configs
 
 register_configs()
@@ -16,4 +16,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main_with_one_line_errors(main)

@@ -10,17 +10,19 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from hydra.types import RunMode
-from lightning.fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from anorefine.errors import AnorefineError
-from anorefine.run import is_multiprocess, is_rank_zero, run_experiment
-from anorefine.sweep import clear_failure, is_finished, write_failure
 
+#: The exit status of every bad-input error (a config value, a missing file): one line on stderr.
+BAD_INPUT = 2
 log = logging.getLogger(__name__)
 DDP_IN_MULTIRUN = (
     "trainer=ddp in a multirun needs its processes started by the cluster, one per GPU "
@@ -29,8 +31,46 @@ DDP_IN_MULTIRUN = (
 )
 
 
+def one_line(error: BaseException) -> str:
+    """A composition error as one line: the key and what is wrong with it (or the options there are)."""
+    cause = error.__cause__ if isinstance(error.__cause__, OmegaConfBaseException) else error
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    if "Config search path:" in lines:  # an unknown option: name the ones there are
+        lines = lines[: lines.index("Config search path:")]
+    head = [line for line in lines if not line.startswith(("full_key:", "object_type=", "reference_type="))]
+    key = getattr(cause, "full_key", None)
+    text = head[0] if head else type(cause).__name__
+    if len(head) > 1 and head[1].startswith("Available options"):
+        text += f"; use one of: {', '.join(head[2:])}"
+    elif len(head) > 1:
+        text += f"; {head[1]}"
+    text = text.replace("In 'train': ", "")
+    return f"{key}: {text}" if key else text
+
+
+def main_with_one_line_errors(main: Callable[[], None]) -> None:
+    """Run a ``hydra.main`` function; a config that does not compose exits with one line and status 2.
+
+    Hydra is told to re-raise (``HYDRA_FULL_ERROR``) so that its multi-line composition report can be
+    replaced; errors inside a run are reported by ``train`` itself.
+    """
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        main()
+    except (HydraException, OmegaConfBaseException) as error:
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        sys.exit(BAD_INPUT)
+
+
+def is_multiprocess(cfg: DictConfig) -> bool:
+    """True for a strategy that runs one process per device (``trainer=ddp``)."""
+    return str(cfg.trainer.strategy).startswith("ddp")
+
+
 def check_ddp_launch(cfg: DictConfig, mode: RunMode | None) -> None:
     """Refuse DDP in a multirun whose jobs would have to start their own processes."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
     if mode != RunMode.MULTIRUN or not is_multiprocess(cfg):
         return
     if not ("LOCAL_RANK" in os.environ or SLURMEnvironment.detect()):
@@ -39,6 +79,9 @@ def check_ddp_launch(cfg: DictConfig, mode: RunMode | None) -> None:
 
 def train(cfg: DictConfig) -> None:
     """Run the experiment the composed config describes, in Hydra's run directory."""
+    from anorefine.run import is_rank_zero, run_experiment  # torch and Lightning: after composition
+    from anorefine.sweep import clear_failure, is_finished, write_failure
+
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     overrides = list(hydra_cfg.overrides.task)
@@ -53,9 +96,9 @@ def train(cfg: DictConfig) -> None:
         if hydra_cfg.mode == RunMode.MULTIRUN:
             log.error("job failed (%s): %s; the sweep goes on", failure, error)
             return
-        if isinstance(error, AnorefineError):
-            print(f"error: {error}", file=sys.stderr)
-            sys.exit(2)
+        if isinstance(error, AnorefineError | OmegaConfBaseException):  # bad input: a value, a file
+            print(f"error: {one_line(error)}", file=sys.stderr)
+            sys.exit(BAD_INPUT)
         raise
     if is_rank_zero():
         clear_failure(run_dir)

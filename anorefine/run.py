@@ -4,24 +4,29 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
+from lightning.fabric.plugins.environments import (
+    LightningEnvironment,
+    SLURMEnvironment,
+    TorchElasticEnvironment,
+)
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from anorefine import data, fits, report, viz
+from anorefine.cli import is_multiprocess
 from anorefine.curriculum.base import Curriculum
-from anorefine.detectors.base import Detector
+from anorefine.detectors.base import Detector, RunPreparation
 from anorefine.errors import AnorefineError, DataError
 from anorefine.refiners.base import Refiner
 from anorefine.results import (
@@ -35,14 +40,14 @@ from anorefine.results import (
 from anorefine.task import STAGES, AnomalyTask
 
 log = logging.getLogger(__name__)
-EVAL_RESOLUTIONS = ("input", "original")
-#: A trainer given a step or epoch budget trains (PGT, prompt training); the others test or predict.
-TRAINING_ARGS = ("max_steps", "max_epochs")
+#: What a Trainer is for: ``fit`` trains (PGT, prompt training; spans every DDP process), ``evaluate``
+#: tests or predicts in the calling process.
+Purpose = Literal["fit", "evaluate"]
 
 
 def build_component(node: DictConfig) -> Any:
     """Instantiate a config node with a ``_target_``; its ``name`` is metadata, not an argument."""
-    params = OmegaConf.to_container(node, resolve=True)
+    params = OmegaConf.to_container(node, resolve=True, enum_to_str=True)
     params.pop("name", None)
     try:
         return instantiate(params, _convert_="all")
@@ -101,14 +106,12 @@ def split_dataset(cfg: DictConfig, root: Path, category: str, split: str) -> dat
     return data.AnomalyImageDataset(records, image_size=cfg.dataset.image_size)
 
 
-def is_multiprocess(cfg: DictConfig) -> bool:
-    """True for a strategy that runs one process per device (``trainer=ddp``)."""
-    return str(cfg.trainer.strategy).startswith("ddp")
-
-
 def local_rank() -> int:
-    """This process's rank on its machine under DDP (0 without it)."""
-    return int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0")))
+    """This process's rank on its machine, from Lightning's cluster environment (0 without DDP)."""
+    for environment in (SLURMEnvironment, TorchElasticEnvironment):
+        if environment.detect():
+            return environment().local_rank()
+    return LightningEnvironment().local_rank()
 
 
 def is_rank_zero() -> bool:
@@ -129,13 +132,13 @@ def device_of(cfg: DictConfig) -> torch.device:
 def trainer_factory(cfg: DictConfig, logger: Logger | bool) -> Callable[..., L.Trainer]:
     """Builds Lightning Trainers that share the run's device, precision, logger and progress bar.
 
-    Under a multi-process strategy only training trainers (given ``TRAINING_ARGS``) span the
-    processes. Test and predict trainers run in the calling process on its own device: every process
-    scores each test image once with its own metric states (no padded DistributedSampler, no
-    gathered states), and only rank zero writes files (``run_experiment``).
+    Under a multi-process strategy only ``purpose="fit"`` trainers span the processes. Evaluation
+    trainers run in the calling process on its own device: every process scores each test image once
+    with its own metric states (no padded DistributedSampler, no gathered states), and only rank
+    zero writes files (``run_experiment``).
     """
 
-    def make_trainer(**overrides: Any) -> L.Trainer:
+    def make_trainer(purpose: Purpose = "evaluate", **overrides: Any) -> L.Trainer:
         settings = {
             "accelerator": cfg.trainer.accelerator,
             "devices": cfg.trainer.devices,
@@ -146,7 +149,9 @@ def trainer_factory(cfg: DictConfig, logger: Logger | bool) -> Callable[..., L.T
             "enable_checkpointing": False,
             "enable_model_summary": False,
         }
-        if is_multiprocess(cfg) and not any(key in overrides for key in TRAINING_ARGS):
+        if purpose == "fit":
+            settings.update(max_epochs=-1, limit_val_batches=0, num_sanity_val_steps=0)
+        elif is_multiprocess(cfg):
             settings.update(strategy="auto", devices=[local_rank()] if uses_gpu(cfg) else 1)
         return L.Trainer(**{**settings, **overrides})
 
@@ -180,9 +185,7 @@ def run_category(
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     device = device_of(cfg)
     detector: Detector = build_component(cfg.model).to(device).eval()
-    set_category = getattr(detector, "set_category", None)
-    if set_category is not None:
-        set_category(category)
+    detector.setup_category(category)
     started = time.perf_counter()
     if detector.requires_fit:
         fit_detector(cfg, detector, split_dataset(cfg, root, category, "train"), category)
@@ -201,7 +204,7 @@ def run_category(
         viz.write_category_figures(task, run_dir, category, logger)
     metrics = task.compute_results()
     tested = time.perf_counter()
-    refiner_timing = getattr(refiner, "timing", None)  # per-image cost of refiners that report it (F2PAD)
+    refiner_timing = refiner.timing()  # per-image cost, for refiners that measure it (F2PAD)
     if logger:
         logger.log_metrics(
             {
@@ -218,34 +221,32 @@ def run_category(
             "fit_s": fitted - started,
             "test_s": tested - fitted,
             "test_ms_per_image": 1000 * (tested - fitted) / len(test_set),
-            **({"refiner": refiner_timing()} if refiner_timing else {}),
+            **({"refiner": refiner_timing} if refiner_timing else {}),
         },
         "smoke_only": bool(detector.smoke_only),
     }
 
 
-def prepare_model(cfg: DictConfig, run_dir: Path, make_trainer: Callable[..., L.Trainer]) -> DictConfig:
-    """Run the detector class's once-per-run stage, if any (AnomalyCLIP's prompt training).
+def prepare_run(cfg: DictConfig, run_dir: Path, make_trainer: Callable[..., L.Trainer]) -> DictConfig:
+    """Run the once-per-run stage the config selects (``prepare``: AnomalyCLIP's prompt training).
 
     Returns the config to build the per-category detectors from.
     """
-    prepare = getattr(get_class(cfg.model._target_), "prepare_run", None)
-    return cfg if prepare is None else prepare(cfg, run_dir, make_trainer)
+    if not cfg.get("prepare"):
+        return cfg
+    stage: RunPreparation = build_component(cfg.prepare)
+    return stage.prepare(cfg, run_dir, make_trainer)
 
 
 def run_experiment(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, Any]:
     """Run every category (reusing those finished in ``run_dir`` for this config); write results.json."""
-    if cfg.eval.resolution not in EVAL_RESOLUTIONS:
-        raise AnorefineError(
-            f"eval.resolution={cfg.eval.resolution!r} is unknown: use one of {EVAL_RESOLUTIONS}"
-        )
     started = time.perf_counter()
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     digest = config_hash(resolved)
     root = dataset_root(cfg)
     categories = resolve_categories(cfg, root)
     logger = build_logger(cfg, run_dir)
-    cfg = prepare_model(cfg, run_dir, trainer_factory(cfg, logger))
+    cfg = prepare_run(cfg, run_dir, trainer_factory(cfg, logger))
     per_category: dict[str, dict[str, Any]] = {}
     for category in categories:
         partial = run_dir / "categories" / f"{category}.json"

@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from anorefine.detectors.base import Detector
 from anorefine.metrics import AnomalyMetrics
 from anorefine.refiners.base import Refiner, baseline_map
-from anorefine.refiners.identity import IdentityRefiner
 from anorefine.samples import SampleKeeper
 
 STAGES = ("base", "refined")
@@ -39,29 +38,33 @@ class AnomalyTask(L.LightningModule):
         self.original_masks = original_masks
         self.detector = detector
         self.refiner = refiner
-        self.refined_is_base = isinstance(refiner, IdentityRefiner) and refiner.is_baseline
         self.samples = SampleKeeper()  # bounded: the best/worst images for the run's figures
         # Never gathered across processes: under DDP each process tests every image itself (run.py).
         self.metrics = torch.nn.ModuleDict(
             {stage: AnomalyMetrics(aupro_limit=aupro_limit, sync_on_compute=False) for stage in STAGES}
         )
 
+    @property
+    def returns_base_map(self) -> bool:
+        """True when the refiner's map is the base map itself (scored once, copied to ``refined``)."""
+        return self.refiner.returns_base_map
+
     def predict_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(base map, refined map, image score) at the images' resolution."""
         output = self.detector(images)
         base = baseline_map(output.anomaly_map, tuple(images.shape[-2:]))
-        refined = base if self.refined_is_base else self.refiner(images, output)
+        refined = base if self.returns_base_map else self.refiner(images, output)
         return base, refined, output.image_score
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         base, refined, image_score = self.predict_maps(batch["image"])
         self.samples.update(batch, base, refined)
-        stages = ("base",) if self.refined_is_base else STAGES
+        stages = ("base",) if self.returns_base_map else STAGES
         originals = None
         if self.original_masks is not None:
             originals = [self.original_masks(int(index)) for index in batch["index"]]
         for stage, maps in zip(stages, (base, refined), strict=False):
-            score = self.stage_image_score(stage, maps, image_score).float()
+            score = (image_score if stage == "base" else self.refiner.image_score(maps, image_score)).float()
             metric = self.metrics[stage]
             if originals is None:
                 metric.update(maps.float(), batch["mask"], score, batch["label"], batch["has_mask"])
@@ -72,17 +75,11 @@ class AnomalyTask(L.LightningModule):
                 image = slice(i, i + 1)
                 metric.update(full, mask[None], score[image], batch["label"][image], batch["has_mask"][image])
 
-    def stage_image_score(self, stage: str, maps: torch.Tensor, image_score: torch.Tensor) -> torch.Tensor:
-        """The detector's score, or the refined map's maximum when ``refiner.image_score=max``."""
-        if stage == "refined" and getattr(self.refiner, "image_score", "detector") == "max":
-            return maps.flatten(1).amax(1)
-        return image_score
-
     def compute_results(self) -> dict[str, dict[str, float | None]]:
         """Metrics of every map seen so far, per stage; resets the accumulators."""
         results = {"base": self.metrics["base"].compute()}
         results["refined"] = (
-            dict(results["base"]) if self.refined_is_base else self.metrics["refined"].compute()
+            dict(results["base"]) if self.returns_base_map else self.metrics["refined"].compute()
         )
         for metric in self.metrics.values():
             metric.reset()

@@ -131,7 +131,7 @@ def pr_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str) -> F
 def stage_curves(task: AnomalyTask) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Pixel PR curves of the maps the task's metrics accumulated (images with masks only)."""
     curves = {}
-    stages = {"base = refined": "base"} if task.refined_is_base else {"base": "base", "refined": "refined"}
+    stages = {"base = refined": "base"} if task.returns_base_map else {"base": "base", "refined": "refined"}
     for label, stage in stages.items():
         metric = task.metrics[stage]
         maps, masks = [], []

@@ -16,14 +16,14 @@ from conftest import run_train
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from anorefine.detectors.anomalyclip import AnomalyClipConfig, AnomalyClipDetector, rescale_layer
+from anorefine.detectors.anomalyclip import AnomalyClipDetector, rescale_layer
 from anorefine.detectors.anomalyclip_training import (
+    PromptTraining,
     PromptTrainingModule,
     dice_loss,
     focal_loss,
     prompt_loss,
     resolve_aux_dataset,
-    train_or_load_prompts,
 )
 from anorefine.detectors.clip_models import set_image_size, tiny_clip
 from anorefine.errors import AnorefineError, WeightsError
@@ -199,7 +199,7 @@ def test_a_training_step_moves_only_the_prompts() -> None:
 
 
 def test_prompt_checkpoint_round_trip(tmp_path: Path) -> None:
-    trained = detector(seed=1)
+    trained = detector(prompt_seed=1)
     with torch.no_grad():
         for param in trained.prompt_learner.parameters():
             param.add_(0.1)
@@ -233,27 +233,32 @@ def test_official_prompt_checkpoints_load(tmp_path: Path, tiny: AnomalyClipDetec
     assert torch.equal(model.prompt_learner.deep_prompts[1], official["compound_prompts_text.1"].float())
 
 
+def fit_trainer(purpose: str = "evaluate", **overrides: Any) -> L.Trainer:
+    return Trainer(**overrides)
+
+
 def test_train_or_load_prompts_trains_once_then_reuses_the_checkpoint(tmp_path: Path) -> None:
     ckpt = tmp_path / "prompts" / "anomalyclip_prompts.pt"
-    model = detector(max_steps=2)
+    model, training = detector(), PromptTraining(max_steps=2)
     initial = {k: v.clone() for k, v in model.prompt_learner.state_dict().items()}
-    assert train_or_load_prompts(model, aux_loader(), ckpt, Trainer, {"aux": "test"}) == ckpt
+    assert training.train_or_load(model, aux_loader(), ckpt, fit_trainer, {"aux": "test"}) == ckpt
     payload = torch.load(ckpt, weights_only=True)
     assert set(payload["prompt_learner"]) == set(initial) and payload["steps"] == 2
-    assert payload["config"] == {**model.prompt_config(), "aux": "test"}
+    assert payload["config"] == {**model.prompt_config(), "training": training.recipe(), "aux": "test"}
     assert any(not torch.equal(v, initial[k]) for k, v in model.prompt_learner.state_dict().items())
 
     def no_training(**kwargs: Any) -> L.Trainer:
         raise AssertionError("trained although a checkpoint for this config exists")
 
-    again = detector(max_steps=2)
-    assert train_or_load_prompts(again, None, ckpt, no_training, {"aux": "test"}) == ckpt
+    again = detector()
+    assert training.train_or_load(again, None, ckpt, no_training, {"aux": "test"}) == ckpt
     batch = images(1, seed=7)
     assert torch.equal(again(batch).anomaly_map, model(batch).anomaly_map)
     given = detector(prompt_ckpt=str(ckpt))
-    assert train_or_load_prompts(given, None, tmp_path / "other.pt", no_training) == ckpt
+    assert training.train_or_load(given, None, tmp_path / "other.pt", no_training) == ckpt
+    other = PromptTraining(max_steps=2, lr=0.01)
     with pytest.raises(AnorefineError, match="no prompt checkpoint for this config"):
-        train_or_load_prompts(detector(max_steps=2, lr=0.01), None, ckpt, no_training, {"aux": "test"})
+        other.train_or_load(detector(), None, ckpt, no_training, {"aux": "test"})
 
 
 def test_aux_dataset_follows_the_zero_shot_protocol() -> None:
@@ -261,7 +266,7 @@ def test_aux_dataset_follows_the_zero_shot_protocol() -> None:
     assert resolve_aux_dataset("auto", "visa") == "mvtec"
     assert resolve_aux_dataset("auto", "demo") == "demo_aux"
     assert resolve_aux_dataset("demo", "demo") == "demo"
-    with pytest.raises(AnorefineError, match=r"model\.aux_dataset"):
+    with pytest.raises(AnorefineError, match=r"prepare\.aux_dataset"):
         resolve_aux_dataset("auto", "folder")
 
 
@@ -278,7 +283,7 @@ def test_missing_weights_name_the_file_and_the_command(
 
 def test_train_py_trains_prompts_on_a_second_demo_then_evaluates(demo_root: Path, tmp_path: Path) -> None:
     """On the demo, ``aux_dataset=auto`` trains the prompts on another demo: never on the test images."""
-    args = ["model=anomalyclip", "model.clip=tiny", "model.image_size=70", "model.max_steps=2"]
+    args = ["model=anomalyclip", "model.clip=tiny", "model.image_size=70", "prepare.max_steps=2"]
     args += [f"dataset.root={demo_root}", "dataset.categories=[brick]", f"paths.data_dir={tmp_path}"]
     args += ["trainer.enable_progress_bar=false", "logger=none"]
     run = run_train(args, tmp_path / "run")
@@ -295,13 +300,13 @@ def test_train_py_trains_prompts_on_a_second_demo_then_evaluates(demo_root: Path
 
 
 def test_the_run_stage_asks_for_an_aux_dataset_it_cannot_infer(tmp_path: Path) -> None:
-    model = OmegaConf.structured(AnomalyClipConfig(clip="tiny", image_size=SIZE))
+    model = {"clip": "tiny", "image_size": SIZE, "prompt_ckpt": None}
     cfg = OmegaConf.create({"paths": {"weights_dir": "weights", "data_dir": "data"}, "model": model})
     cfg.dataset = {"name": "folder", "root": str(tmp_path), "num_workers": 0, "generation_seed": 0}
-    with pytest.raises(AnorefineError, match=r"model\.aux_dataset"):
-        AnomalyClipDetector.prepare_run(cfg, tmp_path, Trainer)
+    with pytest.raises(AnorefineError, match=r"prepare\.aux_dataset"):
+        PromptTraining().prepare(cfg, tmp_path, fit_trainer)
     cfg.model.prompt_ckpt = "given.pt"
-    assert AnomalyClipDetector.prepare_run(cfg, tmp_path, Trainer) is cfg
+    assert PromptTraining().prepare(cfg, tmp_path, fit_trainer) is cfg
 
 
 def test_layer_settings_beyond_the_model_fail_naming_the_key() -> None:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from anorefine.detectors.base import Detector, DetectorOutput
 from anorefine.refiners.ard import ArdRefiner, smooth_baseline, stage_sizes
 from anorefine.refiners.base import baseline_map
-from anorefine.refiners.identity import IdentityRefiner
+from anorefine.refiners.baseline import BaselineRefiner
 from anorefine.task import AnomalyTask
 
 
@@ -54,7 +54,7 @@ def test_untrained_ard_is_exactly_the_none_map(size: int, stride: int) -> None:
     output = fake_output(2, size, stride)
     refined = ArdRefiner()(images, output)
     assert refined.shape == (2, 1, size, size)
-    assert torch.equal(refined, IdentityRefiner()(images, output))
+    assert torch.equal(refined, BaselineRefiner()(images, output))
 
 
 @pytest.mark.parametrize(("size", "sigma"), [(96, 4.0), (48, 2.0), (16, 0.6), (8, 0.0)])
@@ -68,7 +68,7 @@ def test_identity_holds_whatever_the_stream_statistics() -> None:
     images, output = torch.rand(1, 3, 64, 64), fake_output(1, 64, 8)
     ard = ArdRefiner()
     ard.calibrate(output.anomaly_map * 7 + 3, output.features * 5)
-    assert torch.equal(ard(images, output), IdentityRefiner()(images, output))
+    assert torch.equal(ard(images, output), BaselineRefiner()(images, output))
 
 
 @pytest.mark.parametrize(("size", "stride", "stages"), [(64, 8, 2), (56, 14, 3), (64, 16, 3), (518, 14, 3)])

@@ -19,7 +19,7 @@ from anorefine import data
 from anorefine.detectors.base import Detector, DetectorOutput
 from anorefine.evaluate import evaluate, main
 from anorefine.metrics import compute_metrics
-from anorefine.refiners.identity import IdentityRefiner
+from anorefine.refiners.baseline import BaselineRefiner
 from anorefine.task import AnomalyTask
 
 REPO = Path(__file__).resolve().parent.parent
@@ -134,7 +134,7 @@ def test_original_resolution_scores_upsampled_maps_against_original_masks(tmp_pa
     for mode in ("input", "original"):
         task = AnomalyTask(
             RampDetector(),
-            IdentityRefiner(),
+            BaselineRefiner(),
             original_masks=test_set.original_mask if mode == "original" else None,
         )
         with torch.no_grad():

@@ -14,6 +14,7 @@ from anorefine.detectors.base import Detector, DetectorOutput
 from anorefine.refiners.base import baseline_map
 from anorefine.refiners.f2pad import F2padRefiner, view_offsets
 from anorefine.refiners.f2pad_forward import ReceptiveFieldOperator, shift
+from anorefine.refiners.novelty import NoveltyGuidance
 
 
 def best_iou(scores: torch.Tensor, mask: torch.Tensor) -> float:
@@ -41,7 +42,7 @@ def test_operator_identity_constants_and_centring() -> None:
 
 def test_identity_forward_model_without_priors_returns_the_coarse_map() -> None:
     refiner = F2padRefiner(
-        guidance="none", stride=1, receptive_field=1, intensity_scale=1, smoothness_weight=0.0, downsample=1
+        stride=1, receptive_field=1, intensity_scale=1, smoothness_weight=0.0, downsample=1
     )
     coarse = torch.rand(3, 1, 32, 32) * 5 + 1
     refined = refiner(torch.rand(3, 3, 32, 32), output_of(coarse, 8, 24))
@@ -58,14 +59,16 @@ def test_sharp_shape_through_the_forward_model_is_recovered() -> None:
     texture = 0.5 + 0.08 * torch.randn(1, 3, size, size)
     image = torch.where(mask, torch.tensor([0.9, 0.2, 0.1]).view(1, 3, 1, 1), texture).clamp(0, 1)
     coarse = 1.0 + 4.0 * ReceptiveFieldOperator(8, 24)(mask.float()[None, None], (16, 16))
-    refined = F2padRefiner()(image, output_of(coarse, 8, 24))[0, 0]  # ImageNet guidance features
+    refined = F2padRefiner(guidance=NoveltyGuidance())(image, output_of(coarse, 8, 24))[
+        0, 0
+    ]  # ImageNet features
     assert best_iou(refined, mask) >= 0.9
     assert best_iou(baseline_map(coarse, (size, size))[0, 0], mask) < 0.85
 
 
 def test_no_graph_or_tensor_kept_between_images() -> None:
     """50 batches under inference_mode: no grad_fn on outputs, no tensors pile up, one timing per image."""
-    refiner = F2padRefiner(pretrained=False, steps=5, reference_size=64)
+    refiner = F2padRefiner(guidance=NoveltyGuidance(pretrained=False, reference_size=64), steps=5)
     images, coarse = torch.rand(2, 3, 64, 64), torch.rand(2, 1, 8, 8)
 
     def tensors_alive() -> int:
@@ -101,7 +104,7 @@ class ShiftCounting(Detector):
 def test_shifted_views_rerun_the_attached_detector() -> None:
     assert view_offsets(2, 8) == [(0, 0), (0, 4), (4, 0), (4, 4)]
     detector, images = ShiftCounting(), torch.rand(2, 3, 64, 64)
-    refiner = F2padRefiner(guidance="none", views=2, steps=3)
+    refiner = F2padRefiner(views=2, steps=3)
     with pytest.raises(RuntimeError, match="attach"):
         refiner(images, detector(images))
     refiner.attach(detector)
@@ -113,25 +116,26 @@ def test_shifted_views_rerun_the_attached_detector() -> None:
 
 def test_config_builds_the_refiner() -> None:
     from hydra import compose, initialize_config_dir
-    from hydra.utils import instantiate
 
     from anorefine.config import register_configs
+    from anorefine.run import build_component
 
     register_configs()
     conf_dir = str((Path(__file__).parent.parent / "conf").resolve())
     with initialize_config_dir(version_base="1.3", config_dir=conf_dir):
-        cfg = compose("train", overrides=["refiner=f2pad", "refiner.pretrained=false", "refiner.steps=7"])
-    params = dict(cfg.refiner)
-    params.pop("name")
-    refiner = instantiate(params, _convert_="all")
+        cfg = compose(
+            "train", overrides=["refiner=f2pad", "refiner.guidance.pretrained=false", "refiner.steps=7"]
+        )
+    refiner = build_component(cfg.refiner)
     assert isinstance(refiner, F2padRefiner) and refiner.steps == 7
+    assert isinstance(refiner.guidance, NoveltyGuidance)
 
 
 @pytest.mark.parametrize(
     "model",
     [
         ["model=winclip", "model.image_size=96"],
-        ["model=anomalyclip", "model.image_size=70", "model.max_steps=1", "model.aux_dataset=demo"],
+        ["model=anomalyclip", "model.image_size=70", "prepare.max_steps=1", "prepare.aux_dataset=demo"],
     ],
     ids=["winclip", "anomalyclip"],
 )

@@ -15,7 +15,7 @@ from anorefine.detectors.coreset import greedy_coreset_indices, sample_coreset
 from anorefine.detectors.patchcore import PatchCoreDetector
 from anorefine.errors import WeightsError
 from anorefine.refiners.base import baseline_map
-from anorefine.refiners.identity import IdentityRefiner
+from anorefine.refiners.baseline import BaselineRefiner
 
 
 def test_efficientnet_lite0_weights_come_from_the_package() -> None:
@@ -77,4 +77,4 @@ def test_defective_pixels_score_higher_than_normal_ones(fitted) -> None:
     maps = baseline_map(output.anomaly_map, (128, 128))
     assert maps[batch["mask"] > 0].mean() > maps[batch["mask"] == 0].mean()
     assert output.image_score[batch["label"] == 1].mean() > output.image_score[batch["label"] == 0].mean()
-    assert torch.equal(IdentityRefiner()(batch["image"], output), maps)  # `none` is exactly the base map
+    assert torch.equal(BaselineRefiner()(batch["image"], output), maps)  # `none` is exactly the base map

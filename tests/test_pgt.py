@@ -20,7 +20,7 @@ from anorefine.data.defects import DEFECT_KINDS
 from anorefine.data.synthesis import AnomalySynthesizer
 from anorefine.errors import AnorefineError, DataError
 from anorefine.refiners.ard import ArdRefiner
-from anorefine.refiners.identity import IdentityRefiner
+from anorefine.refiners.baseline import BaselineRefiner
 from anorefine.task import AnomalyTask
 
 SIZE = 64
@@ -68,8 +68,13 @@ class RefinerSnapshots(L.Callback):
 
 
 def trainer_factory(callbacks: list[L.Callback] | None = None, precision: str = "32-true"):
-    def make_trainer(**overrides: Any) -> L.Trainer:
+    def make_trainer(purpose: str = "evaluate", **overrides: Any) -> L.Trainer:
+        """Like ``anorefine.run.trainer_factory``'s, with callbacks (a fit trainer runs by steps only)."""
+        fit = (
+            {"max_epochs": -1, "limit_val_batches": 0, "num_sanity_val_steps": 0} if purpose == "fit" else {}
+        )
         settings = {
+            **fit,
             "accelerator": "cpu",
             "precision": precision,
             "logger": False,
@@ -171,8 +176,8 @@ def test_stream_order_and_groups() -> None:
 
 
 def test_pgt_needs_a_trainable_refiner() -> None:
-    task = AnomalyTask(FakeDetector(), IdentityRefiner())
-    with pytest.raises(AnorefineError, match="refiner=ard"):
+    task = AnomalyTask(FakeDetector(), BaselineRefiner())
+    with pytest.raises(AnorefineError, match="trainable refiner"):
         ProgressiveGroupTraining(**TINY_PGT).evaluate(task, trainer_factory(), TinyStream(), 4)
 
 

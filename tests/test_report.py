@@ -60,7 +60,7 @@ def synthetic_batch(count: int, seed: int = 0) -> tuple[dict[str, Any], torch.Te
 def fake_task(count: int = 12) -> SimpleNamespace:
     """What the figures read from an AnomalyTask after a test pass: samples and metric accumulators."""
     batch, base, refined = synthetic_batch(count)
-    task = SimpleNamespace(samples=SampleKeeper(), refined_is_base=False, metrics={})
+    task = SimpleNamespace(samples=SampleKeeper(), returns_base_map=False, metrics={})
     task.samples.update(batch, base, refined)
     for stage, maps in (("base", base), ("refined", refined)):
         task.metrics[stage] = AnomalyMetrics()

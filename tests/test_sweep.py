@@ -250,7 +250,7 @@ DDP_ON_CPU = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
 
 def test_under_ddp_only_training_trainers_span_the_processes(compose: Callable[..., DictConfig]) -> None:
     make_trainer = trainer_factory(compose(DDP_ON_CPU), logger=False)
-    tester, trainer = make_trainer(), make_trainer(max_steps=1)
+    tester, trainer = make_trainer(), make_trainer(purpose="fit", max_steps=1)
     assert isinstance(tester.strategy, SingleDeviceStrategy) and tester.num_devices == 1
     assert isinstance(trainer.strategy, DDPStrategy) and trainer.num_devices == 2
 

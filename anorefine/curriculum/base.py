@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
@@ -34,11 +33,3 @@ class SinglePass(Curriculum):
     ) -> dict[str, Any]:
         make_trainer().test(task, dataloaders=DataLoader(test_set, batch_size=batch_size), verbose=False)
         return {}
-
-
-@dataclass
-class SinglePassConfig:
-    """Schema of conf/curriculum/none.yaml."""
-
-    _target_: str = "anorefine.curriculum.base.SinglePass"
-    name: str = "none"

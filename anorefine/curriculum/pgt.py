@@ -13,8 +13,7 @@ pseudo-normals of the whole stream before testing; ``mode=scratch`` re-initialis
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import lightning as L
 import torch
@@ -28,21 +27,24 @@ from anorefine.curriculum.pgt_training import (
     SyntheticPairs,
     collate_outputs,
 )
-from anorefine.data.synthesis import AnomalySynthesizer, SynthesisConfig
+from anorefine.data.synthesis import AnomalySynthesizer
 from anorefine.detectors.base import DetectorOutput
 from anorefine.errors import AnorefineError
-from anorefine.refiners.ard import ArdRefiner
+from anorefine.refiners.base import TrainableRefiner
 from anorefine.task import STAGES, AnomalyTask
 
-MODES = ("progressive", "offline", "scratch")
-ORDERS = ("shuffle", "dataset")
-FIRST_GROUPS = ("self", "base")
+#: progressive: weights carried forward; offline: one ARD on the whole stream; scratch: re-init per group.
+Mode = Literal["progressive", "offline", "scratch"]
+#: Stream order: seeded shuffle or the dataset's order.
+Order = Literal["shuffle", "dataset"]
+#: Group 0: refined after training on itself, or left at the base map.
+FirstGroup = Literal["self", "base"]
 
 
-def stream_groups(count: int, group_size: int, order: str, seed: int) -> list[list[int]]:
+def stream_groups(count: int, group_size: int, order: Order, seed: int) -> list[list[int]]:
     """Dataset indices of the stream, ordered and cut into consecutive groups of ``group_size``."""
-    if order not in ORDERS:
-        raise AnorefineError(f"curriculum.order={order!r} is unknown: use one of {ORDERS}")
+    if order not in get_args(Order):
+        raise AnorefineError(f"curriculum.order={order!r} is unknown: use one of {get_args(Order)}")
     if group_size < 1:
         raise AnorefineError(f"curriculum.group_size={group_size} must be at least 1")
     if order == "shuffle":
@@ -69,11 +71,11 @@ class ProgressiveGroupTraining(Curriculum):
 
     def __init__(
         self,
-        mode: str = "progressive",
+        mode: Mode = "progressive",
         group_size: int = 13,
-        order: str = "shuffle",
+        order: Order = "shuffle",
         order_seed: int = 0,
-        first_group: str = "self",
+        first_group: FirstGroup = "self",
         pseudo_normal_ratio: float = 0.5,
         contamination: float = 0.0,
         steps_per_group: int = 100,
@@ -86,7 +88,8 @@ class ProgressiveGroupTraining(Curriculum):
         dice_weight: float = 1.0,
         synthesis: AnomalySynthesizer | None = None,
     ) -> None:
-        for name, value, allowed in (("mode", mode, MODES), ("first_group", first_group, FIRST_GROUPS)):
+        for name, value, choices in (("mode", mode, Mode), ("first_group", first_group, FirstGroup)):
+            allowed = get_args(choices)
             if value not in allowed:
                 raise AnorefineError(f"curriculum.{name}={value!r} is unknown: use one of {allowed}")
         if not 0.0 < pseudo_normal_ratio <= 1.0 or not 0.0 <= contamination <= 1.0:
@@ -108,8 +111,8 @@ class ProgressiveGroupTraining(Curriculum):
     def evaluate(
         self, task: AnomalyTask, make_trainer: Callable[..., L.Trainer], test_set: Dataset, batch_size: int
     ) -> dict[str, Any]:
-        if not isinstance(task.refiner, ArdRefiner):
-            raise AnorefineError("curriculum=pgt trains the refiner: use it with refiner=ard")
+        if not isinstance(task.refiner, TrainableRefiner) or not task.refiner.trainable:
+            raise AnorefineError("curriculum=pgt trains the refiner: use it with a trainable refiner (ard)")
         groups = stream_groups(len(test_set), self.group_size, self.order, self.order_seed)  # type: ignore[arg-type]
         records: list[dict[str, Any]] = [{"indices": group} for group in groups]
         session = _Session(self, task, make_trainer, test_set, batch_size)
@@ -156,7 +159,7 @@ class _Session:
     ) -> None:
         self.settings, self.task, self.make_trainer = settings, task, make_trainer
         self.test_set, self.images, self.batch_size = test_set, ImagesOnly(test_set), batch_size
-        self.refiner: ArdRefiner = task.refiner  # type: ignore[assignment]
+        self.refiner: TrainableRefiner = task.refiner  # type: ignore[assignment]
         self.calibrated = False
 
     def detect(self, dataset: Dataset) -> dict[str, Any]:
@@ -217,9 +220,7 @@ class _Session:
             crop_cells=round(settings.crop_size * grid / size[-1]) if settings.crop_size else 0,
         )
         module = ArdTrainingModule(refiner, pool["stride"], pool["receptive_field"], **settings.optim)
-        trainer = self.make_trainer(
-            max_steps=steps, max_epochs=-1, limit_val_batches=0, num_sanity_val_steps=0, log_every_n_steps=10
-        )
+        trainer = self.make_trainer(purpose="fit", max_steps=steps, log_every_n_steps=10)
         loader = DataLoader(
             pairs, batch_size=settings.batch_size, shuffle=True, drop_last=len(pairs) > settings.batch_size
         )
@@ -254,27 +255,3 @@ class _Session:
         if trainer.logger:
             trainer.logger.log_metrics({f"pgt/{k}": v for k, v in scores.items() if v is not None}, step=step)
         return scores
-
-
-@dataclass
-class PgtConfig:
-    """Schema of conf/curriculum/pgt.yaml."""
-
-    _target_: str = "anorefine.curriculum.pgt.ProgressiveGroupTraining"
-    name: str = "pgt"
-    mode: str = "progressive"
-    group_size: int = 13
-    order: str = "shuffle"
-    order_seed: int = 0
-    first_group: str = "self"
-    pseudo_normal_ratio: float = 0.5
-    contamination: float = 0.0
-    steps_per_group: int = 100
-    batch_size: int = 8
-    crop_size: int = 128
-    synthetic_per_group: int = 48
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    focal_gamma: float = 2.0
-    dice_weight: float = 1.0
-    synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)

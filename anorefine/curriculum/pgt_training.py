@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from anorefine.detectors.base import Detector, DetectorOutput
-from anorefine.refiners.ard import ArdRefiner
+from anorefine.refiners.base import TrainableRefiner
 
 
 class ImagesOnly(Dataset):
@@ -123,7 +123,7 @@ class ArdTrainingModule(L.LightningModule):
 
     def __init__(
         self,
-        refiner: ArdRefiner,
+        refiner: TrainableRefiner,
         stride: int,
         receptive_field: int,
         lr: float,

@@ -1,14 +1,17 @@
-"""Datasets: list categories and read splits of MVTec AD, VisA, MVTec-layout folders and the demo."""
+"""Datasets: list categories and read splits of MVTec AD, VisA, MVTec-layout folders and the generated ones.
+
+Importing this package stays light (no torch): the torch dataset and the dataset generators are
+imported on first use of their names, so composing a config or checking a dataset root is fast.
+"""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from typing import Any
 
-from anorefine.data.dataset import AnomalyImageDataset
-from anorefine.data.demo import DEMO_CATEGORIES, ensure_demo_dataset
 from anorefine.data.mvtec import MVTEC_CATEGORIES, list_layout_categories, read_layout_split
-from anorefine.data.records import ImageRecord, has_ground_truth
-from anorefine.data.transfer import ensure_transfer_dataset
+from anorefine.data.records import DATASET_KINDS, ImageRecord, has_ground_truth
 from anorefine.data.visa import VISA_CATEGORIES, list_visa_categories, read_visa_split
 from anorefine.errors import DataError
 
@@ -27,7 +30,21 @@ __all__ = [
     "select_defect_types",
 ]
 
-DATASET_KINDS: tuple[str, ...] = ("mvtec", "visa", "folder", "demo", "transfer")
+#: Names imported on first use: name -> module.
+_LAZY = {
+    "AnomalyImageDataset": "anorefine.data.dataset",
+    "DEMO_CATEGORIES": "anorefine.data.demo",
+    "ensure_demo_dataset": "anorefine.data.demo",
+    "ensure_transfer_dataset": "anorefine.data.transfer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 SPLITS = ("train", "test")
 
 _ROOT_FIX = {

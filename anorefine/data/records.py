@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+#: The dataset kinds a run can read (``dataset.name``).
+DATASET_KINDS: tuple[str, ...] = ("mvtec", "visa", "folder", "demo", "transfer")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ so a seeded run is reproducible.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -80,14 +79,3 @@ class AnomalySynthesizer:
             images.append(torch.from_numpy(painted).permute(2, 0, 1))
             masks.append(torch.from_numpy(mask)[None].float())
         return torch.stack(images).to(pool.device, pool.dtype), torch.stack(masks).to(pool.device)
-
-
-@dataclass
-class SynthesisConfig:
-    """Settings of the synthetic anomalies (``curriculum.synthesis`` of conf/curriculum/pgt.yaml)."""
-
-    _target_: str = "anorefine.data.synthesis.AnomalySynthesizer"
-    kinds: list[str] = field(default_factory=lambda: list(DEFAULT_KINDS))
-    exclude: list[str] = field(default_factory=list)
-    area: tuple[float, float] = (0.001, 0.04)
-    texture_dir: str | None = None

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import open_clip
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
 from torch import nn
 
 from anorefine.detectors.base import Detector, DetectorOutput
@@ -76,20 +72,6 @@ class PromptLearner(nn.Module):
         return torch.cat([self.prefix, ctx, self.suffix], dim=1)
 
 
-@dataclass
-class PromptTraining:
-    """How the run trains the prompts (see anomalyclip_training.train_or_load_prompts)."""
-
-    aux_dataset: str = "auto"
-    aux_roots: dict[str, str] = field(default_factory=dict)
-    epochs: int = 15
-    max_steps: int | None = None
-    batch_size: int = 8
-    lr: float = 1e-3
-    map_loss_weight: float = 4.0
-    seed: int = 111
-
-
 class AnomalyClipDetector(Detector):
     """Zero-shot AnomalyCLIP: patch tokens of the DPAM path against two learned text embeddings.
 
@@ -113,9 +95,10 @@ class AnomalyClipDetector(Detector):
         prompt_ckpt: str | None = None,
         weights_dir: str | None = None,
         tiny_seed: int = 0,
-        **prompt_training: Any,
+        prompt_seed: int = 111,
     ) -> None:
-        """``prompt_training``: fields of ``PromptTraining`` (aux_dataset, epochs, lr, ...)."""
+        """``prompt_seed``: the prompt initialisation (the official seed); training is the run's
+        ``prepare`` stage (``anomalyclip_training.PromptTraining``)."""
         super().__init__()
         self.clip = load_clip(clip, pretrained, resolve_weights_dir(weights_dir), image_size, 14, tiny_seed)
         self.smoke_only = clip == TINY
@@ -146,10 +129,8 @@ class AnomalyClipDetector(Detector):
         self.stride = int(self.clip.visual.patch_size[0])
         # A patch token's own support; V-V attention mixes mostly similar (nearby) tokens.
         self.receptive_field = self.stride
-        self.prompt_training = PromptTraining(**prompt_training)
-        self.prompt_learner = PromptLearner(
-            self.clip, n_ctx, prompt_depth, prompt_length, self.prompt_training.seed
-        )
+        self.prompt_seed = prompt_seed
+        self.prompt_learner = PromptLearner(self.clip, n_ctx, prompt_depth, prompt_length, prompt_seed)
         self.prompt_ckpt = prompt_ckpt
         if prompt_ckpt:
             self.load_prompts(prompt_ckpt)
@@ -234,7 +215,7 @@ class AnomalyClipDetector(Detector):
         )
 
     def prompt_config(self) -> dict[str, Any]:
-        """Everything trained prompts depend on: model, prompt shapes, training recipe."""
+        """Everything trained prompts depend on in the model: CLIP, layers, prompt shapes and seed."""
         learner = self.prompt_learner
         return {
             "clip": list(self.clip_name),
@@ -245,7 +226,7 @@ class AnomalyClipDetector(Detector):
             "n_ctx": learner.ctx_normal.shape[0],
             "prompt_depth": len(learner.deep_prompts) + 1,
             "prompt_length": learner.deep_prompts[0].shape[0] if len(learner.deep_prompts) else 0,
-            "training": asdict(self.prompt_training),
+            "prompt_seed": self.prompt_seed,
         }
 
     def save_prompts(self, path: str | Path, config: dict[str, Any], steps: int) -> Path:
@@ -271,13 +252,6 @@ class AnomalyClipDetector(Detector):
             ) from error
         return payload.get("config", {})
 
-    @staticmethod
-    def prepare_run(cfg: DictConfig, run_dir: Path, make_trainer: Callable[..., L.Trainer]) -> DictConfig:
-        """The run's stage before any category: train or load the prompts once (see anomalyclip_training)."""
-        from anorefine.detectors.anomalyclip_training import prepare_prompts
-
-        return prepare_prompts(cfg, run_dir, make_trainer)
-
 
 def official_prompt_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename an official AnomalyCLIP prompt-learner state dict to ``PromptLearner``'s keys.
@@ -294,33 +268,3 @@ def official_prompt_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Ten
         if key.startswith(prefix):
             renamed[f"deep_prompts.{key[len(prefix) :]}"] = value.float()
     return renamed
-
-
-@dataclass
-class AnomalyClipConfig(PromptTraining):
-    """Schema of conf/model/anomalyclip.yaml (layer settings refer to ViT-L/14; ``tiny`` rescales them).
-
-    The prompt-training fields and their defaults come from ``PromptTraining``.
-    """
-
-    _target_: str = "anorefine.detectors.anomalyclip.AnomalyClipDetector"
-    name: str = "anomalyclip"
-    clip: str = "ViT-L-14-336"
-    pretrained: str = "openai"
-    image_size: int = 518
-    feature_layers: list[int] = field(default_factory=lambda: [24])
-    dpam_start_layer: int = 6
-    n_ctx: int = 12
-    prompt_depth: int = 9
-    prompt_length: int = 4
-    temperature: float = 0.07
-    prompt_ckpt: str | None = None
-    aux_roots: dict[str, str] = field(
-        default_factory=lambda: {
-            "mvtec": "${oc.env:MVTEC_ROOT,${paths.data_dir}/mvtec_anomaly_detection}",
-            "visa": "${oc.env:VISA_ROOT,${paths.data_dir}/visa}",
-            "demo_aux": "${paths.data_dir}/demo_aux",
-        }
-    )
-    weights_dir: str = "${paths.weights_dir}"
-    tiny_seed: int = 0

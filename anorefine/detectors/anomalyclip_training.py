@@ -1,11 +1,18 @@
-"""AnomalyCLIP prompt training (the official recipe) as a Lightning fit, and the run's train-or-load step."""
+"""AnomalyCLIP prompt training (the official recipe) as a Lightning fit: the run's ``prepare`` stage.
+
+``model=anomalyclip`` selects ``prepare=anomalyclip_prompts`` (conf/prepare), an instance of
+``PromptTraining``: before any category, it trains the prompts on the auxiliary dataset (or reuses
+a checkpoint trained under the same settings) and hands the run a config whose
+``model.prompt_ckpt`` points at them. This module imports the detector; the detector knows nothing
+of its training.
+"""
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -15,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from anorefine import data
 from anorefine.detectors.anomalyclip import AnomalyClipDetector
+from anorefine.detectors.base import RunPreparation
 from anorefine.errors import AnorefineError
 
 #: A second demo dataset, generated with another seed: the demo's partner, so that prompts trained
@@ -26,14 +34,18 @@ AUX_PARTNER = {"mvtec": "visa", "visa": "mvtec", "demo": DEMO_AUX}
 PROMPT_FILE = "anomalyclip_prompts.pt"
 
 
+#: ``prepare.aux_dataset``: ``auto`` (the protocol's partner of the evaluated dataset) or a dataset kind.
+AuxDataset = Literal["auto", "mvtec", "visa", "demo", "demo_aux"]
+
+
 def resolve_aux_dataset(setting: str, target: str) -> str:
     """The dataset kind whose test split trains the prompts when evaluating ``target``."""
     if setting != "auto":
         return setting
     if target not in AUX_PARTNER:
         raise AnorefineError(
-            f"model.aux_dataset=auto knows no auxiliary dataset for dataset={target}: set "
-            f"model.aux_dataset to mvtec or visa (or {target}, knowing prompts then see the test images), "
+            f"prepare.aux_dataset=auto knows no auxiliary dataset for dataset={target}: set "
+            f"prepare.aux_dataset to mvtec or visa (or {target}, knowing prompts then see the test images), "
             f"or give trained prompts with model.prompt_ckpt=PATH"
         )
     return AUX_PARTNER[target]
@@ -56,7 +68,11 @@ def dice_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def prompt_loss(
-    detector: AnomalyClipDetector, images: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor
+    detector: AnomalyClipDetector,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    labels: torch.Tensor,
+    map_loss_weight: float = 4.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Image CE + w × Σ_layers (focal + dice(anomalous, gt) + dice(normal, 1 − gt)) on upsampled maps."""
     with torch.no_grad():
@@ -71,97 +87,127 @@ def prompt_loss(
         map_loss = (
             map_loss + focal_loss(probs, gt) + dice_loss(probs[:, 1], gt) + dice_loss(probs[:, 0], 1 - gt)
         )
-    loss = image_loss + detector.prompt_training.map_loss_weight * map_loss
+    loss = image_loss + map_loss_weight * map_loss
     return loss, {"image_loss": image_loss.detach(), "map_loss": map_loss.detach()}
 
 
 class PromptTrainingModule(L.LightningModule):
     """Trains only ``detector.prompt_learner`` (Adam, betas (0.5, 0.999)) on auxiliary test images."""
 
-    def __init__(self, detector: AnomalyClipDetector) -> None:
+    def __init__(self, detector: AnomalyClipDetector, lr: float = 1e-3, map_loss_weight: float = 4.0) -> None:
         super().__init__()
         self.detector = detector
+        self.lr, self.map_loss_weight = lr, map_loss_weight
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        lr = self.detector.prompt_training.lr
-        return torch.optim.Adam(self.detector.prompt_learner.parameters(), lr=lr, betas=(0.5, 0.999))
+        return torch.optim.Adam(self.detector.prompt_learner.parameters(), lr=self.lr, betas=(0.5, 0.999))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        loss, parts = prompt_loss(self.detector, batch["image"], batch["mask"], batch["label"])
+        images, masks, labels = batch["image"], batch["mask"], batch["label"]
+        loss, parts = prompt_loss(self.detector, images, masks, labels, self.map_loss_weight)
         size = len(batch["image"])
         self.log("prompt/loss", loss, prog_bar=True, batch_size=size)
         self.log_dict({f"prompt/{k}": v for k, v in parts.items()}, batch_size=size)
         return loss
 
 
-def train_or_load_prompts(
-    detector: AnomalyClipDetector,
-    aux_loader: DataLoader | None,
-    ckpt_path: str | Path,
-    make_trainer: Callable[..., L.Trainer],
-    provenance: dict[str, Any] | None = None,
-) -> Path:
-    """Give ``detector`` trained prompts once per run; returns the prompt checkpoint it now holds.
+class PromptTraining(RunPreparation):
+    """The official prompt-training recipe (Adam lr 1e-3, batch 8, 15 epochs, seed 111) on the test
+    split of an auxiliary dataset, run once per run before any category (``prepare`` in train.yaml)."""
 
-    ``model.prompt_ckpt`` (already loaded by the detector) wins; else a checkpoint at ``ckpt_path``
-    trained under the same config (``detector.prompt_config()`` plus ``provenance``, e.g. the
-    auxiliary data) is loaded; else the prompts are trained on ``aux_loader`` with
-    ``make_trainer(**overrides)`` and written atomically to ``ckpt_path``.
-    """
-    if detector.prompt_ckpt:
-        return Path(detector.prompt_ckpt)
-    ckpt_path = Path(ckpt_path)
-    config = {**detector.prompt_config(), **(provenance or {})}
-    if ckpt_path.is_file() and detector.load_prompts(ckpt_path) == config:
-        return ckpt_path
-    if aux_loader is None:
-        raise AnorefineError(f"no prompt checkpoint for this config at {ckpt_path} and no auxiliary data")
-    settings = detector.prompt_training
-    L.seed_everything(settings.seed, verbose=False)
-    trainer = make_trainer(
-        max_epochs=settings.epochs,
-        max_steps=-1 if settings.max_steps is None else settings.max_steps,
-        enable_checkpointing=False,
-    )
-    trainer.fit(PromptTrainingModule(detector), aux_loader)
-    return detector.save_prompts(ckpt_path, config, steps=trainer.global_step)
+    def __init__(
+        self,
+        aux_dataset: AuxDataset = "auto",
+        aux_roots: dict[str, str] | None = None,
+        epochs: int = 15,
+        max_steps: int | None = None,
+        batch_size: int = 8,
+        lr: float = 1e-3,
+        map_loss_weight: float = 4.0,
+        seed: int = 111,
+    ) -> None:
+        """``aux_roots``: dataset kind -> folder; ``max_steps`` caps training (smoke tests)."""
+        self.aux_dataset, self.aux_roots = aux_dataset, dict(aux_roots or {})
+        self.epochs, self.max_steps, self.batch_size = epochs, max_steps, batch_size
+        self.lr, self.map_loss_weight, self.seed = lr, map_loss_weight, seed
 
+    def recipe(self) -> dict[str, Any]:
+        """The settings trained prompts depend on (stored with them, compared on reuse)."""
+        return {
+            "epochs": self.epochs,
+            "max_steps": self.max_steps,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "map_loss_weight": self.map_loss_weight,
+            "seed": self.seed,
+        }
 
-def aux_test_loader(detector: AnomalyClipDetector, kind: str, root: Path, num_workers: int) -> DataLoader:
-    """Shuffled batches of every test image of every category of the auxiliary dataset."""
-    settings = detector.prompt_training
-    records = [r for c in data.list_categories(kind, root) for r in data.read_split(kind, root, c, "test")]
-    return DataLoader(
-        data.AnomalyImageDataset(records, image_size=detector.image_size),
-        batch_size=settings.batch_size,
-        shuffle=True,
-        num_workers=num_workers,
-        generator=torch.Generator().manual_seed(settings.seed),
-    )
+    def train_or_load(
+        self,
+        detector: AnomalyClipDetector,
+        aux_loader: DataLoader | None,
+        ckpt_path: str | Path,
+        make_trainer: Callable[..., L.Trainer],
+        provenance: dict[str, Any] | None = None,
+    ) -> Path:
+        """Give ``detector`` trained prompts once per run; returns the prompt checkpoint it now holds.
 
+        ``model.prompt_ckpt`` (already loaded by the detector) wins; else a checkpoint at ``ckpt_path``
+        trained under the same config (the detector's ``prompt_config()``, this recipe and
+        ``provenance``, e.g. the auxiliary data) is loaded; else the prompts are trained on
+        ``aux_loader`` with ``make_trainer`` and written atomically to ``ckpt_path``.
+        """
+        if detector.prompt_ckpt:
+            return Path(detector.prompt_ckpt)
+        ckpt_path = Path(ckpt_path)
+        config = {**detector.prompt_config(), "training": self.recipe(), **(provenance or {})}
+        if ckpt_path.is_file() and detector.load_prompts(ckpt_path) == config:
+            return ckpt_path
+        if aux_loader is None:
+            raise AnorefineError(f"no prompt checkpoint for this config at {ckpt_path} and no auxiliary data")
+        L.seed_everything(self.seed, verbose=False)
+        trainer = make_trainer(
+            purpose="fit",
+            max_epochs=self.epochs,
+            max_steps=-1 if self.max_steps is None else self.max_steps,
+        )
+        trainer.fit(PromptTrainingModule(detector, self.lr, self.map_loss_weight), aux_loader)
+        return detector.save_prompts(ckpt_path, config, steps=trainer.global_step)
 
-def prepare_prompts(cfg: DictConfig, run_dir: Path, make_trainer: Callable[..., L.Trainer]) -> DictConfig:
-    """Train (or reuse) the run's prompts in ``run_dir``; returns ``cfg`` with ``model.prompt_ckpt`` set.
+    def aux_loader(
+        self, detector: AnomalyClipDetector, kind: str, root: Path, num_workers: int
+    ) -> DataLoader:
+        """Shuffled batches of every test image of every category of the auxiliary dataset."""
+        records = [
+            r for c in data.list_categories(kind, root) for r in data.read_split(kind, root, c, "test")
+        ]
+        return DataLoader(
+            data.AnomalyImageDataset(records, image_size=detector.image_size),
+            batch_size=self.batch_size,
+            shuffle=True,
+            num_workers=num_workers,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
 
-    A given ``model.prompt_ckpt`` is used as is.
-    """
-    if cfg.model.prompt_ckpt:
+    def prepare(self, cfg: DictConfig, run_dir: Path, make_trainer: Callable[..., L.Trainer]) -> DictConfig:
+        """Train (or reuse) the run's prompts in ``run_dir``; returns ``cfg`` with ``model.prompt_ckpt``
+        set. A given ``model.prompt_ckpt`` is used as is."""
+        if cfg.model.prompt_ckpt:
+            return cfg
+        params = OmegaConf.to_container(cfg.model, resolve=True, enum_to_str=True)
+        detector = AnomalyClipDetector(**{k: v for k, v in params.items() if k not in ("_target_", "name")})
+        kind = resolve_aux_dataset(self.aux_dataset, cfg.dataset.name)
+        root = cfg.dataset.root if kind == cfg.dataset.name else self.aux_roots.get(kind)
+        if root is None:
+            raise AnorefineError(f"no folder for auxiliary dataset {kind}: set prepare.aux_roots.{kind}=DIR")
+        root = Path(root).expanduser()
+        if kind in ("demo", DEMO_AUX):
+            seed = cfg.dataset.get("generation_seed", 0) + (kind == DEMO_AUX)
+            data.ensure_demo_dataset(root, seed=seed)
+        reader = "demo" if kind == DEMO_AUX else kind
+        loader = self.aux_loader(detector, reader, root, cfg.dataset.num_workers)
+        provenance = {"aux": {"dataset": kind, "root": str(root)}}
+        path = self.train_or_load(detector, loader, run_dir / PROMPT_FILE, make_trainer, provenance)
+        cfg = copy.deepcopy(cfg)
+        cfg.model.prompt_ckpt = str(path)
         return cfg
-    params = OmegaConf.to_container(cfg.model, resolve=True)
-    detector = AnomalyClipDetector(**{k: v for k, v in params.items() if k not in ("_target_", "name")})
-    settings = detector.prompt_training
-    kind = resolve_aux_dataset(settings.aux_dataset, cfg.dataset.name)
-    root = cfg.dataset.root if kind == cfg.dataset.name else settings.aux_roots.get(kind)
-    if root is None:
-        raise AnorefineError(f"no folder for auxiliary dataset {kind}: set model.aux_roots.{kind}=DIR")
-    root = Path(root).expanduser()
-    if kind in ("demo", DEMO_AUX):
-        seed = cfg.dataset.get("generation_seed", 0) + (kind == DEMO_AUX)
-        data.ensure_demo_dataset(root, seed=seed)
-    reader = "demo" if kind == DEMO_AUX else kind
-    loader = aux_test_loader(detector, reader, root, cfg.dataset.num_workers)
-    provenance = {"aux": {"dataset": kind, "root": str(root)}}
-    path = train_or_load_prompts(detector, loader, run_dir / PROMPT_FILE, make_trainer, provenance)
-    cfg = copy.deepcopy(cfg)
-    cfg.model.prompt_ckpt = str(path)
-    return cfg

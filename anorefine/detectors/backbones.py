@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import timm
@@ -11,13 +10,6 @@ import torch
 from anomalib.models.components.feature_extractors import TimmFeatureExtractor
 
 from anorefine.weights import find_weight_file
-
-#: The paper default layers for each backbone (strides 8 and 16).
-DEFAULT_LAYERS: dict[str, tuple[str, ...]] = {
-    "efficientnet_lite0": ("blocks.2", "blocks.4"),
-    "wide_resnet50_2": ("layer2", "layer3"),
-    "resnet18": ("layer1", "layer2", "layer3"),
-}
 
 #: Weight files looked up in the weights directory (written there by scripts/download.py weights).
 WEIGHT_FILES: dict[str, list[str]] = {
@@ -79,15 +71,3 @@ def build_feature_extractor(
             raise RuntimeError(f"{backbone}: weights lack {len(missing)} tensors, e.g. {sorted(missing)[:3]}")
         extractor.feature_extractor.load_state_dict({k: v for k, v in state.items() if k in own_keys})
     return extractor.eval()
-
-
-@dataclass
-class CnnDetectorConfig:
-    """Settings every CNN-backbone detector schema (PatchCore, PaDiM, CFLOW-AD) shares."""
-
-    backbone: str = "efficientnet_lite0"
-    layers: list[str] | None = None
-    image_size: int = 256
-    receptive_field: int | None = None
-    weights_dir: str = "${paths.weights_dir}"
-    pretrained: bool = True

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+
+if TYPE_CHECKING:
+    import lightning as L
+    from omegaconf import DictConfig
 
 
 @dataclass
@@ -42,6 +49,9 @@ class Detector(nn.Module):
     stride: int
     receptive_field: int
 
+    def setup_category(self, category: str) -> None:
+        """Called once per category before its fit and test (WinCLIP puts the name in its prompts)."""
+
     def fit(self, normal_loader: DataLoader) -> None:
         """Learn the normal model from batches of ``{"image": (B,3,S,S)}``; zero-shot detectors do nothing."""
 
@@ -59,3 +69,12 @@ class Detector(nn.Module):
             stride=self.stride,
             receptive_field=self.receptive_field,
         )
+
+
+class RunPreparation:
+    """A stage run once per run before any category (``prepare`` in train.yaml), e.g. AnomalyCLIP's
+    prompt training; a detector's YAML selects its stage, so the detector never imports it."""
+
+    def prepare(self, cfg: DictConfig, run_dir: Path, make_trainer: Callable[..., L.Trainer]) -> DictConfig:
+        """Do the stage's work; return the config the per-category detectors are built from."""
+        return cfg

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from typing import Any
 
 import einops
 import torch
@@ -12,21 +12,14 @@ from anomalib.models.image.cflow.torch_model import CflowModel
 from anomalib.models.image.cflow.utils import get_logp, positional_encoding_2d
 from torch.utils.data import DataLoader
 
-from anorefine.detectors.backbones import CnnDetectorConfig, build_feature_extractor
-from anorefine.detectors.base import Detector, DetectorOutput
+from anorefine.detectors.base import DetectorOutput
+from anorefine.detectors.cnn import CnnDetector
 from anorefine.detectors.normalization import IMAGENET_MEAN, IMAGENET_STD, normalize
 
 log = logging.getLogger(__name__)
 
-#: CFLOW's pooling layers per backbone (anomalib's wide_resnet50_2 default: layer2-4, strides 8-32).
-CFLOW_LAYERS: dict[str, tuple[str, ...]] = {
-    "wide_resnet50_2": ("layer2", "layer3", "layer4"),
-    "resnet18": ("layer2", "layer3", "layer4"),
-    "efficientnet_lite0": ("blocks.2", "blocks.4"),
-}
 
-
-class CflowDetector(Detector):
+class CflowDetector(CnnDetector):
     """One conditional normalizing flow per layer models normal features given their position.
 
     Cell score: the negative log-likelihood per feature dimension, averaged over layers after
@@ -36,12 +29,10 @@ class CflowDetector(Detector):
     that leaves the model family unchanged but lets a few CPU epochs converge.
     """
 
-    requires_fit = True
+    default_strides = (8, 16)
 
     def __init__(
         self,
-        backbone: str = "efficientnet_lite0",
-        layers: list[str] | None = None,
         condition_vector: int = 128,
         coupling_blocks: int = 8,
         clamp_alpha: float = 1.9,
@@ -49,19 +40,15 @@ class CflowDetector(Detector):
         epochs: int = 5,
         lr: float = 1e-3,
         fiber_batch_size: int = 1024,
-        image_size: int = 256,
-        receptive_field: int | None = None,
-        weights_dir: str = "weights",
-        pretrained: bool = True,
+        **backbone: Any,
     ) -> None:
-        super().__init__()
-        layers = list(layers or CFLOW_LAYERS[backbone])
+        """``backbone``: the ``CnnDetector`` settings (backbone, layers, image_size, ...)."""
+        super().__init__(**backbone)
         self.epochs = epochs
         self.lr = lr
-        self.image_size = image_size
         self.model = CflowModel(
-            backbone=backbone,
-            layers=layers,
+            backbone=self.backbone_name,
+            layers=self.layers,
             pre_trained=False,
             fiber_batch_size=fiber_batch_size,
             condition_vector=condition_vector,
@@ -69,11 +56,8 @@ class CflowDetector(Detector):
             clamp_alpha=clamp_alpha,
             permute_soft=permute_soft,
         )
-        self.model.encoder = build_feature_extractor(backbone, layers, weights_dir, pretrained)
+        self.model.encoder = self.build_extractor()
         self.model.encoder.requires_grad_(False)
-        reductions = self.model.encoder.feature_extractor.feature_info.reduction()
-        self.stride = int(reductions[0])
-        self.receptive_field = int(receptive_field or 2 * reductions[-1])
         self.register_buffer("fitted", torch.tensor(False))
         self.register_buffer("feature_mean", torch.zeros(sum(self.model.pool_dims)))
         self.register_buffer("feature_std", torch.ones(sum(self.model.pool_dims)))
@@ -170,18 +154,3 @@ class CflowDetector(Detector):
             anomaly_map.flatten(1).amax(1),
             features[0],
         )
-
-
-@dataclass
-class CflowConfig(CnnDetectorConfig):
-    """Schema of conf/model/cflow.yaml."""
-
-    _target_: str = "anorefine.detectors.cflow.CflowDetector"
-    name: str = "cflow"
-    condition_vector: int = 128
-    coupling_blocks: int = 8
-    clamp_alpha: float = 1.9
-    permute_soft: bool = False
-    epochs: int = 5
-    lr: float = 1e-3
-    fiber_batch_size: int = 1024

@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
 
 import torch
 from anomalib.models.image.padim.anomaly_map import AnomalyMapGenerator
 from anomalib.models.image.padim.torch_model import PadimModel
 from torch.utils.data import DataLoader
 
-from anorefine.detectors.backbones import CnnDetectorConfig, build_feature_extractor
-from anorefine.detectors.base import Detector, DetectorOutput
+from anorefine.detectors.base import DetectorOutput
+from anorefine.detectors.cnn import CnnDetector
 from anorefine.detectors.normalization import IMAGENET_MEAN, IMAGENET_STD, normalize
 
-#: PaDiM's layers per backbone: strides 4, 8 and 16 (the paper's resnet18 layer1-3 and their analogues).
-PADIM_LAYERS: dict[str, tuple[str, ...]] = {
-    "resnet18": ("layer1", "layer2", "layer3"),
-    "wide_resnet50_2": ("layer1", "layer2", "layer3"),
-    "efficientnet_lite0": ("blocks.1", "blocks.2", "blocks.4"),
-}
 
-
-class PadimDetector(Detector):
+class PadimDetector(CnnDetector):
     """One Gaussian of normal patch embeddings per grid cell; cell score = Mahalanobis distance.
 
     Reuses anomalib's embedding (layers concatenated on the finest grid, random channel subset) and
@@ -30,29 +23,16 @@ class PadimDetector(Detector):
     the covariance of a few dozen images in 100 dimensions nearly singular).
     """
 
-    requires_fit = True
+    default_strides = (4, 8, 16)
 
-    def __init__(
-        self,
-        backbone: str = "efficientnet_lite0",
-        layers: list[str] | None = None,
-        n_features: int = 100,
-        covariance_eps: float = 0.01,
-        image_size: int = 256,
-        receptive_field: int | None = None,
-        weights_dir: str = "weights",
-        pretrained: bool = True,
-    ) -> None:
-        super().__init__()
-        layers = list(layers or PADIM_LAYERS[backbone])
-        self.image_size = image_size
+    def __init__(self, n_features: int = 100, covariance_eps: float = 0.01, **backbone: Any) -> None:
+        """``backbone``: the ``CnnDetector`` settings (backbone, layers, image_size, ...)."""
+        super().__init__(**backbone)
         self.covariance_eps = covariance_eps
-        self.model = PadimModel(backbone=backbone, layers=layers, pre_trained=False, n_features=n_features)
-        self.model.feature_extractor = build_feature_extractor(backbone, layers, weights_dir, pretrained)
-        reductions = self.model.feature_extractor.feature_extractor.feature_info.reduction()
-        self.stride = int(reductions[0])
-        # The deepest layer is copied onto the fine grid: one cell sees about two of its strides.
-        self.receptive_field = int(receptive_field or 2 * reductions[-1])
+        self.model = PadimModel(
+            backbone=self.backbone_name, layers=self.layers, pre_trained=False, n_features=n_features
+        )
+        self.model.feature_extractor = self.build_extractor()
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """(B,3,S,S) in [0,1] -> (B,n_features,h,w) embedding; differentiable when grad is enabled."""
@@ -93,13 +73,3 @@ class PadimDetector(Detector):
             anomaly_map.flatten(1).amax(1),
             embedding,
         )
-
-
-@dataclass
-class PadimConfig(CnnDetectorConfig):
-    """Schema of conf/model/padim.yaml."""
-
-    _target_: str = "anorefine.detectors.padim.PadimDetector"
-    name: str = "padim"
-    n_features: int = 100
-    covariance_eps: float = 0.01

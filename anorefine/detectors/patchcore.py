@@ -2,51 +2,46 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
 
 import torch
 from anomalib.models.image.patchcore.torch_model import PatchcoreModel
 from torch.utils.data import DataLoader
 
-from anorefine.detectors.backbones import DEFAULT_LAYERS, CnnDetectorConfig, build_feature_extractor
-from anorefine.detectors.base import Detector, DetectorOutput
+from anorefine.detectors.base import DetectorOutput
+from anorefine.detectors.cnn import CnnDetector
 from anorefine.detectors.coreset import sample_coreset
 from anorefine.detectors.normalization import IMAGENET_MEAN, IMAGENET_STD, normalize
 
 
-class PatchCoreDetector(Detector):
+class PatchCoreDetector(CnnDetector):
     """Memory bank of normal patch features; patch score = distance to the nearest bank entry.
 
     Reuses anomalib's feature pooling, embedding, coreset sampling, k-NN and image-score reweighting;
     only the output differs: the raw map on the feature grid, as the contract asks.
     """
 
-    requires_fit = True
+    default_strides = (8, 16)
 
     def __init__(
         self,
-        backbone: str = "efficientnet_lite0",
-        layers: list[str] | None = None,
         coreset_ratio: float = 0.1,
         coreset_projection_dim: int = 128,
         num_neighbors: int = 9,
-        image_size: int = 256,
-        receptive_field: int | None = None,
-        weights_dir: str = "weights",
-        pretrained: bool = True,
+        **backbone: Any,
     ) -> None:
-        super().__init__()
-        layers = list(layers or DEFAULT_LAYERS[backbone])
+        """``backbone``: the ``CnnDetector`` settings (backbone, layers, image_size, ...)."""
+        super().__init__(**backbone)
         self.coreset_ratio = coreset_ratio
         self.coreset_projection_dim = coreset_projection_dim
-        self.image_size = image_size
         self.model = PatchcoreModel(
-            layers=layers, backbone=backbone, pre_trained=False, num_neighbors=num_neighbors
+            layers=self.layers, backbone=self.backbone_name, pre_trained=False, num_neighbors=num_neighbors
         )
-        self.model.feature_extractor = build_feature_extractor(backbone, layers, weights_dir, pretrained)
-        self.stride = int(self.model.feature_extractor.feature_extractor.feature_info.reduction()[0])
-        # Support of one cell: the 3x3 average pool over cells `stride` pixels apart.
-        self.receptive_field = int(receptive_field or 3 * self.stride)
+        self.model.feature_extractor = self.build_extractor()
+
+    def cell_support(self, reductions: list[int]) -> int:
+        """The 3x3 average pool over cells ``stride`` pixels apart."""
+        return 3 * reductions[0]
 
     def _embed(self, images: torch.Tensor) -> torch.Tensor:
         """(B,3,S,S) in [0,1] -> (B,C,h,w) locally aware patch embedding."""
@@ -79,14 +74,3 @@ class PatchCoreDetector(Detector):
             image_score,
             embedding,
         )
-
-
-@dataclass
-class PatchCoreConfig(CnnDetectorConfig):
-    """Schema of conf/model/patchcore.yaml."""
-
-    _target_: str = "anorefine.detectors.patchcore.PatchCoreDetector"
-    name: str = "patchcore"
-    coreset_ratio: float = 0.1
-    coreset_projection_dim: int = 128
-    num_neighbors: int = 9

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import open_clip
 import torch
 from anomalib.models.image.winclip.torch_model import TEMPERATURE, WinClipModel
@@ -128,17 +126,3 @@ class WinClipDetector(Detector):
         )
 
 
-@dataclass
-class WinClipConfig:
-    """Schema of conf/model/winclip.yaml."""
-
-    _target_: str = "anorefine.detectors.winclip.WinClipDetector"
-    name: str = "winclip"
-    clip: str = "ViT-B-16-plus-240"
-    pretrained: str = "laion400m_e31"
-    image_size: int = 240
-    k_shot: int = 0
-    scales: list[int] = field(default_factory=lambda: [2, 3])
-    class_name: str = "object"
-    weights_dir: str = "${paths.weights_dir}"
-    tiny_seed: int = 0

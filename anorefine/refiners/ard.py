@@ -6,7 +6,7 @@ features, 1x1 conv -> 256 ch), then upsampling stages that re-read the anomaly m
 ("cross-residual bidirectional interaction"). Everything else is our reconstruction and a setting
 (docs/ard_pgt.md): per-stage x2 upsampling with a last resize to the input size, the attention
 formula, the block form, the pixel cues every stage reads (the image itself, ``rgb_skip``, and
-the pixel novelty of ``anorefine.refiners.novelty``, ``novelty``), and the residual head. With
+the pixel novelty of ``anorefine.refiners.novelty``, ``guidance``), and the residual head. With
 ``residual=True`` the output is ``baseline_map + scale * delta`` with a zero-initialised ``delta``
 head, so an untrained ARD returns exactly the ``none`` refiner's map. Maps enter the network normalised
 by per-stream statistics (``calibrate``); the statistics only scale ``delta``, so they never break that
@@ -16,8 +16,7 @@ identity.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +34,8 @@ CUE_CHANNELS = 8
 MIN_WIDTH = 8
 #: Each stage's head predicts this many sub-pixels per side of a working cell (pixel shuffle).
 HEAD_UPSCALE = 2
-IMAGE_SCORES = ("detector", "max")
+#: ``refiner.image_score``: the detector's image score, or the refined map's maximum.
+ImageScore = Literal["detector", "max"]
 #: Initial (scale, offset) of the training loss's logit: probability 1/2 at 3 stream standard deviations.
 LOGIT_CALIBRATION_INIT = (1.0, 3.0)
 
@@ -214,24 +214,24 @@ class ArdRefiner(Refiner):
         attention: bool = True,
         bi_blocks: int = 1,
         rgb_skip: bool = True,
-        novelty: NoveltyGuidance | None = None,
+        guidance: NoveltyGuidance | None = None,
         residual: bool = True,
         delta_range: tuple[float, float] | None = (-1.0, 10.0),
         center: bool = True,
         sigma: float = BASELINE_SIGMA,
-        image_score: str = "detector",
+        image_score: ImageScore = "detector",
         seed: int = 0,
     ) -> None:
         super().__init__()
         # Frozen: the optimiser trains the decoder only (``trainable_parameters``).
-        self.novelty = novelty.requires_grad_(False) if novelty is not None else None
-        if image_score not in IMAGE_SCORES:
-            raise ValueError(f"refiner.image_score={image_score!r}: use one of {IMAGE_SCORES}")
+        self.guidance = guidance.requires_grad_(False) if guidance is not None else None
+        if image_score not in get_args(ImageScore):
+            raise ValueError(f"refiner.image_score={image_score!r}: use one of {get_args(ImageScore)}")
         self.width, self.stages, self.attention = width, stages, attention
         self.bi_blocks, self.rgb_skip, self.residual = bi_blocks, rgb_skip, residual
-        self.sigma, self.image_score, self.seed = sigma, image_score, seed
-        if delta_range is not None and not delta_range[0] < 0 < delta_range[1]:
-            raise ValueError(f"refiner.delta_range={delta_range}: needs low < 0 < high (or null)")
+        self.sigma, self.score_source, self.seed = sigma, image_score, seed
+        if delta_range is not None and not delta_range[0] <= 0 < delta_range[1]:
+            raise ValueError(f"refiner.delta_range={delta_range}: needs low <= 0 < high (or null)")
         self.center = center
         self.delta_range = None if delta_range is None else (float(delta_range[0]), float(delta_range[1]))
         self.network: ArdNetwork | None = None
@@ -251,7 +251,7 @@ class ArdRefiner(Refiner):
     @property
     def cue_channels(self) -> int:
         """Channels of ``pixel_cues``: 3 for the image (``rgb_skip``), 1 for the novelty."""
-        return 3 * self.rgb_skip + (self.novelty is not None)
+        return 3 * self.rgb_skip + (self.guidance is not None)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """What a curriculum trains: the decoder and the loss calibration, never the novelty backbone."""
@@ -271,8 +271,8 @@ class ArdRefiner(Refiner):
                 mean = images.mean(dim=(2, 3), keepdim=True)
                 std = images.std(dim=(2, 3), keepdim=True)
                 cues.append((images - mean) / (std + 1e-3))
-            if self.novelty is not None:
-                raw = self.novelty(images.float(), anomaly_map.float())
+            if self.guidance is not None:
+                raw = self.guidance(images.float(), anomaly_map.float())
                 median = raw.flatten(1).median(1).values.clamp_min(1e-8).view(-1, 1, 1, 1)
                 cues.append(torch.log((raw / median).clamp_min(1e-3)))
         return torch.cat(cues, 1)
@@ -335,7 +335,8 @@ class ArdRefiner(Refiner):
 
     def bound(self, delta: torch.Tensor) -> torch.Tensor:
         """Re-centre a residual on each image's median (``center``), then soft-clip it into
-        ``delta_range`` (tanh on each side). A zero delta stays exactly zero."""
+        ``delta_range`` (tanh on each side; a lower bound of 0 keeps only raises). A zero delta stays
+        exactly zero."""
         if not self.residual:
             return delta
         if self.center:
@@ -343,7 +344,8 @@ class ArdRefiner(Refiner):
         if self.delta_range is None:
             return delta
         low, high = self.delta_range
-        return torch.where(delta >= 0, high * torch.tanh(delta / high), -low * torch.tanh(delta / -low))
+        lowered = -low * torch.tanh(delta / -low) if low < 0 else torch.zeros_like(delta)  # low 0: raise only
+        return torch.where(delta >= 0, high * torch.tanh(delta / high), lowered)
 
     def estimates(
         self, images: torch.Tensor, output: DetectorOutput, cues: torch.Tensor | None = None
@@ -359,6 +361,10 @@ class ArdRefiner(Refiner):
         scale, offset = self.logit_calibration
         return torch.sigmoid(F.softplus(scale) * (estimate - offset))
 
+    def image_score(self, refined: torch.Tensor, detector_score: torch.Tensor) -> torch.Tensor:
+        """The detector's score, or the refined map's maximum (``refiner.image_score=max``)."""
+        return refined.flatten(1).amax(1) if self.score_source == "max" else detector_score
+
     def forward(self, images: torch.Tensor, output: DetectorOutput) -> torch.Tensor:
         _, deltas = self.decode(images, output)
         delta = deltas[-1].float()
@@ -368,23 +374,3 @@ class ArdRefiner(Refiner):
                 base = baseline_map(output.anomaly_map.float(), tuple(images.shape[-2:]), self.sigma)
                 return base + self.map_scale * delta
             return self.map_mean + self.map_scale * delta
-
-
-@dataclass
-class ArdConfig:
-    """Schema of conf/refiner/ard.yaml."""
-
-    _target_: str = "anorefine.refiners.ard.ArdRefiner"
-    name: str = "ard"
-    width: int = 32
-    stages: int | None = None
-    attention: bool = True
-    bi_blocks: int = 1
-    rgb_skip: bool = True
-    novelty: Any = None
-    residual: bool = True
-    delta_range: tuple[float, float] | None = (-1.0, 10.0)
-    center: bool = True
-    sigma: float = BASELINE_SIGMA
-    image_score: str = "detector"
-    seed: int = 0

@@ -1,6 +1,8 @@
-"""The refiner contract and the baseline pixel map shared by every refiner."""
+"""The refiner contract, the protocol of trainable refiners, and the baseline pixel map."""
 
 from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -26,13 +28,56 @@ def baseline_map(
 
 
 class Refiner(nn.Module):
-    """Turns a detector's coarse output into a pixel-level map at the images' resolution."""
+    """Turns a detector's coarse output into a pixel-level map at the images' resolution.
 
-    #: True when the refiner has weights trained by a curriculum (ARD); False for identity / F2PAD.
+    The run and the curricula talk to a refiner only through the members declared here.
+    """
+
+    #: True when the refiner has weights that a curriculum must train first (see ``TrainableRefiner``).
     trainable: bool = False
+
+    @property
+    def returns_base_map(self) -> bool:
+        """True when the refined map is exactly the base map (the run then scores it once)."""
+        return False
 
     def attach(self, detector: Detector) -> None:
         """Receive the fitted detector before testing; refiners that re-run it (F2PAD views) keep it."""
 
+    def image_score(self, refined: torch.Tensor, detector_score: torch.Tensor) -> torch.Tensor:
+        """The image score that goes with a (B,1,H,W) refined map: the detector's, by default."""
+        return detector_score
+
+    def timing(self) -> dict[str, float | int] | None:
+        """Per-image cost of the refinements so far, recorded in results.json (None: not measured)."""
+        return None
+
     def forward(self, images: torch.Tensor, output: DetectorOutput) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
+
+
+@runtime_checkable
+class TrainableRefiner(Protocol):
+    """What a curriculum that trains a refiner (PGT) needs from it; the ARD implements it."""
+
+    trainable: bool
+
+    @property
+    def is_built(self) -> bool: ...
+
+    @property
+    def cue_channels(self) -> int: ...
+
+    def calibrate(self, anomaly_maps: torch.Tensor, features: torch.Tensor) -> None: ...
+
+    def build(self, output: DetectorOutput, size: tuple[int, int]) -> None: ...
+
+    def pixel_cues(self, images: torch.Tensor, anomaly_map: torch.Tensor) -> torch.Tensor | None: ...
+
+    def estimates(
+        self, images: torch.Tensor, output: DetectorOutput, cues: torch.Tensor | None = None
+    ) -> list[torch.Tensor]: ...
+
+    def probability(self, estimate: torch.Tensor) -> torch.Tensor: ...
+
+    def trainable_parameters(self) -> list[nn.Parameter]: ...

@@ -25,18 +25,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from anorefine.detectors.base import Detector, DetectorOutput
 from anorefine.refiners.base import Refiner
-from anorefine.refiners.f2pad_forward import ReceptiveFieldOperator, shift
+from anorefine.refiners.f2pad_forward import Kernel, ReceptiveFieldOperator, shift
 from anorefine.refiners.novelty import NoveltyGuidance
-
-GUIDANCE = ("novelty", "none")
 
 
 def robust_scale(coarse: torch.Tensor) -> torch.Tensor:
@@ -76,26 +72,19 @@ class F2padRefiner(Refiner):
         intensity_scale: int = 2,
         mixture_power: float = 1.0,
         data_sees_guidance: bool = False,
-        kernel: str = "gaussian",
+        kernel: Kernel = "gaussian",
         sigma_ratio: float = 0.25,
         receptive_field: int | None = None,
         stride: int | None = None,
         views: int = 1,
         downsample: int = 2,
         floor_quantile: float = 0.0,
-        guidance: str = "novelty",
+        guidance: NoveltyGuidance | None = None,
         guidance_power: float = 2.0,
         guidance_min: float = 1.0,
-        guidance_backbone: str = "efficientnet_lite0",
-        guidance_layers: Sequence[str] = ("blocks.0",),
-        reference_quantile: float = 0.5,
-        reference_size: int = 1024,
-        weights_dir: str = "weights",
-        pretrained: bool = True,
     ) -> None:
+        """``guidance``: the pixel novelty that shapes the support (None: a flat support of ones)."""
         super().__init__()
-        if guidance not in GUIDANCE:
-            raise ValueError(f"guidance={guidance!r} is unknown: use one of {GUIDANCE}")
         self.steps, self.lr = steps, lr
         self.data_weight, self.smoothness_weight = data_weight, smoothness_weight
         self.intensity_scale, self.mixture_power = intensity_scale, mixture_power
@@ -104,18 +93,7 @@ class F2padRefiner(Refiner):
         self.receptive_field, self.stride = receptive_field, stride
         self.views, self.downsample, self.floor_quantile = views, downsample, floor_quantile
         self.guidance_power, self.guidance_min = guidance_power, guidance_min
-        self.guidance = (
-            NoveltyGuidance(
-                guidance_backbone,
-                guidance_layers,
-                reference_quantile,
-                reference_size,
-                weights_dir,
-                pretrained,
-            )
-            if guidance == "novelty"
-            else None
-        )
+        self.guidance = guidance
         self.detector: list[Detector] = []  # a list: the detector must not become a submodule
         self.seconds_per_image: list[float] = []
 
@@ -211,34 +189,3 @@ class F2padRefiner(Refiner):
             refined = floor + scale * F.interpolate(solved, size=size, mode="bilinear", align_corners=False)
         self.seconds_per_image.extend([(time.perf_counter() - started) / images.shape[0]] * images.shape[0])
         return refined.detach()
-
-
-@dataclass
-class F2padConfig:
-    """Schema of conf/refiner/f2pad.yaml."""
-
-    _target_: str = "anorefine.refiners.f2pad.F2padRefiner"
-    name: str = "f2pad"
-    steps: int = 50
-    lr: float = 0.05
-    data_weight: float = 1.0
-    smoothness_weight: float = 0.3
-    intensity_scale: int = 2
-    mixture_power: float = 1.0
-    data_sees_guidance: bool = False
-    kernel: str = "gaussian"
-    sigma_ratio: float = 0.25
-    receptive_field: int | None = None
-    stride: int | None = None
-    views: int = 1
-    downsample: int = 2
-    floor_quantile: float = 0.0
-    guidance: str = "novelty"
-    guidance_power: float = 2.0
-    guidance_min: float = 1.0
-    guidance_backbone: str = "efficientnet_lite0"
-    guidance_layers: list[str] = field(default_factory=lambda: ["blocks.0"])
-    reference_quantile: float = 0.5
-    reference_size: int = 1024
-    weights_dir: str = "${paths.weights_dir}"
-    pretrained: bool = True

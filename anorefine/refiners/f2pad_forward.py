@@ -8,10 +8,13 @@ before the detector sees it) are modelled by translating the pixel map the same 
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 import torch.nn.functional as F
 
-KERNELS = ("gaussian", "box")
+#: Receptive-field kernel profiles.
+Kernel = Literal["gaussian", "box"]
 
 
 def shift(maps: torch.Tensor, offset: tuple[int, int], mode: str = "replicate") -> torch.Tensor:
@@ -26,11 +29,11 @@ def shift(maps: torch.Tensor, offset: tuple[int, int], mode: str = "replicate") 
 
 
 def receptive_field_profile(
-    kernel_size: int, kind: str = "gaussian", sigma_ratio: float = 0.25
+    kernel_size: int, kind: Kernel = "gaussian", sigma_ratio: float = 0.25
 ) -> torch.Tensor:
     """(k,) weights summing to 1 of a separable kernel: Gaussian with sigma = sigma_ratio * k, or a box."""
-    if kind not in KERNELS:
-        raise ValueError(f"kernel={kind!r} is unknown: use one of {KERNELS}")
+    if kind not in get_args(Kernel):
+        raise ValueError(f"kernel={kind!r} is unknown: use one of {get_args(Kernel)}")
     if kind == "box" or kernel_size == 1:
         profile = torch.ones(kernel_size)
     else:
@@ -51,7 +54,7 @@ class ReceptiveFieldOperator:
         self,
         stride: int,
         kernel_size: int,
-        kind: str = "gaussian",
+        kind: Kernel = "gaussian",
         sigma_ratio: float = 0.25,
         padding_mode: str = "replicate",
     ) -> None:

@@ -1,0 +1,74 @@
+"""The base of the CNN-feature detectors (PatchCore, PaDiM, CFLOW-AD): the backbone settings, once.
+
+``layers: null`` picks, for each stride in the detector's ``default_strides``, the backbone stage
+that timm's ``feature_info`` reports at that stride (its last module at that reduction), so any timm
+CNN works without a hand-written layer table; ``layers: [...]`` names them explicitly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import timm
+import torch
+from anomalib.models.components.feature_extractors import TimmFeatureExtractor
+
+from anorefine.detectors.backbones import build_feature_extractor
+from anorefine.detectors.base import Detector
+
+
+def stage_layers(backbone: str, strides: Sequence[int]) -> list[str]:
+    """The module names of ``backbone``'s feature stages at ``strides`` (timm ``feature_info``).
+
+    The probe model is built with torch's random state saved and restored, so it draws nothing that
+    later steps (PaDiM's random channel subset, the coreset) would miss.
+    """
+    with torch.random.fork_rng(devices=[]):
+        info = timm.create_model(backbone, features_only=True, pretrained=False).feature_info.get_dicts()
+    by_stride = {entry["reduction"]: entry["module"] for entry in info}  # the last module at each stride
+    missing = [s for s in strides if s not in by_stride]
+    if missing:
+        found = ", ".join(f"{m} (stride {r})" for r, m in sorted(by_stride.items()))
+        raise ValueError(
+            f"{backbone} has no stage at stride {missing[0]} (stages: {found}): set model.layers"
+        )
+    return [by_stride[s] for s in strides]
+
+
+class CnnDetector(Detector):
+    """A detector on the stages of an ImageNet CNN; subclasses build their model, then the extractor."""
+
+    requires_fit = True
+    #: The strides of the stages read when ``layers`` is null.
+    default_strides: tuple[int, ...] = (8, 16)
+
+    def __init__(
+        self,
+        backbone: str = "efficientnet_lite0",
+        layers: list[str] | None = None,
+        image_size: int = 256,
+        receptive_field: int | None = None,
+        weights_dir: str = "weights",
+        pretrained: bool = True,
+    ) -> None:
+        """``receptive_field``: input pixels one grid cell sees (None: the detector's own estimate)."""
+        super().__init__()
+        self.backbone_name = backbone
+        self.layers = list(layers) if layers else stage_layers(backbone, self.default_strides)
+        self.image_size = image_size
+        self.receptive_field_setting = receptive_field
+        self.weights_dir, self.pretrained = weights_dir, pretrained
+
+    def build_extractor(self) -> TimmFeatureExtractor:
+        """The backbone with offline weights; sets ``stride`` (finest layer) and ``receptive_field``."""
+        extractor = build_feature_extractor(
+            self.backbone_name, self.layers, self.weights_dir, self.pretrained
+        )
+        reductions = [int(r) for r in extractor.feature_extractor.feature_info.reduction()]
+        self.stride = reductions[0]
+        self.receptive_field = int(self.receptive_field_setting or self.cell_support(reductions))
+        return extractor
+
+    def cell_support(self, reductions: list[int]) -> int:
+        """Input pixels one cell sees by default: about two strides of the deepest layer (PaDiM, CFLOW)."""
+        return 2 * reductions[-1]
