@@ -124,5 +124,3 @@ class WinClipDetector(Detector):
             image_scores.float(),
             patch_embeddings.float().transpose(1, 2).reshape(batch, -1, height, width),
         )
-
-
