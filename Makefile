@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 OUTPUTS ?= outputs
 
-.PHONY: setup browser demo test lint bench leaderboard transfer clean
+.PHONY: setup browser demo test test-fast lint bench leaderboard transfer clean
 
 setup: $(STAMP)
 
@@ -24,8 +24,11 @@ browser:
 demo: setup  # the main job: a detector and its refined map, side by side
 	$(PY) train.py refiner=ard curriculum=pgt
 
-test: setup browser
+test: setup browser  # everything, the subprocess acceptance runs included (CI)
 	$(PY) -m pytest
+
+test-fast: setup  # without the tests marked slow (train.py in a subprocess)
+	$(PY) -m pytest -m "not slow"
 
 leaderboard: setup  # LEADERBOARD.{md,csv,tex} from every run under $(OUTPUTS)
 	$(PY) scripts/leaderboard.py $(OUTPUTS)

@@ -19,6 +19,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from anorefine.config import is_multiprocess
 from anorefine.errors import AnorefineError
 
 #: The exit status of every bad-input error (a config value, a missing file): one line on stderr.
@@ -60,11 +61,6 @@ def main_with_one_line_errors(main: Callable[[], None]) -> None:
     except (HydraException, OmegaConfBaseException) as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         sys.exit(BAD_INPUT)
-
-
-def is_multiprocess(cfg: DictConfig) -> bool:
-    """True for a strategy that runs one process per device (``trainer=ddp``)."""
-    return str(cfg.trainer.strategy).startswith("ddp")
 
 
 def check_ddp_launch(cfg: DictConfig, mode: RunMode | None) -> None:

@@ -16,6 +16,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from anorefine import run_folder  # noqa: F401 (registers the resolvers conf/train.yaml uses)
 from anorefine.data.records import DATASET_KINDS
 from anorefine.settings import choice_enum, register_component_schemas
 
@@ -104,6 +105,11 @@ RUN_SCHEMAS: list[tuple[str, type]] = [
     ("trainer", TrainerConfig),
     ("logger", LoggerConfig),
 ]
+
+
+def is_multiprocess(cfg: Any) -> bool:
+    """True for a trainer strategy that runs one process per device (``trainer=ddp``)."""
+    return str(cfg.trainer.strategy).startswith("ddp")
 
 
 def register_configs(conf_dir: Path = CONF_DIR) -> None:

@@ -25,7 +25,8 @@ from anorefine import data
 from anorefine.data.records import ImageRecord
 from anorefine.errors import AnorefineError, DataError
 from anorefine.metrics import METRIC_NAMES, AnomalyMetrics
-from anorefine.results import git_commit, mean_metrics, package_versions, write_json_atomic
+from anorefine.results import git_commit, mean_metrics, package_versions
+from anorefine.run_folder import RESULTS_FILE, write_json_atomic
 
 MAP_SUFFIXES = (".tiff", ".tif", ".npy", ".png")
 
@@ -129,7 +130,7 @@ def evaluate(
         "git_commit": git_commit(),
     }
     output = output or maps_dir
-    write_json_atomic(output / "results.json", results)
+    write_json_atomic(output / RESULTS_FILE, results)
     (output / "results.md").write_text(metrics_table(metrics) + "\n")
     return results
 

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from anorefine.leaderboard import COLUMNS, SMOKE_NOTE, Cell
+from anorefine.run_folder import REPORT_FILE
 from anorefine.viz import pr_path, samples_path
-
-REPORT_FILE = "report.html"
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }

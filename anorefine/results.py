@@ -1,27 +1,14 @@
-"""Run results: atomic JSON writing, provenance (versions, git commit) and the printed table."""
+"""Run results: provenance (package versions, git commit), category means and the printed table."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import platform
 import subprocess
-import tempfile
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
-#: Metric keys in table order.
-METRIC_KEYS = (
-    "image_auroc",
-    "image_ap",
-    "pixel_auroc",
-    "pixel_ap",
-    "pixel_f1_max",
-    "aupro",
-    "pro_compat",
-)
+from anorefine.run_folder import METRIC_KEYS, STAGES
+
 _VERSIONED_PACKAGES = (
     "anorefine",
     "torch",
@@ -31,26 +18,6 @@ _VERSIONED_PACKAGES = (
     "timm",
     "open_clip_torch",
 )
-
-
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON through a temporary file in the same folder, then rename: never a half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(payload, stream, indent=2, sort_keys=False, allow_nan=False)
-            stream.write("\n")
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-
-
-def config_hash(resolved_config: dict[str, Any]) -> str:
-    """Stable short hash of a resolved config (keys sorted), used to recognise finished work."""
-    blob = json.dumps(resolved_config, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def package_versions() -> dict[str, str | None]:
@@ -93,7 +60,7 @@ def format_table(
     header = ["category", "stage", *keys]
     rows = [header]
     for category, stages in metrics.items():
-        for stage in ("base", "refined"):
+        for stage in STAGES:
             values = stages[stage]
             rows.append(
                 [category, stage, *("-" if values.get(k) is None else f"{100 * values[k]:.2f}" for k in keys)]

@@ -24,20 +24,22 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from anorefine import data, fits, report, viz
-from anorefine.cli import is_multiprocess
+from anorefine.config import is_multiprocess
 from anorefine.curriculum.base import Curriculum
 from anorefine.detectors.base import Detector, RunPreparation
 from anorefine.errors import AnorefineError, DataError
 from anorefine.refiners.base import Refiner
-from anorefine.results import (
+from anorefine.results import format_table, git_commit, mean_metrics, package_versions
+from anorefine.run_folder import (
+    LOGS_DIR,
+    RESULTS_FILE,
+    RESULTS_FORMAT,
+    STAGES,
+    category_file,
     config_hash,
-    format_table,
-    git_commit,
-    mean_metrics,
-    package_versions,
     write_json_atomic,
 )
-from anorefine.task import STAGES, AnomalyTask
+from anorefine.task import AnomalyTask
 
 log = logging.getLogger(__name__)
 #: What a Trainer is for: ``fit`` trains (PGT, prompt training; spans every DDP process), ``evaluate``
@@ -61,7 +63,7 @@ def build_logger(cfg: DictConfig, run_dir: Path) -> Logger | bool:
     """The experiment logger the config asks for (False: none)."""
     name = cfg.logger.name
     if name == "csv":
-        return CSVLogger(save_dir=str(run_dir), name="logs", version="")
+        return CSVLogger(save_dir=str(run_dir), name=LOGS_DIR, version="")
     if name == "wandb":
         return WandbLogger(project=cfg.logger.project, save_dir=str(run_dir), mode=cfg.logger.mode)
     if name == "none":
@@ -249,7 +251,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict
     cfg = prepare_run(cfg, run_dir, trainer_factory(cfg, logger))
     per_category: dict[str, dict[str, Any]] = {}
     for category in categories:
-        partial = run_dir / "categories" / f"{category}.json"
+        partial = category_file(run_dir, category)
         if partial.is_file() and json.loads(partial.read_text()).get("config_hash") == digest:
             log.info("category %s already finished in %s: reusing it", category, partial)
             per_category[category] = json.loads(partial.read_text())
@@ -266,6 +268,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict
         logger.finalize("success")
     size = cfg.dataset.image_size
     results = {
+        "format": RESULTS_FORMAT,
         "dataset": cfg.dataset.name,
         "model": cfg.model.name,
         "refiner": cfg.refiner.name,
@@ -291,7 +294,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict
     if not is_rank_zero():  # DDP: the other processes only took part in the training stages
         return results
     report.write_report(run_dir, results)  # before results.json, which marks the run finished
-    write_json_atomic(run_dir / "results.json", results)
+    write_json_atomic(run_dir / RESULTS_FILE, results)
     print(format_table(metrics))
     print(f"results: {run_dir / 'results.json'}")
     return results

@@ -225,6 +225,16 @@ def yaml_target(path: Path) -> str | None:
     return node.get("_target_")
 
 
+def effective_settings(path: Path) -> dict[str, Any]:
+    """A component YAML's settings with the signature defaults it does not repeat filled in."""
+    node = yaml.safe_load(path.read_text()) or {}
+    target = node.get("_target_")
+    defaults = (
+        {s.name: s.default for s in signature_settings(target) if s.default is not _UNSET} if target else {}
+    )
+    return {**defaults, **{k: v for k, v in node.items() if k != "defaults"}}
+
+
 def register_component_schemas(conf_dir: Path) -> None:
     """Store the derived schema of every component YAML as ``schema/<group>/<file>`` (idempotent)."""
     store = ConfigStore.instance()

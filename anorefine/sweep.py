@@ -10,7 +10,6 @@ Job folders are ``<hydra.sweep.dir>/<job key>``, the key being the job's sorted 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 import traceback
@@ -23,8 +22,15 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from anorefine.leaderboard import FAILURE_FILE, MANIFEST_FILE, OUTPUT_NAME, RESULTS_FILE, build_leaderboard
-from anorefine.results import config_hash, write_json_atomic
+from anorefine.leaderboard import build_leaderboard
+from anorefine.run_folder import (
+    FAILURE_FILE,
+    LEADERBOARD_NAME,
+    MANIFEST_FILE,
+    config_hash,
+    write_json_atomic,
+)
+from anorefine.run_folder import is_finished as has_results
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +61,12 @@ if not OmegaConf.has_resolver("anorefine.job_dir"):
 
 def resolved_hash(cfg: DictConfig) -> str:
     """The config hash that ``results.json`` records for this job config."""
-    return config_hash(OmegaConf.to_container(cfg, resolve=True))
+    return config_hash(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
 
 
 def is_finished(run_dir: Path, cfg: DictConfig) -> bool:
-    """True when ``run_dir`` holds a readable results.json of exactly this resolved config."""
-    path = run_dir / RESULTS_FILE
-    try:
-        return json.loads(path.read_text()).get("config_hash") == resolved_hash(cfg)
-    except (OSError, ValueError, AttributeError):
-        return False
+    """True when ``run_dir`` holds a readable results.json of this config (neutral settings aside)."""
+    return has_results(run_dir, resolved_hash(cfg))
 
 
 def write_failure(run_dir: Path, error: BaseException, cfg: DictConfig, overrides: list[str]) -> Path:
@@ -130,12 +132,12 @@ class SweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         board = build_leaderboard([sweep_dir], sweep_dir)
-        log.info("leaderboard: %s", sweep_dir / f"{OUTPUT_NAME}.md")
+        log.info("leaderboard: %s", sweep_dir / f"{LEADERBOARD_NAME}.md")
         problems = [p for p in board.problems if p.kind != "malformed"]
         if problems:
             for problem in problems:
                 log.error("%s job %s: %s", problem.kind, problem.path, problem.detail)
             log.error(
-                "%d job(s) of %s did not finish: listed in %s.md", len(problems), sweep_dir, OUTPUT_NAME
+                "%d job(s) of %s did not finish: listed in %s.md", len(problems), sweep_dir, LEADERBOARD_NAME
             )
             raise SystemExit(1)

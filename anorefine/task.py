@@ -12,9 +12,8 @@ import torch.nn.functional as F
 from anorefine.detectors.base import Detector
 from anorefine.metrics import AnomalyMetrics
 from anorefine.refiners.base import Refiner, baseline_map
+from anorefine.run_folder import STAGES
 from anorefine.samples import SampleKeeper
-
-STAGES = ("base", "refined")
 
 
 class AnomalyTask(L.LightningModule):

@@ -16,13 +16,13 @@ import torch
 from lightning.pytorch.loggers import Logger, WandbLogger
 from matplotlib.figure import Figure
 
+from anorefine.run_folder import FIGURES_DIR
 from anorefine.samples import Sample
 
 if TYPE_CHECKING:
     from anorefine.task import AnomalyTask
 
 #: The run folder's subfolder of figures.
-FIGURES_DIR = "figures"
 #: Thresholds of a PR curve (score quantiles).
 PR_POINTS = 256
 _QUANTILE_SAMPLE = 4096

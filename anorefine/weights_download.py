@@ -12,17 +12,17 @@ from pathlib import Path
 
 import open_clip
 import timm
-from omegaconf import OmegaConf
 
 from anorefine.detectors.backbones import WEIGHT_FILES
 from anorefine.detectors.clip_models import TINY, checkpoint_name, torch_save_atomic
+from anorefine.settings import effective_settings
 
 
 def configured_clips(conf_dir: Path) -> list[tuple[str, str]]:
     """The (model, pretrained tag) pairs named by ``clip``/``pretrained`` in the model configs."""
     pairs = set()
     for path in sorted(conf_dir.glob("*.yaml")):
-        node = OmegaConf.load(path)
+        node = effective_settings(path)
         clip, pretrained = node.get("clip"), node.get("pretrained")
         if isinstance(clip, str) and clip != TINY and isinstance(pretrained, str):
             pairs.add((clip, pretrained))

@@ -13,7 +13,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from anorefine.leaderboard import OUTPUT_NAME, PAPER_DIR, build_leaderboard
+from anorefine.leaderboard import PAPER_DIR, build_leaderboard
+from anorefine.run_folder import LEADERBOARD_NAME
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = args.out or args.roots[0]
     board = build_leaderboard(args.roots, out, args.papers)
-    print(f"{len(board.runs)} run(s): {out / OUTPUT_NAME}.md, .csv, .tex")
+    print(f"{len(board.runs)} run(s): {out / LEADERBOARD_NAME}.md, .csv, .tex")
     for problem in board.problems:
         print(f"{problem.kind}: {problem.path}: {problem.detail}")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from anorefine.results import write_json_atomic
+from anorefine.run_folder import write_json_atomic
 
 EXPECTED = Path(__file__).resolve().parent / "expected" / "leaderboard"
 KEYS = ("image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "aupro", "pro_compat", "pixel_f1_max")

@@ -281,6 +281,7 @@ def test_missing_weights_name_the_file_and_the_command(
     assert "python scripts/download.py weights" in message
 
 
+@pytest.mark.slow
 def test_train_py_trains_prompts_on_a_second_demo_then_evaluates(demo_root: Path, tmp_path: Path) -> None:
     """On the demo, ``aux_dataset=auto`` trains the prompts on another demo: never on the test images."""
     args = ["model=anomalyclip", "model.clip=tiny", "model.image_size=70", "prepare.max_steps=2"]

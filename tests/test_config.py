@@ -109,6 +109,7 @@ def test_component_yamls_set_only_what_differs_from_the_signature(path: Path) ->
     assert not same, f"{path.name} repeats signature defaults: {same}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("override", "key"),
     [("refiner.image_score=bogus", "refiner.image_score"), ("curriculum.mode=x", "curriculum.mode")],

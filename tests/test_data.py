@@ -25,6 +25,7 @@ from anorefine.data import (
     list_categories,
     read_split,
 )
+from anorefine.data import defects as defects_module
 from anorefine.data import demo as demo_module
 from anorefine.data.defects import DEFECT_KINDS, DEFECT_TYPES, MAX_AREA, MIN_AREA, paint_defect
 from anorefine.errors import DataError
@@ -252,7 +253,7 @@ def test_demo_marker_reuse_and_atomic_generation(tmp_path: Path, monkeypatch: py
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
-        patch.setattr(demo_module, "paint_defect", interrupt)  # dies after train/ and test/good are written
+        patch.setattr(defects_module, "paint_defect", interrupt)  # dies after the normal images
         assert ensure_demo_dataset(root, seed=0) == root  # complete: nothing is generated
         with pytest.raises(KeyboardInterrupt):
             ensure_demo_dataset(root, seed=1)

@@ -78,6 +78,7 @@ def test_evaluator_equals_compute_metrics(fixture_maps: tuple[Path, Path, dict])
     assert "| bottle |" in (maps_dir / "results.md").read_text()
 
 
+@pytest.mark.slow
 def test_evaluator_command_line(fixture_maps: tuple[Path, Path, dict], tmp_path: Path) -> None:
     root, maps_dir, _ = fixture_maps
     out = tmp_path / "out"

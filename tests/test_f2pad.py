@@ -131,6 +131,7 @@ def test_config_builds_the_refiner() -> None:
     assert isinstance(refiner.guidance, NoveltyGuidance)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "model",
     [

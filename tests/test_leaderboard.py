@@ -11,7 +11,7 @@ import pytest
 from conftest import REPO
 
 from anorefine.leaderboard import COLUMNS, build_leaderboard, latex_escape, load_papers, parse_overrides
-from anorefine.results import write_json_atomic
+from anorefine.run_folder import write_json_atomic
 
 
 def metrics(base: float, refined: float) -> dict[str, dict[str, float]]:

@@ -220,6 +220,7 @@ def run_ard_pgt(demo_root: Path, run_dir: Path, category: str, *overrides: str) 
     return run
 
 
+@pytest.mark.slow
 def test_train_py_runs_ard_with_pgt(demo_root: Path, tmp_path: Path) -> None:
     run = run_ard_pgt(
         demo_root,
@@ -240,6 +241,7 @@ def test_train_py_runs_ard_with_pgt(demo_root: Path, tmp_path: Path) -> None:
     assert metrics["refined"]["pixel_ap"] != metrics["base"]["pixel_ap"]
 
 
+@pytest.mark.slow
 def test_train_py_runs_ard_on_winclip(demo_root: Path, tmp_path: Path) -> None:
     run = run_ard_pgt(
         demo_root,
@@ -258,6 +260,7 @@ def test_train_py_runs_ard_on_winclip(demo_root: Path, tmp_path: Path) -> None:
     assert run.results["model"] == "winclip" and run.results["refiner"] == "ard"
 
 
+@pytest.mark.slow
 def test_the_default_run_lifts_pixel_ap_without_costing_pixel_auroc(demo_root: Path, tmp_path: Path) -> None:
     """`python train.py refiner=ard curriculum=pgt` with every default, on the demo's hardest category
     for pixel AUROC (grass): at least +10 pixel-AP points and at most -0.5 pixel-AUROC point."""

@@ -156,6 +156,7 @@ def test_the_report_references_only_existing_figures(run_dir: Path) -> None:
     assert "smoke-only" in page and "60.00 (+10.00)" in page
 
 
+@pytest.mark.slow
 def test_chromium_loads_every_image_of_the_report(
     run_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

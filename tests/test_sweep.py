@@ -93,6 +93,7 @@ def resumed_sweep(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return {"sweep_dir": sweep_dir, "first": before, "rerun": rerun}
 
 
+@pytest.mark.slow
 def test_rerun_skips_the_finished_job_and_finishes_the_rest(resumed_sweep: dict[str, Any]) -> None:
     rerun, first = resumed_sweep["rerun"], resumed_sweep["first"]
     assert rerun.returncode == 0, rerun.stderr[-3000:]
@@ -115,6 +116,7 @@ def as_float(text: str) -> float | None:
     return None if text == "" else float(text)
 
 
+@pytest.mark.slow
 def test_the_leaderboard_carries_the_numbers_of_the_results(resumed_sweep: dict[str, Any]) -> None:
     sweep_dir = resumed_sweep["sweep_dir"]
     rows = list(csv.DictReader((sweep_dir / "LEADERBOARD.csv").open()))
@@ -140,6 +142,7 @@ def test_the_leaderboard_carries_the_numbers_of_the_results(resumed_sweep: dict[
     assert (sweep_dir / "LEADERBOARD.tex").is_file()
 
 
+@pytest.mark.slow
 def test_every_run_has_a_report_with_existing_figures(resumed_sweep: dict[str, Any], tmp_path: Path) -> None:
     for results in results_files(resumed_sweep["sweep_dir"]):
         page = (results.parent / "report.html").read_text()
@@ -150,6 +153,7 @@ def test_every_run_has_a_report_with_existing_figures(resumed_sweep: dict[str, A
     assert loaded_images(dom) == (2, 2)
 
 
+@pytest.mark.slow
 def test_a_failing_job_writes_failure_json_and_the_sweep_goes_on(demo_root: Path, tmp_path: Path) -> None:
     sweep_dir = tmp_path / "failing"
     command = multirun_command(demo_root, sweep_dir, "dataset.categories=[marble],[granite]", "logger=none")
@@ -215,9 +219,14 @@ def test_every_experiment_composes(name: str, compose: Callable[..., DictConfig]
             assert composed.dataset.name == "demo"
 
 
+#: Presets that already run offline on generated data, so they need no demo twin.
+OFFLINE_EXPERIMENTS = {"transfer"}
+
+
 def test_every_demo_variant_has_its_full_experiment() -> None:
     demos = {name.removeprefix("demo_") for name in EXPERIMENTS if name.startswith("demo_")}
-    assert demos == {name for name in EXPERIMENTS if not name.startswith("demo_")}
+    full = {name for name in EXPERIMENTS if not name.startswith("demo_")}
+    assert demos == full - OFFLINE_EXPERIMENTS
 
 
 @pytest.mark.parametrize(
@@ -273,6 +282,7 @@ def test_ddp_in_a_multirun_needs_processes_started_by_the_cluster(
     check_ddp_launch(config, RunMode.MULTIRUN)
 
 
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes_trains_together_and_writes_once(demo_root: Path, tmp_path: Path) -> None:
     """PGT trains across two gloo processes; each tests on its own; rank zero alone writes files."""
     tiny = [

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import TINY_RUN, run_train
 
+from anorefine.run_folder import RESULTS_FORMAT
+
 METRIC_KEYS = {"image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "pixel_f1_max", "aupro", "pro_compat"}
 
 
@@ -23,9 +25,11 @@ def first_run(demo_root: Path, tmp_path_factory: pytest.TempPathFactory):
     return run
 
 
+@pytest.mark.slow
 def test_results_json_is_complete(first_run) -> None:
     results = first_run.results
     assert (results["dataset"], results["model"], results["refiner"]) == ("demo", "patchcore", "none")
+    assert results["format"] == RESULTS_FORMAT
     assert set(results["metrics"]) == {"brick", "gravel", "mean"}
     for entry in results["metrics"].values():
         assert set(entry["base"]) >= METRIC_KEYS
@@ -44,18 +48,21 @@ def test_results_json_is_complete(first_run) -> None:
     assert "pixel_ap" in first_run.stdout and "mean" in first_run.stdout  # the printed table
 
 
+@pytest.mark.slow
 def test_patchcore_beats_chance_on_the_demo(first_run) -> None:
     mean = first_run.results["metrics"]["mean"]["base"]
     assert mean["image_auroc"] > 0.7
     assert mean["pixel_auroc"] > 0.7
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_metrics(first_run, demo_root: Path, tmp_path: Path) -> None:
     again = run_train(demo_args(demo_root), tmp_path / "b")
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.results["metrics"] == first_run.results["metrics"]
 
 
+@pytest.mark.slow
 def test_rerun_in_the_same_folder_reuses_finished_categories(
     first_run, demo_root: Path, tmp_path: Path
 ) -> None:
@@ -73,6 +80,7 @@ def test_rerun_in_the_same_folder_reuses_finished_categories(
     assert rerun.results["metrics"]["brick"] == first_run.results["metrics"]["brick"]
 
 
+@pytest.mark.slow
 def test_csv_logger_records_the_metrics(demo_root: Path, tmp_path: Path) -> None:
     args = [a for a in demo_args(demo_root) if a != "logger=none"] + ["dataset.categories=[grass]"]
     run = run_train(args, tmp_path / "csv")
@@ -83,6 +91,7 @@ def test_csv_logger_records_the_metrics(demo_root: Path, tmp_path: Path) -> None
     assert f"{value:.6f}"[:7] in logged
 
 
+@pytest.mark.slow
 def test_wandb_logger_offline(demo_root: Path, tmp_path: Path) -> None:
     args = [a for a in demo_args(demo_root) if a != "logger=none"] + [
         "dataset.categories=[grass]",
@@ -93,6 +102,7 @@ def test_wandb_logger_offline(demo_root: Path, tmp_path: Path) -> None:
     assert list((tmp_path / "wandb" / "wandb").glob("offline-run-*"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -117,6 +127,7 @@ def copy_category(demo_root: Path, destination: Path, category: str = "brick") -
     return destination
 
 
+@pytest.mark.slow
 def test_defective_image_without_mask_fails_naming_it(demo_root: Path, tmp_path: Path) -> None:
     root = copy_category(demo_root, tmp_path / "folder")
     missing = root / "brick" / "ground_truth" / "hole" / "003_mask.png"
@@ -126,6 +137,7 @@ def test_defective_image_without_mask_fails_naming_it(demo_root: Path, tmp_path:
     assert "003_mask.png" in run.stderr and "hole" in run.stderr
 
 
+@pytest.mark.slow
 def test_unreadable_image_fails_naming_it(demo_root: Path, tmp_path: Path) -> None:
     root = copy_category(demo_root, tmp_path / "folder")
     broken = root / "brick" / "train" / "good" / "007.png"
@@ -135,6 +147,7 @@ def test_unreadable_image_fails_naming_it(demo_root: Path, tmp_path: Path) -> No
     assert "007.png" in run.stderr.splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_folder_without_ground_truth_reports_null_pixel_metrics(demo_root: Path, tmp_path: Path) -> None:
     root = copy_category(demo_root, tmp_path / "folder")
     shutil.rmtree(root / "brick" / "ground_truth")

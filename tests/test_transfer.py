@@ -115,6 +115,7 @@ def test_a_saved_fit_reloads_into_an_identical_detector(demo_root: Path, tmp_pat
     assert key != fits.fit_key({"name": "patchcore"}, train_set, seed=1)
 
 
+@pytest.mark.slow
 def test_runs_with_the_same_fit_share_it(demo_root: Path, tmp_path: Path) -> None:
     args = [
         f"dataset.root={demo_root}",

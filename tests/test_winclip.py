@@ -139,6 +139,7 @@ def test_named_model_loads_from_the_weights_dir_without_download(
     assert not any(p.requires_grad for p in loaded.parameters()) and not loaded.training
 
 
+@pytest.mark.slow
 def test_train_py_runs_winclip_on_the_tiny_clip(demo_root: Path, tmp_path: Path) -> None:
     args = ["model=winclip", "model.clip=tiny", "model.image_size=96", f"dataset.root={demo_root}"]
     args += ["dataset.categories=[brick]", "trainer.enable_progress_bar=false", "logger=none"]

@@ -31,7 +31,8 @@ from anorefine.data.synthesis import AnomalySynthesizer
 from anorefine.detectors.base import DetectorOutput
 from anorefine.errors import AnorefineError
 from anorefine.refiners.base import TrainableRefiner
-from anorefine.task import STAGES, AnomalyTask
+from anorefine.run_folder import STAGES
+from anorefine.task import AnomalyTask
 
 #: progressive: weights carried forward; offline: one ARD on the whole stream; scratch: re-init per group.
 Mode = Literal["progressive", "offline", "scratch"]

@@ -6,7 +6,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,40 @@ def save_png(array: np.ndarray, path: Path) -> None:
     """Write a uint8 image; the bytes depend on the pixels only (Pillow writes no timestamp)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path, format="PNG", compress_level=1)  # level 1: fast and small here
+
+
+def write_category(
+    dest: Path,
+    texture: np.ndarray,
+    tint: np.ndarray,
+    rng: Callable[[int, int], np.random.Generator],
+    counts: tuple[int, int, int],
+    kinds: Sequence[str],
+    donor_stream: int | None = None,
+) -> None:
+    """One category in the MVTec layout: ``counts`` = (train, test good, per kind) normal images of
+    ``texture``, then each kind painted on fresh ones with its exact mask.
+
+    ``rng(stream, i)`` gives image ``i`` of a stream (0 train, 1 test/good, 2.. the kinds); with
+    ``donor_stream``, kind stream ``s`` takes its foreign texture from stream ``donor_stream + s``.
+    """
+    from anorefine.data.defects import paint_defect  # torch (Perlin noise), only when generating
+    from anorefine.data.textures import normal_image
+
+    n_train, n_good, n_per_kind = counts
+    for i in range(n_train):
+        save_png(normal_image(texture, tint, rng(0, i)), dest / "train" / "good" / f"{i:03d}.png")
+    for i in range(n_good):
+        save_png(normal_image(texture, tint, rng(1, i)), dest / "test" / "good" / f"{i:03d}.png")
+    for stream, kind in enumerate(kinds, start=2):
+        for i in range(n_per_kind):
+            r = rng(stream, i)
+            donor = (
+                None if donor_stream is None else normal_image(texture, tint, rng(donor_stream + stream, i))
+            )
+            image, mask = paint_defect(normal_image(texture, tint, r), kind, r, donor)
+            save_png(image, dest / "test" / kind / f"{i:03d}.png")
+            save_png(mask.astype(np.uint8) * 255, dest / "ground_truth" / kind / f"{i:03d}_mask.png")
 
 
 def read_marker(root: Path) -> dict[str, object] | None:

@@ -1,4 +1,4 @@
-"""The detector contract every base detector implements (see DESIGN.md, Contracts)."""
+"""The detector contract every base detector implements (docs/design.md, Contracts)."""
 
 from __future__ import annotations
 

@@ -24,18 +24,9 @@ from anorefine.metrics.boundary import boundary_f1
 from anorefine.metrics.engine import pixel_metrics
 from anorefine.metrics.image import image_metrics
 from anorefine.metrics.inputs import ArrayLike, prepare_labels, prepare_maps, prepare_masks, prepare_scores
+from anorefine.run_folder import METRIC_KEYS
 
-METRIC_NAMES = (
-    "image_auroc",
-    "image_ap",
-    "pixel_auroc",
-    "pixel_ap",
-    "pixel_f1_max",
-    "pixel_iou_max",
-    "boundary_f1",
-    "aupro",
-    "pro_compat",
-)
+METRIC_NAMES = METRIC_KEYS  # results.json's metrics (anorefine.run_folder)
 
 
 def compute_metrics(
