@@ -140,7 +140,7 @@ def ours_pixel(maps: np.ndarray, masks: np.ndarray) -> dict[str, float]:
     from anorefine.metrics import pixel_metrics
 
     result = pixel_metrics([torch.from_numpy(maps)], [torch.from_numpy(masks)])
-    return {"auroc": result.auroc, "ap": result.average_precision, "aupro": result.aupro}
+    return {"auroc": result.pixel_auroc, "ap": result.pixel_ap, "aupro": result.aupro}
 
 
 def ours_all(maps: np.ndarray, masks: np.ndarray) -> dict[str, float]:

@@ -96,13 +96,27 @@ def _luminance(image: np.ndarray) -> np.ndarray:
     return image.mean(axis=2, keepdims=True)
 
 
-def _scratch(base: np.ndarray, rng: np.random.Generator, donor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _curve(
+    base: np.ndarray,
+    rng: np.random.Generator,
+    bend: float,
+    margin: float,
+    steps: tuple[int, int],
+    step: float,
+    wiggle: float,
+    width: tuple[float, float],
+) -> np.ndarray:
+    """Alpha of a gently bending stroke: constant curvature in ±``bend`` plus ``wiggle`` noise per step."""
     (h, w), s = base.shape[:2], _scale(base)
-    curvature = rng.uniform(-0.06, 0.06)
-    start = rng.uniform([0.2 * w, 0.2 * h], [0.8 * w, 0.8 * h])
-    points = _walk(start, rng.uniform(0, 2 * np.pi), int(rng.integers(15, 45)), 3.0 * s,
-                   lambda: curvature + rng.normal(0, 0.04))  # fmt: skip
-    alpha = _polyline_alpha(points, rng.uniform(1.0, 3.0) * s, (h, w))
+    curvature = rng.uniform(-bend, bend)
+    start = rng.uniform([margin * w, margin * h], [(1 - margin) * w, (1 - margin) * h])
+    points = _walk(start, rng.uniform(0, 2 * np.pi), int(rng.integers(*steps)), step * s,
+                   lambda: curvature + rng.normal(0, wiggle))  # fmt: skip
+    return _polyline_alpha(points, rng.uniform(*width) * s, (h, w))
+
+
+def _scratch(base: np.ndarray, rng: np.random.Generator, donor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    alpha = _curve(base, rng, bend=0.06, margin=0.2, steps=(15, 45), step=3.0, wiggle=0.04, width=(1.0, 3.0))
     if rng.random() < 0.5:
         paint = base * rng.uniform(0.2, 0.45)
     else:
@@ -153,12 +167,7 @@ def _dent(base: np.ndarray, rng: np.random.Generator, donor: np.ndarray) -> tupl
 
 def _thread(base: np.ndarray, rng: np.random.Generator, donor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A loose fibre: a long, gently curving line 1-2 px wide, 8-20% brighter or darker."""
-    (h, w), s = base.shape[:2], _scale(base)
-    curvature = rng.uniform(-0.03, 0.03)
-    start = rng.uniform([0.15 * w, 0.15 * h], [0.85 * w, 0.85 * h])
-    points = _walk(start, rng.uniform(0, 2 * np.pi), int(rng.integers(30, 70)), 2.5 * s,
-                   lambda: curvature + rng.normal(0, 0.08))  # fmt: skip
-    alpha = _polyline_alpha(points, rng.uniform(1.2, 2.2) * s, (h, w))
+    alpha = _curve(base, rng, bend=0.03, margin=0.15, steps=(30, 70), step=2.5, wiggle=0.08, width=(1.2, 2.2))
     contrast = rng.choice([-1.0, 1.0]) * rng.uniform(0.08, 0.2)
     return alpha, np.clip(ndimage.uniform_filter(base, size=(9, 9, 1)) + contrast, 0.0, 1.0)
 

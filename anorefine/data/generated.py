@@ -57,6 +57,32 @@ def write_category(
             save_png(mask.astype(np.uint8) * 255, dest / "ground_truth" / kind / f"{i:03d}_mask.png")
 
 
+def ensure_texture_dataset(
+    root: Path,
+    generator: str,
+    version: int,
+    seed: int,
+    textures: Sequence[str],
+    counts: tuple[int, int, int],
+    kinds: Sequence[str],
+    donor_stream: int | None = None,
+) -> Path:
+    """A dataset of one category per texture (``write_category``), generated once behind a marker
+    naming ``generator``, ``version`` and ``seed``; category ``k``'s random streams start at [seed, k]."""
+    from anorefine.data.textures import load_texture
+
+    def write(folder: Path) -> None:
+        for index, name in enumerate(textures):
+            texture, tint = load_texture(name, seed)
+
+            def rng(stream: int, i: int, index: int = index) -> np.random.Generator:
+                return np.random.default_rng([seed, index, stream, i])
+
+            write_category(folder / name, texture, tint, rng, counts, kinds, donor_stream)
+
+    return ensure_generated(root, {"generator": generator, "version": version, "seed": seed}, write)
+
+
 def read_marker(root: Path) -> dict[str, object] | None:
     """The generator marker of a generated dataset folder, or None."""
     try:

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from anorefine.data.defects import DEFECT_KINDS
-from anorefine.data.generated import ensure_generated, write_category
-from anorefine.data.textures import TEXTURES, load_texture
+from anorefine.data.generated import ensure_texture_dataset
+from anorefine.data.textures import TEXTURES
 
 GENERATOR_VERSION = 1
 N_TRAIN, N_TEST_GOOD, N_PER_KIND = 60, 20, 12
@@ -25,16 +23,8 @@ _DONOR_STREAMS = 1000
 
 def ensure_transfer_dataset(root: Path, seed: int = 0) -> Path:
     """Generate the transfer dataset into ``root`` unless a complete one with this seed is there."""
-
-    def write(folder: Path) -> None:
-        for index, name in enumerate(TEXTURES):
-            texture, tint = load_texture(name, seed)
-
-            def rng(stream: int, i: int, index: int = index) -> np.random.Generator:
-                return np.random.default_rng([seed, index, stream, i])
-
-            counts = (N_TRAIN, N_TEST_GOOD, N_PER_KIND)
-            write_category(folder / name, texture, tint, rng, counts, tuple(DEFECT_KINDS), _DONOR_STREAMS)
-
-    marker = {"generator": "anorefine.data.transfer", "version": GENERATOR_VERSION, "seed": seed}
-    return ensure_generated(root, marker, write)
+    counts = (N_TRAIN, N_TEST_GOOD, N_PER_KIND)
+    kinds = tuple(DEFECT_KINDS)
+    return ensure_texture_dataset(
+        root, "anorefine.data.transfer", GENERATOR_VERSION, seed, TEXTURES, counts, kinds, _DONOR_STREAMS
+    )

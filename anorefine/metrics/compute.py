@@ -77,14 +77,7 @@ def score_parts(
     if masks is None:
         return results
     pixel = pixel_metrics(maps, masks, aupro_limit)
-    results.update(
-        pixel_auroc=pixel.auroc,
-        pixel_ap=pixel.average_precision,
-        pixel_f1_max=pixel.f1_max,
-        pixel_iou_max=pixel.iou_max,
-        aupro=pixel.aupro,
-        pro_compat=pixel.pro_compat,
-    )
+    results.update(pixel.values())
     if pixel.f1_threshold is not None:
         results["boundary_f1"] = boundary_f1(maps, masks, pixel.f1_threshold)
     return results

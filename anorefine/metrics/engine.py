@@ -14,6 +14,7 @@ sort once per metric, cumulate in float32 and (torchmetrics) squash scores outsi
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -28,15 +29,20 @@ from anorefine.metrics.regions import RegionNumbering
 
 @dataclass(frozen=True)
 class PixelMetrics:
-    """Pixel-level metrics; ``f1_threshold`` is the score at which F1 is maximal (``score >= t``)."""
+    """Pixel-level metrics under their results.json names; ``f1_threshold`` is the score at which F1
+    is maximal (``score >= t``)."""
 
-    auroc: float | None
-    average_precision: float | None
-    f1_max: float | None
+    pixel_auroc: float | None
+    pixel_ap: float | None
+    pixel_f1_max: float | None
     f1_threshold: float | None
-    iou_max: float | None
+    pixel_iou_max: float | None
     aupro: float | None
     pro_compat: float | None
+
+    def values(self) -> dict[str, float | None]:
+        """The metrics (everything but the threshold)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "f1_threshold"}
 
 
 class ProCurve:
@@ -122,11 +128,11 @@ def pixel_metrics(maps: Sequence[Tensor], masks: Sequence[Tensor], aupro_limit: 
             pro_curve.update(chunk, pro_cumulated)
             compat.update(chunk, pro_cumulated)
     return PixelMetrics(
-        auroc=curves.auroc,
-        average_precision=curves.average_precision,
-        f1_max=curves.f1_max,
+        pixel_auroc=curves.auroc,
+        pixel_ap=curves.average_precision,
+        pixel_f1_max=curves.f1_max,
         f1_threshold=curves.f1_threshold,
-        iou_max=curves.iou_max,
+        pixel_iou_max=curves.iou_max,
         aupro=pro_curve.aupro,
         pro_compat=compat.value,
     )

@@ -218,6 +218,7 @@ class ArdRefiner(Refiner):
         residual: bool = True,
         delta_range: tuple[float, float] | None = (-1.0, 10.0),
         center: bool = True,
+        gate: float | None = None,
         sigma: float = BASELINE_SIGMA,
         image_score: ImageScore = "detector",
         seed: int = 0,
@@ -232,7 +233,7 @@ class ArdRefiner(Refiner):
         self.sigma, self.score_source, self.seed = sigma, image_score, seed
         if delta_range is not None and not delta_range[0] <= 0 < delta_range[1]:
             raise ValueError(f"refiner.delta_range={delta_range}: needs low <= 0 < high (or null)")
-        self.center = center
+        self.center, self.gate = center, gate
         self.delta_range = None if delta_range is None else (float(delta_range[0]), float(delta_range[1]))
         self.network: ArdNetwork | None = None
         self.num_stages = 0
@@ -331,7 +332,16 @@ class ArdRefiner(Refiner):
         if cues is None:
             cues = self.pixel_cues(images.float(), output.anomaly_map)
         deltas = self.network(cues, coarse, features, baselines, self.residual)
-        return baselines[1:], [self.bound(d) for d in deltas]
+        return baselines[1:], [
+            self.gated(self.bound(d), b) for d, b in zip(deltas, baselines[1:], strict=True)
+        ]
+
+    def gated(self, delta: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
+        """With ``gate`` (in stream std units), the residual is scaled by clamp(baseline / gate, 0, 1):
+        the ARD reshapes only where the detector already sees something, never the background."""
+        if self.gate is None or not self.residual:
+            return delta
+        return delta * (baseline / self.gate).clamp(0.0, 1.0)
 
     def bound(self, delta: torch.Tensor) -> torch.Tensor:
         """Re-centre a residual on each image's median (``center``), then soft-clip it into
