@@ -144,3 +144,18 @@ def test_image_score_max_uses_the_refined_map_for_the_refined_stage_only() -> No
 def test_unknown_image_score_is_refused() -> None:
     with pytest.raises(ValueError, match="image_score"):
         ArdRefiner(image_score="mean")
+
+
+def test_support_head_is_the_base_map_until_trained_then_never_lowers_a_pixel() -> None:
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    output = fake_output(2, 64, 8)
+    refiner = ArdRefiner(support_gain=2.0)
+    base = BaselineRefiner()(images, output)
+    assert torch.equal(refiner(images, output), base)  # untrained: exactly the base map
+    refiner.calibrate(output.anomaly_map, output.features)
+    refiner.start_training()
+    refined = refiner(images, output)
+    assert not torch.equal(refined, base) and bool((refined >= base).all())
+    above = base - refiner.map_mean
+    assert bool((refined - base <= 2.0 * above.clamp_min(0) + 1e-6).all())  # at most gain x the excess
+    assert torch.equal(refined[above <= 0], base[above <= 0])  # below the stream mean: untouched

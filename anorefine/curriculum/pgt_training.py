@@ -138,6 +138,9 @@ class ArdTrainingModule(L.LightningModule):
         self.focal_gamma, self.dice_weight = focal_gamma, dice_weight
         self.losses: list[float] = []
 
+    def on_train_start(self) -> None:
+        self.refiner.start_training()
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         output = DetectorOutput(
             anomaly_map=batch["anomaly_map"],

@@ -219,6 +219,7 @@ class ArdRefiner(Refiner):
         delta_range: tuple[float, float] | None = (-1.0, 10.0),
         center: bool = True,
         gate: float | None = None,
+        support_gain: float | None = None,
         sigma: float = BASELINE_SIGMA,
         image_score: ImageScore = "detector",
         seed: int = 0,
@@ -233,7 +234,7 @@ class ArdRefiner(Refiner):
         self.sigma, self.score_source, self.seed = sigma, image_score, seed
         if delta_range is not None and not delta_range[0] <= 0 < delta_range[1]:
             raise ValueError(f"refiner.delta_range={delta_range}: needs low <= 0 < high (or null)")
-        self.center, self.gate = center, gate
+        self.center, self.gate, self.support_gain = center, gate, support_gain
         self.delta_range = None if delta_range is None else (float(delta_range[0]), float(delta_range[1]))
         self.network: ArdNetwork | None = None
         self.num_stages = 0
@@ -241,6 +242,7 @@ class ArdRefiner(Refiner):
         self.register_buffer("map_scale", torch.ones(()))
         self.register_buffer("feature_mean", torch.zeros(0))
         self.register_buffer("feature_std", torch.ones(0))
+        self.register_buffer("trained", torch.tensor(False))
         # Logit calibration (scale, offset) of the normalised refined map, used by the training loss
         # only: a monotonic map, so it never changes a refined map's ranking.
         self.logit_calibration = nn.Parameter(torch.tensor(LOGIT_CALIBRATION_INIT))
@@ -292,7 +294,7 @@ class ArdRefiner(Refiner):
                 self.attention,
                 self.bi_blocks,
                 self.cue_channels,
-                zero_head=self.residual,
+                zero_head=self.residual and self.support_gain is None,
             )
             self.network = network.to(output.features.device)
             self.logit_calibration.data = torch.tensor(LOGIT_CALIBRATION_INIT, device=output.features.device)
@@ -331,6 +333,8 @@ class ArdRefiner(Refiner):
         ]
         if cues is None:
             cues = self.pixel_cues(images.float(), output.anomaly_map)
+        if self.support_gain is not None:  # per-stage anomaly logits
+            return baselines[1:], self.network(cues, coarse, features, baselines, False)
         deltas = self.network(cues, coarse, features, baselines, self.residual)
         return baselines[1:], [
             self.gated(self.bound(d), b) for d, b in zip(deltas, baselines[1:], strict=True)
@@ -362,20 +366,28 @@ class ArdRefiner(Refiner):
     ) -> list[torch.Tensor]:
         """Per-stage refined maps in normalised units (what the training loss reads)."""
         baselines, deltas = self.decode(images, output, cues)
-        if not self.residual:
+        if not self.residual or self.support_gain is not None:
             return deltas
         return [b + d for b, d in zip(baselines, deltas, strict=True)]
 
     def probability(self, estimate: torch.Tensor) -> torch.Tensor:
         """Calibrated anomaly probability of a normalised estimate (for the training loss)."""
+        if self.support_gain is not None:
+            return torch.sigmoid(estimate)
         scale, offset = self.logit_calibration
         return torch.sigmoid(F.softplus(scale) * (estimate - offset))
+
+    def start_training(self) -> None:
+        """Called when a curriculum starts training: from then on the map is the refined one."""
+        self.trained.fill_(True)
 
     def image_score(self, refined: torch.Tensor, detector_score: torch.Tensor) -> torch.Tensor:
         """The detector's score, or the refined map's maximum (``refiner.image_score=max``)."""
         return refined.flatten(1).amax(1) if self.score_source == "max" else detector_score
 
     def forward(self, images: torch.Tensor, output: DetectorOutput) -> torch.Tensor:
+        if self.support_gain is not None:
+            return self.supported(images, output)
         _, deltas = self.decode(images, output)
         delta = deltas[-1].float()
         # The output map is float32 whatever the trainer's precision (bf16 autocast runs the decoder only).
@@ -384,3 +396,14 @@ class ArdRefiner(Refiner):
                 base = baseline_map(output.anomaly_map.float(), tuple(images.shape[-2:]), self.sigma)
                 return base + self.map_scale * delta
             return self.map_mean + self.map_scale * delta
+
+    def supported(self, images: torch.Tensor, output: DetectorOutput) -> torch.Tensor:
+        """Support head: base + gain · p · (base above the stream mean), p the decoder's pixel anomaly
+        probability. No pixel is ever lowered; an untrained ARD returns exactly the base map."""
+        base = baseline_map(output.anomaly_map.float(), tuple(images.shape[-2:]), self.sigma)
+        if not bool(self.trained):
+            return base
+        _, logits = self.decode(images, output)
+        with torch.autocast(images.device.type, enabled=False):
+            probability = torch.sigmoid(logits[-1].float())
+            return base + self.support_gain * probability * (base - self.map_mean).clamp_min(0.0)
