@@ -226,6 +226,7 @@ def run_category(
             **({"refiner": refiner_timing} if refiner_timing else {}),
         },
         "smoke_only": bool(detector.smoke_only),
+        "zero_shot": not detector.requires_fit,  # never read the category's train/ images
     }
 
 
@@ -279,6 +280,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict
             "size": [size, size] if cfg.eval.resolution == "input" else None,
         },
         "smoke_only": any(entry["smoke_only"] for entry in per_category.values()),
+        "zero_shot": all(entry.get("zero_shot", False) for entry in per_category.values()),
         # per category, what the curriculum reports beside the metrics (PGT: the per-group pixel-AP curve)
         "curriculum": {name: entry.get("curriculum") or {} for name, entry in per_category.items()},
         "config": resolved,

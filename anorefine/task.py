@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from anorefine.detectors.base import Detector
 from anorefine.metrics import AnomalyMetrics
-from anorefine.refiners.base import Refiner, baseline_map
+from anorefine.refiners.base import Refiner, base_map
 from anorefine.run_folder import STAGES
 from anorefine.samples import SampleKeeper
 
@@ -51,7 +51,7 @@ class AnomalyTask(L.LightningModule):
     def predict_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(base map, refined map, image score) at the images' resolution."""
         output = self.detector(images)
-        base = baseline_map(output.anomaly_map, tuple(images.shape[-2:]))
+        base = base_map(output, tuple(images.shape[-2:]))
         refined = base if self.returns_base_map else self.refiner(images, output)
         return base, refined, output.image_score
 

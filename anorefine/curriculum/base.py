@@ -6,9 +6,21 @@ from collections.abc import Callable
 from typing import Any
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 from anorefine.task import AnomalyTask
+
+
+def show_reference(task: AnomalyTask, test_set: Dataset, indices: list[int] | None = None) -> None:
+    """Give a transductive detector (MuSc) its reference images: the test images ``indices`` (all by
+    default), read without their masks or labels. Other detectors ignore it."""
+    detector = task.detector
+    if not detector.transductive:
+        return
+    chosen = range(len(test_set)) if indices is None else indices  # type: ignore[arg-type]
+    device = next((t.device for t in detector.state_dict().values()), torch.device("cpu"))
+    detector.set_reference(torch.stack([test_set[i]["image"] for i in chosen]).to(device))
 
 
 class Curriculum:
@@ -31,5 +43,6 @@ class SinglePass(Curriculum):
     def evaluate(
         self, task: AnomalyTask, make_trainer: Callable[[], L.Trainer], test_set: Dataset, batch_size: int
     ) -> dict[str, Any]:
+        show_reference(task, test_set)
         make_trainer().test(task, dataloaders=DataLoader(test_set, batch_size=batch_size), verbose=False)
         return {}

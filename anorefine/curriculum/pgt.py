@@ -19,7 +19,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from anorefine.curriculum.base import Curriculum
+from anorefine.curriculum.base import Curriculum, show_reference
 from anorefine.curriculum.pgt_training import (
     ArdTrainingModule,
     DetectorPass,
@@ -28,7 +28,7 @@ from anorefine.curriculum.pgt_training import (
     collate_outputs,
 )
 from anorefine.data.synthesis import AnomalySynthesizer
-from anorefine.detectors.base import DetectorOutput
+from anorefine.detectors.base import GEOMETRY, DetectorOutput
 from anorefine.errors import AnorefineError
 from anorefine.refiners.base import TrainableRefiner
 from anorefine.run_folder import STAGES
@@ -118,9 +118,14 @@ class ProgressiveGroupTraining(Curriculum):
         records: list[dict[str, Any]] = [{"indices": group} for group in groups]
         session = _Session(self, task, make_trainer, test_set, batch_size)
         last = len(groups) - 1
+        streaming = task.detector.stream_reference and self.mode != "offline"
+        if not streaming:  # a transductive detector sees the whole category at once
+            show_reference(task, test_set)
         if self.mode == "offline":  # the same number of steps as a progressive stream
             session.train(groups, records, self.steps_per_group * max(1, last))
         for g, group in enumerate(groups):
+            if streaming:  # the images that arrived so far, this group included
+                show_reference(task, test_set, [i for arrived in groups[: g + 1] for i in arrived])
             trains_first = self.mode != "offline" and g == 0 and self.first_group == "self"
             if trains_first:
                 session.train([group], records[:1], self.steps_per_group)
@@ -195,13 +200,8 @@ class _Session:
             pools.append(pool)
         pool = collate_outputs(pools)
         size = tuple(pool["image"].shape[-2:])
-        as_output = DetectorOutput(
-            pool["anomaly_map"],
-            pool["image_score"],
-            pool["features"],
-            pool["stride"],
-            pool["receptive_field"],
-        )
+        geometry = {name: pool[name] for name in GEOMETRY}
+        as_output = DetectorOutput(pool["anomaly_map"], pool["image_score"], pool["features"], **geometry)
         if not self.calibrated:
             refiner.calibrate(pool["anomaly_map"], pool["features"])
             self.calibrated = True
@@ -220,7 +220,7 @@ class _Session:
             cues=self.pixel_cues(all_images, all_maps),
             crop_cells=round(settings.crop_size * grid / size[-1]) if settings.crop_size else 0,
         )
-        module = ArdTrainingModule(refiner, pool["stride"], pool["receptive_field"], **settings.optim)
+        module = ArdTrainingModule(refiner, geometry, **settings.optim)
         trainer = self.make_trainer(purpose="fit", max_steps=steps, log_every_n_steps=10)
         loader = DataLoader(
             pairs, batch_size=settings.batch_size, shuffle=True, drop_last=len(pairs) > settings.batch_size

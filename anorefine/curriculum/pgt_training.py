@@ -40,8 +40,7 @@ class DetectorPass(L.LightningModule):
             "anomaly_map": output.anomaly_map.float().cpu(),
             "image_score": output.image_score.float().cpu(),
             "features": output.features.float().cpu(),
-            "stride": output.stride,
-            "receptive_field": output.receptive_field,
+            **output.geometry(),
         }
 
 
@@ -124,8 +123,7 @@ class ArdTrainingModule(L.LightningModule):
     def __init__(
         self,
         refiner: TrainableRefiner,
-        stride: int,
-        receptive_field: int,
+        geometry: dict[str, Any],
         lr: float,
         weight_decay: float,
         focal_gamma: float,
@@ -133,7 +131,7 @@ class ArdTrainingModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.refiner = refiner
-        self.stride, self.receptive_field = stride, receptive_field
+        self.geometry = geometry  # the detector's stride, receptive field and baseline convention
         self.lr, self.weight_decay = lr, weight_decay
         self.focal_gamma, self.dice_weight = focal_gamma, dice_weight
         self.losses: list[float] = []
@@ -146,8 +144,7 @@ class ArdTrainingModule(L.LightningModule):
             anomaly_map=batch["anomaly_map"],
             image_score=batch["anomaly_map"].flatten(1).amax(1),
             features=batch["features"],
-            stride=self.stride,
-            receptive_field=self.receptive_field,
+            **self.geometry,
         )
         loss = batch["mask"].new_zeros(())
         for estimate in self.refiner.estimates(batch["image"], output, batch.get("cues")):

@@ -32,6 +32,18 @@ class DetectorOutput:
     features: torch.Tensor
     stride: int
     receptive_field: int
+    #: How this detector's own code turns its map into a pixel map (the baseline every refiner is
+    #: compared with): Gaussian sigma after bilinear upsampling, and the upsampling's corner alignment.
+    baseline_sigma: float = 4.0
+    align_corners: bool = False
+
+    def geometry(self) -> dict[str, float | int | bool]:
+        """Everything but the tensors: what a copy of the output with other maps must carry over."""
+        return {name: getattr(self, name) for name in GEOMETRY}
+
+
+#: The non-tensor fields of ``DetectorOutput``.
+GEOMETRY = ("stride", "receptive_field", "baseline_sigma", "align_corners")
 
 
 class Detector(nn.Module):
@@ -48,6 +60,20 @@ class Detector(nn.Module):
     #: Pixels between feature cells, and the pixel side of one cell's receptive field (set by each detector).
     stride: int
     receptive_field: int
+    #: The detector's baseline convention (see ``DetectorOutput``): PatchCore/AnomalyCLIP blur with σ=4;
+    #: MuSc upsamples with aligned corners and never blurs.
+    baseline_sigma: float = 4.0
+    baseline_align_corners: bool = False
+    #: True when an image is scored against other test images (MuSc): curricula show the detector its
+    #: reference images with ``set_reference`` before scoring them.
+    transductive: bool = False
+    #: For a transductive detector: True when it may only see the images that arrived so far (a
+    #: stream), False when it sees the whole category.
+    stream_reference: bool = False
+    #: How this detector's own code turns its map into a pixel map (the baseline every refiner is
+    #: compared with): Gaussian sigma after bilinear upsampling, and the upsampling's corner alignment.
+    baseline_sigma: float = 4.0
+    align_corners: bool = False
 
     def setup_category(self, category: str) -> None:
         """Called once per category before its fit and test (WinCLIP puts the name in its prompts)."""
@@ -68,7 +94,13 @@ class Detector(nn.Module):
             features=features,
             stride=self.stride,
             receptive_field=self.receptive_field,
+            baseline_sigma=self.baseline_sigma,
+            align_corners=self.baseline_align_corners,
         )
+
+    def set_reference(self, images: torch.Tensor) -> None:
+        """Transductive detectors: take (N,3,S,S) as the images to score others against (the others
+        ignore it)."""
 
 
 class RunPreparation:

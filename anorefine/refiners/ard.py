@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from anorefine.detectors.base import DetectorOutput
-from anorefine.refiners.base import BASELINE_SIGMA, Refiner, baseline_map
+from anorefine.refiners.base import Refiner, base_map, baseline_map
 from anorefine.refiners.novelty import NoveltyGuidance
 
 #: Channels of the stem's map embedding and of its fused output (the published stem).
@@ -55,10 +55,12 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
-def smooth_baseline(coarse: torch.Tensor, size: tuple[int, int], sigma: float) -> torch.Tensor:
+def smooth_baseline(
+    coarse: torch.Tensor, size: tuple[int, int], sigma: float, align_corners: bool = False
+) -> torch.Tensor:
     """``baseline_map`` with the same Gaussian applied as two 1-D passes (equal up to rounding,
     several times cheaper at large sigma); the decoder's internal guides use it."""
-    upsampled = F.interpolate(coarse, size=size, mode="bilinear", align_corners=False)
+    upsampled = F.interpolate(coarse, size=size, mode="bilinear", align_corners=align_corners)
     if sigma <= 0:
         return upsampled
     radius = int(4.0 * sigma + 0.5)
@@ -220,7 +222,7 @@ class ArdRefiner(Refiner):
         center: bool = True,
         gate: float | None = None,
         support_gain: float | None = None,
-        sigma: float = BASELINE_SIGMA,
+        sigma: float | None = None,
         image_score: ImageScore = "detector",
         seed: int = 0,
     ) -> None:
@@ -327,7 +329,8 @@ class ArdRefiner(Refiner):
             self.build(output, size)
         coarse = self.normalise(output.anomaly_map.float())
         sizes = [*stage_sizes(tuple(coarse.shape[-2:]), size, self.stages), size]
-        baselines = [smooth_baseline(coarse, s, self.sigma * s[0] / size[0]) for s in sizes]
+        sigma = output.baseline_sigma if self.sigma is None else self.sigma
+        baselines = [smooth_baseline(coarse, s, sigma * s[0] / size[0], output.align_corners) for s in sizes]
         features = (output.features.float() - self.feature_mean[:, None, None]) / self.feature_std[
             :, None, None
         ]
@@ -381,6 +384,13 @@ class ArdRefiner(Refiner):
         """Called when a curriculum starts training: from then on the map is the refined one."""
         self.trained.fill_(True)
 
+    def base(self, images: torch.Tensor, output: DetectorOutput) -> torch.Tensor:
+        """The base map the residual or support is added to: the detector's own (or ``sigma``'s blur)."""
+        size = tuple(images.shape[-2:])
+        if self.sigma is None:
+            return base_map(output, size)
+        return baseline_map(output.anomaly_map.float(), size, self.sigma, output.align_corners)
+
     def image_score(self, refined: torch.Tensor, detector_score: torch.Tensor) -> torch.Tensor:
         """The detector's score, or the refined map's maximum (``refiner.image_score=max``)."""
         return refined.flatten(1).amax(1) if self.score_source == "max" else detector_score
@@ -393,14 +403,14 @@ class ArdRefiner(Refiner):
         # The output map is float32 whatever the trainer's precision (bf16 autocast runs the decoder only).
         with torch.autocast(images.device.type, enabled=False):
             if self.residual:
-                base = baseline_map(output.anomaly_map.float(), tuple(images.shape[-2:]), self.sigma)
+                base = self.base(images, output)
                 return base + self.map_scale * delta
             return self.map_mean + self.map_scale * delta
 
     def supported(self, images: torch.Tensor, output: DetectorOutput) -> torch.Tensor:
         """Support head: base + gain · p · (base above the stream mean), p the decoder's pixel anomaly
         probability. No pixel is ever lowered; an untrained ARD returns exactly the base map."""
-        base = baseline_map(output.anomaly_map.float(), tuple(images.shape[-2:]), self.sigma)
+        base = self.base(images, output)
         if not bool(self.trained):
             return base
         _, logits = self.decode(images, output)

@@ -16,15 +16,23 @@ BASELINE_SIGMA = 4.0
 
 
 def baseline_map(
-    anomaly_map: torch.Tensor, size: tuple[int, int], sigma: float = BASELINE_SIGMA
+    anomaly_map: torch.Tensor,
+    size: tuple[int, int],
+    sigma: float = BASELINE_SIGMA,
+    align_corners: bool = False,
 ) -> torch.Tensor:
     """Coarse (B,1,h,w) map -> (B,1,H,W): bilinear upsampling, then Gaussian blur (anomalib's kernel)."""
-    upsampled = F.interpolate(anomaly_map.float(), size=size, mode="bilinear", align_corners=False)
+    upsampled = F.interpolate(anomaly_map.float(), size=size, mode="bilinear", align_corners=align_corners)
     if sigma <= 0:
         return upsampled
     kernel = 2 * int(4.0 * sigma + 0.5) + 1
     blur = GaussianBlur2d(sigma=(sigma, sigma), channels=1, kernel_size=(kernel, kernel)).to(upsampled.device)
     return blur(upsampled)
+
+
+def base_map(output: DetectorOutput, size: tuple[int, int]) -> torch.Tensor:
+    """The detector's own pixel map: ``baseline_map`` with the detector's sigma and corner alignment."""
+    return baseline_map(output.anomaly_map, size, output.baseline_sigma, output.align_corners)
 
 
 class Refiner(nn.Module):

@@ -1,25 +1,30 @@
-"""The baseline refiner: the coarse map upsampled bilinearly, then Gaussian σ=4 (``refiner=none``)."""
+"""The baseline refiner: the detector's own pixel map (``refiner=none``)."""
 
 from __future__ import annotations
 
 import torch
 
 from anorefine.detectors.base import DetectorOutput
-from anorefine.refiners.base import BASELINE_SIGMA, Refiner, baseline_map
+from anorefine.refiners.base import Refiner, base_map, baseline_map
 
 
 class BaselineRefiner(Refiner):
-    """Returns the base pixel map, so every table row carries its own baseline (another ``sigma``
-    gives the same construction with another blur, an ablation of the baseline itself)."""
+    """Returns the base pixel map (bilinear upsampling, then the detector's blur, σ=4 for most), so
+    every table row carries its own baseline; ``sigma`` gives the same construction with another blur,
+    an ablation of the baseline itself."""
 
-    def __init__(self, sigma: float = BASELINE_SIGMA) -> None:
+    def __init__(self, sigma: float | None = None) -> None:
+        """``sigma``: None = the detector's own convention."""
         super().__init__()
         self.sigma = sigma
 
     @property
     def returns_base_map(self) -> bool:
-        """True at the default sigma: the refined map is then exactly the base map."""
-        return self.sigma == BASELINE_SIGMA
+        """True without a sigma of its own: the refined map is then exactly the base map."""
+        return self.sigma is None
 
     def forward(self, images: torch.Tensor, output: DetectorOutput) -> torch.Tensor:
-        return baseline_map(output.anomaly_map, tuple(images.shape[-2:]), self.sigma)
+        size = tuple(images.shape[-2:])
+        if self.sigma is None:
+            return base_map(output, size)
+        return baseline_map(output.anomaly_map, size, self.sigma, output.align_corners)

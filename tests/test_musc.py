@@ -1,0 +1,138 @@
+"""MuSc: LNAMD, MSM and RsCIN against straightforward implementations of their definitions; the
+blocked MSM against the unblocked one; the stream reference; the zero-shot data flow."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import run_train
+
+from anorefine.detectors.musc import MuscDetector, lnamd, mutual_scores, rscin
+from anorefine.errors import AnorefineError
+
+
+def reference_lnamd(features: torch.Tensor, r: int) -> torch.Tensor:
+    """LayerNorm over (C,H,W) by hand, r×r window means with zeros outside the map, unit patches."""
+    n, c, h, w = features.shape
+    flat = features.reshape(n, -1)
+    normed = (flat - flat.mean(1, keepdim=True)) / (flat.var(1, unbiased=False, keepdim=True) + 1e-5).sqrt()
+    normed = normed.reshape(n, c, h, w)
+    pad = (r - 1) // 2
+    padded = torch.zeros(n, c, h + 2 * pad, w + 2 * pad, dtype=features.dtype)
+    padded[:, :, pad : pad + h, pad : pad + w] = normed
+    out = torch.zeros_like(normed)
+    for y in range(h):
+        for x in range(w):
+            out[:, :, y, x] = padded[:, :, y : y + r, x : x + r].mean(dim=(2, 3))
+    return out / out.norm(dim=1, keepdim=True)
+
+
+def reference_msm(query: torch.Tensor, others: torch.Tensor, interval: tuple[float, float]) -> torch.Tensor:
+    """Each patch's nearest-patch L2 distance to each other image (cdist), sorted, the interval's mean."""
+    per_image = torch.stack([torch.cdist(query, other).min(dim=1).values for other in others], dim=1)
+    count = per_image.shape[1]
+    low, high = int(count * interval[0]), int(count * interval[1])
+    return per_image.sort(dim=1).values[:, low:high].mean(dim=1)
+
+
+def reference_rscin(scores: torch.Tensor, embeddings: torch.Tensor, k_list: list[int]) -> torch.Tensor:
+    """The official loops: keep each row's k largest similarities, row-normalise, propagate, mean."""
+    normalised = (scores - scores.min()) / (scores.max() - scores.min())
+    similarity = embeddings @ embeddings.T
+    results = []
+    for k in k_list:
+        kept = torch.zeros_like(similarity)
+        for i in range(len(scores)):
+            top = similarity[i].argsort(descending=True)[:k]
+            kept[i, top] = similarity[i, top]
+        results.append((kept / kept.sum(1, keepdim=True)) @ normalised)
+    return torch.stack(results).mean(0)
+
+
+@pytest.mark.parametrize("r", [1, 3, 5])
+def test_lnamd_equals_its_definition(r: int) -> None:
+    features = torch.randn(2, 6, 7, 9, generator=torch.Generator().manual_seed(r), dtype=torch.float64)
+    assert torch.allclose(lnamd(features, r).double(), reference_lnamd(features, r), atol=1e-6)
+
+
+def test_msm_equals_its_definition_and_blocks_change_nothing() -> None:
+    generator = torch.Generator().manual_seed(0)
+    patches = F.normalize(torch.randn(11, 20, 8, generator=generator, dtype=torch.float64), dim=-1)
+    query, others = patches[0], patches[1:]
+    expected = reference_msm(query, others, (0.0, 0.3))
+    for block in (1, 3, 100):
+        assert torch.allclose(mutual_scores(query, others, (0.0, 0.3), block).double(), expected, atol=1e-6)
+    assert torch.equal(
+        mutual_scores(query, others, (0.1, 0.6), 1), mutual_scores(query, others, (0.1, 0.6), 7)
+    )
+
+
+def test_rscin_equals_its_definition() -> None:
+    generator = torch.Generator().manual_seed(1)
+    scores = torch.rand(9, generator=generator, dtype=torch.float64)
+    embeddings = F.normalize(torch.randn(9, 5, generator=generator, dtype=torch.float64), dim=-1)
+    assert torch.allclose(
+        rscin(scores, embeddings, (1, 2, 3)), reference_rscin(scores, embeddings, [1, 2, 3])
+    )
+    assert torch.equal(rscin(scores, embeddings, (0,)), scores)  # k 0: the scores as they are
+
+
+def images(count: int, seed: int) -> torch.Tensor:
+    noise = torch.rand(count, 3, 8, 8, generator=torch.Generator().manual_seed(seed))
+    return F.interpolate(noise, size=(64, 64), mode="bilinear")
+
+
+def test_a_stream_reference_never_looks_ahead() -> None:
+    """Under reference=stream no score of an early image changes when a later image is replaced."""
+    stream = images(12, seed=2)
+    scores = []
+    for later in (stream[8:], torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(9))):
+        detector = MuscDetector(image_size=64, reference="stream", r_list=(1, 3))
+        detector.set_reference(stream[:8])
+        early = detector(stream[:8])
+        detector.set_reference(torch.cat([stream[:8], later]))
+        assert torch.equal(detector(stream[:8]).anomaly_map, early.anomaly_map)  # kept once given
+        scores.append(early)
+    assert torch.equal(scores[0].anomaly_map, scores[1].anomaly_map)
+    assert torch.equal(scores[0].image_score, scores[1].image_score)
+
+
+def test_a_category_reference_scores_each_image_against_the_others() -> None:
+    batch = images(6, seed=3)
+    detector = MuscDetector(image_size=64, r_list=(1,), k_list=(0,))
+    detector.set_reference(batch)
+    output = detector(batch[:2])
+    layers, _ = detector.layer_features(batch)
+    z = [lnamd(layer, 1).flatten(2).transpose(1, 2) for layer in layers]
+    z[1] = F.normalize(F.interpolate(lnamd(layers[1], 1), size=layers[0].shape[-2:], mode="bilinear"), dim=1)
+    z[1] = z[1].flatten(2).transpose(1, 2)
+    expected = sum(reference_msm(layer[0].double(), layer[1:].double(), (0.0, 0.3)) for layer in z) / 2
+    assert torch.allclose(output.anomaly_map[0].flatten().double(), expected, atol=1e-5)
+    assert torch.allclose(output.image_score[0], output.anomaly_map[0].amax())  # k 0: no RsCIN
+    outside = detector(images(1, seed=4))  # an image outside the reference: scored against all six
+    assert outside.anomaly_map.shape == (1, *output.anomaly_map.shape[1:])
+    assert torch.isfinite(outside.anomaly_map).all() and outside.image_score.shape == (1,)
+
+
+def test_fewer_than_five_reference_images_is_an_error_naming_the_setting() -> None:
+    with pytest.raises(AnorefineError, match=r"at least 5 reference images.*model\.reference=category"):
+        MuscDetector(image_size=64).set_reference(images(4, seed=5))
+
+
+@pytest.mark.slow
+def test_a_zero_shot_run_reads_no_train_folder(demo_root: Path, tmp_path: Path) -> None:
+    root = tmp_path / "only_test"
+    shutil.copytree(demo_root / "brick", root / "brick", ignore=shutil.ignore_patterns("train"))
+    args = ["model=musc", "dataset=folder", f"dataset.root={root}", "dataset.categories=[brick]"]
+    run = run_train(
+        [*args, "model.image_size=128", "trainer.enable_progress_bar=false", "logger=none"], tmp_path / "run"
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert not (root / "brick" / "train").exists()
+    metrics = run.results["metrics"]["brick"]["base"]
+    assert metrics["pixel_auroc"] > 0.5 and metrics["image_auroc"] > 0.5
+    assert run.results["zero_shot"] is True
