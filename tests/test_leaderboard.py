@@ -160,8 +160,10 @@ def test_paper_rows_join_their_dataset_with_their_metric_definitions(tmp_path: P
         ("mvtec", "anomalyclip"),
         ("mvtec", "winclip"),
         ("mvtec", "patchcore"),
+        ("mvtec", "musc"),
         ("visa", "anomalyclip"),  # no VisA run: its table shows the published numbers alone
         ("visa", "winclip"),
+        ("visa", "musc"),
     }
     assert float(papers["mvtec", "anomalyclip"]["pro_compat_refined"]) == pytest.approx(0.814)
     assert papers["mvtec", "anomalyclip"]["aupro_refined"] == ""  # a 200-threshold PRO is not an AUPRO
@@ -176,7 +178,7 @@ def test_paper_rows_join_their_dataset_with_their_metric_definitions(tmp_path: P
 
 def test_every_paper_file_is_valid() -> None:
     papers = load_papers()
-    assert {paper.model for paper in papers} >= {"anomalyclip", "winclip", "patchcore", "ard"}
+    assert {paper.model for paper in papers} >= {"anomalyclip", "winclip", "patchcore", "ard", "musc"}
     for paper in papers:
         assert paper.source and paper.metrics and paper.datasets
         assert paper.claims or all(paper.datasets.values())  # numbers, or a claim to note
@@ -222,3 +224,20 @@ def test_the_tables_equal_the_recorded_ones_byte_for_byte(
     build_leaderboard([Path("runs")], Path("out"), EXPECTED / "papers")
     for name in ("LEADERBOARD.md", "LEADERBOARD.csv", "LEADERBOARD.tex"):
         assert (Path("out") / name).read_bytes() == (EXPECTED / name).read_bytes(), name
+
+
+def test_published_per_category_numbers_join_their_category_tables(tmp_path: Path) -> None:
+    payload = results(dataset="mvtec", model="musc")
+    payload["categories"] = ["bottle", "cable"]
+    payload["metrics"] = {c: metrics(0.5, 0.6) for c in ("bottle", "cable", "mean")}
+    write_run(tmp_path / "run", payload)
+    build_leaderboard([tmp_path], tmp_path)
+    published = [r for r in csv_rows(tmp_path) if r["table"] == "published"]
+    rows = [r for r in published if (r["model"], r["dataset"]) == ("musc", "mvtec")]
+    by_category = {r["category"]: r for r in rows}
+    assert set(by_category) == {"mean", "bottle", "cable"}
+    assert float(by_category["bottle"]["pixel_ap_refined"]) == pytest.approx(0.8304)  # MuSc README, bottle
+    assert float(by_category["mean"]["pro_compat_refined"]) == pytest.approx(0.9345)
+    assert (
+        len(load_papers()[[p.model for p in load_papers()].index("musc")].variants) == 32
+    )  # 16 backbone settings x MVTec AD, VisA

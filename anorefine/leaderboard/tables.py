@@ -132,6 +132,27 @@ class PaperResult:
     datasets: dict[str, dict[str, float]]
     #: published claims without a table of numbers, noted under the tables of ``datasets``
     claims: list[str] = field(default_factory=list)
+    #: dataset -> category -> our metric key -> value: rows of the per-category tables
+    per_category: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    #: other published settings (e.g. backbones): ``setting``, ``dataset``, ``values``; recorded, not shown
+    variants: list[dict[str, Any]] = field(default_factory=list)
+
+
+def published_row(paper: PaperResult, dataset: str, category: str, values: dict[str, float]) -> Row:
+    """A table row of published numbers (percent in the file, fractions in the row)."""
+    return Row(
+        labels=[f"{paper.name} (published)", "none", paper.source],
+        cells={k: Cell(values[k] / 100) if k in values else None for k in COLUMNS},
+        record={
+            "table": "published",
+            "dataset": dataset,
+            "model": paper.model,
+            "method": "none",
+            "category": category,
+            "setting": "published",
+            "path": paper.source,
+        },
+    )
 
 
 def load_papers(paper_dir: Path = PAPER_DIR) -> list[PaperResult]:
@@ -245,21 +266,7 @@ def dataset_tables(dataset: str, runs: list[Run], papers: list[PaperResult]) -> 
         main.notes += [f"{paper.name} (published claim): {claim}" for claim in paper.claims]
         values = paper.datasets[dataset]
         if values:
-            main.rows.append(
-                Row(
-                    labels=[f"{paper.name} (published)", "none", paper.source],
-                    cells={k: Cell(values[k] / 100) if k in values else None for k in COLUMNS},
-                    record={
-                        "table": "published",
-                        "dataset": dataset,
-                        "model": paper.model,
-                        "method": "none",
-                        "category": "mean",
-                        "setting": "published",
-                        "path": paper.source,
-                    },
-                )
-            )
+            main.rows.append(published_row(paper, dataset, "mean", values))
             main.notes.append(
                 f"{paper.name}: " + "; ".join(f"{COLUMNS[k]} = {text}" for k, text in paper.metrics.items())
             )
@@ -280,6 +287,11 @@ def dataset_tables(dataset: str, runs: list[Run], papers: list[PaperResult]) -> 
         )
         for category in categories
     ]
+    for table, category in zip(per_category, categories, strict=True):
+        for paper in papers:
+            values = paper.per_category.get(dataset, {}).get(category)
+            if values:
+                table.rows.append(published_row(paper, dataset, category, values))
     return [main, *per_category]
 
 
