@@ -472,7 +472,7 @@ def msm_unblocked(patches: int, channels: int) -> dict[str, float]:
 def bench_msm(quick: bool, timeout: float) -> list[str]:
     """MuSc's mutual scoring: ours (blocked) against the unblocked official form, same inputs."""
     lines = [
-        "| layer (patches × channels) | ours, blocked: ms per image | peak MB | unblocked cdist: ms per image "
+        "| layer (patches × channels) | ours, blocked: ms/image | peak MB | unblocked cdist: ms/image "
         "| peak MB | time ratio | load | GPU |",
         "|---|---|---|---|---|---|---|---|",
     ]
