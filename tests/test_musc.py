@@ -71,6 +71,13 @@ def test_msm_equals_its_definition_and_blocks_change_nothing() -> None:
     )
 
 
+def test_bf16_matmuls_keep_the_nearest_distances_close_to_fp32() -> None:
+    patches = F.normalize(torch.randn(9, 64, 32, generator=torch.Generator().manual_seed(4)), dim=-1)
+    exact = mutual_scores(patches[0], patches[1:], (0.0, 0.3), 4)
+    half = mutual_scores(patches[0].bfloat16(), patches[1:].bfloat16(), (0.0, 0.3), 4)
+    assert half.dtype == torch.float32 and (half - exact).abs().max() < 0.02
+
+
 def test_rscin_equals_its_definition() -> None:
     generator = torch.Generator().manual_seed(1)
     scores = torch.rand(9, generator=generator, dtype=torch.float64)
