@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, get_args
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from anorefine import run_folder  # noqa: F401 (registers the resolvers conf/train.yaml uses)
+from anorefine.data import records
 from anorefine.data.records import DATASET_KINDS
 from anorefine.settings import choice_enum, register_component_schemas
 
@@ -25,6 +26,12 @@ EVAL_RESOLUTIONS = ("input", "original")
 LOGGERS = ("csv", "wandb", "none")
 
 DatasetKind = choice_enum("dataset", "name", DATASET_KINDS)
+ImageResize = choice_enum("dataset", "image_resize", get_args(records.ImageResize))
+MaskResize = choice_enum("dataset", "mask_resize", get_args(records.MaskResize))
+#: The baseline blur's border: torch ``reflect`` (anomalib's GaussianBlur2d) or ``symmetric`` (the edge
+#: pixel repeated: scipy.ndimage.gaussian_filter's ``reflect``, as the official AnomalyCLIP code).
+BLUR_PADDINGS = ("reflect", "symmetric")
+BlurPadding = choice_enum("eval", "blur_padding", BLUR_PADDINGS)
 EvalResolution = choice_enum("eval", "resolution", EVAL_RESOLUTIONS)
 LoggerName = choice_enum("logger", "name", LOGGERS)
 
@@ -48,6 +55,8 @@ class DatasetConfig:
     categories: Optional[list[str]] = MISSING  # noqa: UP045
     defect_types: Optional[list[str]] = MISSING  # noqa: UP045
     image_size: int = MISSING
+    image_resize: ImageResize = MISSING  # type: ignore[valid-type]
+    mask_resize: MaskResize = MISSING  # type: ignore[valid-type]
     batch_size: int = MISSING
     num_workers: int = MISSING
     generation_seed: int = MISSING
@@ -79,6 +88,8 @@ class EvalConfig:
 
     resolution: EvalResolution = MISSING  # type: ignore[valid-type]
     aupro_limit: float = MISSING
+    blur_padding: BlurPadding = MISSING  # type: ignore[valid-type]
+    protocol: str = MISSING
 
 
 @dataclass

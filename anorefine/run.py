@@ -105,7 +105,9 @@ def split_dataset(cfg: DictConfig, root: Path, category: str, split: str) -> dat
         records = data.select_defect_types(records, cfg.dataset.defect_types)
     if not records:
         raise DataError(f"no {split} images for category {category!r} under {root}")
-    return data.AnomalyImageDataset(records, image_size=cfg.dataset.image_size)
+    return data.AnomalyImageDataset(
+        records, cfg.dataset.image_size, cfg.dataset.image_resize, cfg.dataset.mask_resize
+    )
 
 
 def local_rank() -> int:
@@ -187,6 +189,7 @@ def run_category(
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     device = device_of(cfg)
     detector: Detector = build_component(cfg.model).to(device).eval()
+    detector.baseline_padding = str(cfg.eval.blur_padding)  # the protocol's border convention
     detector.setup_category(category)
     started = time.perf_counter()
     if detector.requires_fit:
@@ -275,6 +278,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict
         "refiner": cfg.refiner.name,
         "categories": categories,
         "metrics": metrics,
+        "protocol": cfg.eval.protocol,  # whose evaluation (conf/protocol; default: none of the papers')
         "eval_resolution": {  # original: each image at its own size, so no single size
             "mode": cfg.eval.resolution,
             "size": [size, size] if cfg.eval.resolution == "input" else None,

@@ -66,6 +66,13 @@ NEUTRAL_KEYS = (
 )
 
 
+def musc_mask_rule(dataset: str) -> str:
+    """MuSc's mask rule per dataset (protocol=musc): > 0 on VisA, exactly 1 on the MVTec layouts."""
+    return "nonzero" if dataset == "visa" else "full"
+
+
+if not OmegaConf.has_resolver("anorefine.musc_mask_rule"):  # conf/protocol/musc.yaml
+    OmegaConf.register_new_resolver("anorefine.musc_mask_rule", musc_mask_rule)
 if not OmegaConf.has_resolver("anorefine.neutral_keys"):  # conf/train.yaml: the keys no job folder names
     OmegaConf.register_new_resolver("anorefine.neutral_keys", lambda: list(NEUTRAL_KEYS))
 

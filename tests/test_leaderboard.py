@@ -227,7 +227,7 @@ def test_the_tables_equal_the_recorded_ones_byte_for_byte(
 
 
 def test_published_per_category_numbers_join_their_category_tables(tmp_path: Path) -> None:
-    payload = results(dataset="mvtec", model="musc")
+    payload = results(dataset="mvtec", model="musc", protocol="musc")
     payload["categories"] = ["bottle", "cable"]
     payload["metrics"] = {c: metrics(0.5, 0.6) for c in ("bottle", "cable", "mean")}
     write_run(tmp_path / "run", payload)
@@ -241,3 +241,17 @@ def test_published_per_category_numbers_join_their_category_tables(tmp_path: Pat
     assert (
         len(load_papers()[[p.model for p in load_papers()].index("musc")].variants) == 32
     )  # 16 backbone settings x MVTec AD, VisA
+
+
+def test_published_rows_sit_only_beside_runs_of_their_protocol(tmp_path: Path) -> None:
+    write_run(tmp_path / "default", results(dataset="mvtec", model="anomalyclip"))
+    write_run(tmp_path / "own", results(dataset="mvtec", model="anomalyclip", protocol="anomalyclip", seed=1))
+    board = build_leaderboard([tmp_path], tmp_path)
+    mains = {t.title: t for t in board.tables if t.kind == "main"}
+    default, own = mains["mvtec"], mains["mvtec (protocol anomalyclip)"]
+    assert not any("published" in row.labels[0] for row in default.rows)
+    assert [row.labels[0] for row in own.rows if "published" in row.labels[0]] == [
+        "AnomalyCLIP (published)",
+        "WinCLIP (published)",
+    ]
+    assert "## mvtec (protocol anomalyclip)" in (tmp_path / "LEADERBOARD.md").read_text()

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
-from anorefine.data.records import ImageRecord
+from anorefine.data.records import ImageRecord, ImageResize, MaskResize
 from anorefine.errors import DataError
 
 _PIL_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
@@ -47,6 +47,20 @@ def _to_mask(img: Image.Image) -> np.ndarray:
     return arr > 0
 
 
+_MASK_RULES = {"above_half": lambda m: m > 127.5, "full": lambda m: m == 255, "nonzero": lambda m: m > 0}
+
+
+def resize_mask(mask: np.ndarray, size: int, rule: MaskResize) -> torch.Tensor:
+    """(H0,W0) bool mask -> (1,size,size) float {0,1} by ``rule``."""
+    if mask.shape == (size, size):
+        return torch.from_numpy(mask)[None].float()
+    if rule == "nearest":
+        grid = torch.from_numpy(mask)[None, None].float()
+        return F.interpolate(grid, size=(size, size), mode="nearest-exact")[0]
+    resized = Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.Resampling.BILINEAR)
+    return torch.from_numpy(_MASK_RULES[rule](np.asarray(resized)))[None].float()
+
+
 class AnomalyImageDataset(Dataset):
     """Items: image (3,S,S) float in [0,1], mask (1,S,S) in {0,1}, label, has_mask, index, original_size.
 
@@ -54,9 +68,16 @@ class AnomalyImageDataset(Dataset):
     `original_mask(index)` reads an item's mask at that size.
     """
 
-    def __init__(self, records: list[ImageRecord], image_size: int) -> None:
+    def __init__(
+        self,
+        records: list[ImageRecord],
+        image_size: int,
+        image_resize: ImageResize = "bilinear",
+        mask_resize: MaskResize = "nearest",
+    ) -> None:
         self.records = list(records)
         self.image_size = int(image_size)
+        self.image_resize, self.mask_resize = image_resize, mask_resize
 
     def __len__(self) -> int:
         return len(self.records)
@@ -94,11 +115,15 @@ class AnomalyImageDataset(Dataset):
         record = self.records[index]
         img = _open(record.image_path, "image")
         height, width = img.height, img.width
-        image = torch.from_numpy(_to_rgb(img)).permute(2, 0, 1)
-        image = self._resize(image, "bilinear").clamp_(0.0, 1.0)
-        mask = torch.zeros(1, self.image_size, self.image_size)
+        size = (self.image_size, self.image_size)
+        if self.image_resize == "bicubic" and img.size != size and not img.mode.startswith(("I", "F")):
+            resized = img.convert("RGB").resize(size, Image.Resampling.BICUBIC)
+            image = torch.from_numpy(_to_rgb(resized)).permute(2, 0, 1)
+        else:
+            image = self._resize(torch.from_numpy(_to_rgb(img)).permute(2, 0, 1), "bilinear").clamp_(0.0, 1.0)
+        mask = torch.zeros(1, *size)
         if record.label == 1 and record.mask_path is not None:
-            mask = self._resize(self._file_mask(record, img.size)[None].float(), "nearest-exact")
+            mask = resize_mask(self._file_mask(record, img.size).numpy(), self.image_size, self.mask_resize)
         return {
             "image": image.contiguous(),
             "mask": mask,

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+#: How images reach the model's size: torch bilinear with antialias, or PIL bicubic (the CLIP codes).
+ImageResize = Literal["bilinear", "bicubic"]
+#: How masks reach it: nearest neighbour, or PIL bilinear on the 0/255 mask then kept where > 127.5
+#: (AnomalyCLIP: > 0.5), == 255 (MuSc on MVTec AD: only pixels that stay exactly 1) or > 0 (MuSc, VisA).
+MaskResize = Literal["nearest", "above_half", "full", "nonzero"]
 #: The dataset kinds a run can read (``dataset.name``).
 DATASET_KINDS: tuple[str, ...] = ("mvtec", "visa", "folder", "demo", "transfer")
 

@@ -36,6 +36,7 @@ class DetectorOutput:
     #: compared with): Gaussian sigma after bilinear upsampling, and the upsampling's corner alignment.
     baseline_sigma: float = 4.0
     align_corners: bool = False
+    blur_padding: str = "reflect"
 
     def geometry(self) -> dict[str, float | int | bool]:
         """Everything but the tensors: what a copy of the output with other maps must carry over."""
@@ -43,7 +44,7 @@ class DetectorOutput:
 
 
 #: The non-tensor fields of ``DetectorOutput``.
-GEOMETRY = ("stride", "receptive_field", "baseline_sigma", "align_corners")
+GEOMETRY = ("stride", "receptive_field", "baseline_sigma", "align_corners", "blur_padding")
 
 
 class Detector(nn.Module):
@@ -64,6 +65,8 @@ class Detector(nn.Module):
     #: MuSc upsamples with aligned corners and never blurs.
     baseline_sigma: float = 4.0
     baseline_align_corners: bool = False
+    #: The blur's border (``eval.blur_padding``, set by the run from the protocol): reflect | symmetric.
+    baseline_padding: str = "reflect"
     #: True when an image is scored against other test images (MuSc): curricula show the detector its
     #: reference images with ``set_reference`` before scoring them.
     transductive: bool = False
@@ -96,6 +99,7 @@ class Detector(nn.Module):
             receptive_field=self.receptive_field,
             baseline_sigma=self.baseline_sigma,
             align_corners=self.baseline_align_corners,
+            blur_padding=self.baseline_padding,
         )
 
     def set_reference(self, images: torch.Tensor) -> None:

@@ -136,6 +136,8 @@ class PaperResult:
     per_category: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     #: other published settings (e.g. backbones): ``setting``, ``dataset``, ``values``; recorded, not shown
     variants: list[dict[str, Any]] = field(default_factory=list)
+    #: the evaluation the numbers were made under (conf/protocol); rows join only runs of that protocol
+    protocol: str = "default"
 
 
 def published_row(paper: PaperResult, dataset: str, category: str, values: dict[str, float]) -> Row:
@@ -238,8 +240,17 @@ def _identity(run: Run) -> tuple[Any, ...]:
     return (run.results["model"], run.method != "none", run.method, run.settings)
 
 
-def dataset_tables(dataset: str, runs: list[Run], papers: list[PaperResult]) -> list[Table]:
-    """The dataset's main table (category mean, paper rows last) and one table per category."""
+def protocol_of(run: Run) -> str:
+    """The evaluation protocol a run followed (``default`` for runs that predate the field)."""
+    return str(run.results.get("protocol") or "default")
+
+
+def dataset_tables(
+    dataset: str, runs: list[Run], papers: list[PaperResult], protocol: str = "default"
+) -> list[Table]:
+    """The main table of one dataset under one protocol (category mean, paper rows last) and one
+    table per category; titled by the dataset, with the protocol when it is not the default."""
+    title = dataset if protocol == "default" else f"{dataset} (protocol {protocol})"
     groups = _group(runs, _identity)
     all_settings = [set(key[3]) for key in groups]
     common = set.intersection(*all_settings) if all_settings else set()
@@ -259,7 +270,7 @@ def dataset_tables(dataset: str, runs: list[Run], papers: list[PaperResult]) -> 
         }
 
     columns = ["model", "refiner", "setting"]
-    main = Table("main", dataset, columns, _run_rows(groups, "mean", labels, record), notes)
+    main = Table("main", title, columns, _run_rows(groups, "mean", labels, record), notes)
     for paper in papers:
         if dataset not in paper.datasets:
             continue
@@ -276,7 +287,7 @@ def dataset_tables(dataset: str, runs: list[Run], papers: list[PaperResult]) -> 
     per_category = [
         Table(
             "category",
-            f"{dataset} / {category}",
+            f"{title} / {category}",
             columns,
             _run_rows(
                 _group((r for r in runs if category in r.results["categories"]), _identity),
@@ -361,10 +372,11 @@ def collect(roots: Iterable[Path], paper_dir: Path = PAPER_DIR) -> Leaderboard:
     """Scan the roots and build every table."""
     found = scan(roots)
     papers = load_papers(paper_dir)
-    by_dataset = _group(found.runs, lambda r: r.results["dataset"])
-    published = {dataset for paper in papers for dataset in paper.datasets}
+    by_table = _group(found.runs, lambda r: (r.results["dataset"], protocol_of(r)))
+    published = {(dataset, paper.protocol) for paper in papers for dataset in paper.datasets}
     tables = []
-    for dataset in sorted(set(by_dataset) | published):  # published numbers show even without runs
-        tables += dataset_tables(dataset, by_dataset.get(dataset, []), papers)
+    for dataset, protocol in sorted(set(by_table) | published):  # published numbers show even without runs
+        own = [paper for paper in papers if paper.protocol == protocol]  # compared only under their protocol
+        tables += dataset_tables(dataset, by_table.get((dataset, protocol), []), own, protocol)
     tables += ablation_tables(found)
     return Leaderboard(tables, found.problems, found.runs)

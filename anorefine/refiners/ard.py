@@ -389,7 +389,7 @@ class ArdRefiner(Refiner):
         size = tuple(images.shape[-2:])
         if self.sigma is None:
             return base_map(output, size)
-        return baseline_map(output.anomaly_map.float(), size, self.sigma, output.align_corners)
+        return baseline_map(output.anomaly_map, size, self.sigma, output.align_corners, output.blur_padding)
 
     def image_score(self, refined: torch.Tensor, detector_score: torch.Tensor) -> torch.Tensor:
         """The detector's score, or the refined map's maximum (``refiner.image_score=max``)."""

@@ -15,16 +15,39 @@ from anorefine.detectors.base import Detector, DetectorOutput
 BASELINE_SIGMA = 4.0
 
 
+def symmetric_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur of (B,1,H,W) equal to ``scipy.ndimage.gaussian_filter(x, sigma, truncate=4)``: the
+    same normalised kernel of radius int(4σ + 0.5), the border padded by mirroring with the edge pixel
+    repeated (scipy's ``reflect``; torch's ``reflect`` skips the edge pixel)."""
+    radius = int(4.0 * sigma + 0.5)
+    taps = torch.arange(-radius, radius + 1, dtype=torch.float64, device=x.device)
+    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
+    kernel = (kernel / kernel.sum()).to(x.dtype)
+    for dim in (-1, -2):
+        if x.shape[dim] < radius:
+            raise ValueError(f"a {x.shape[dim]}-pixel map is narrower than the blur radius {radius}")
+        before = x.narrow(dim, 0, radius).flip(dim)
+        after = x.narrow(dim, x.shape[dim] - radius, radius).flip(dim)
+        padded = torch.cat([before, x, after], dim=dim)
+        shape = (1, 1, 1, -1) if dim == -1 else (1, 1, -1, 1)
+        x = F.conv2d(padded, kernel.view(shape))
+    return x
+
+
 def baseline_map(
     anomaly_map: torch.Tensor,
     size: tuple[int, int],
     sigma: float = BASELINE_SIGMA,
     align_corners: bool = False,
+    padding: str = "reflect",
 ) -> torch.Tensor:
-    """Coarse (B,1,h,w) map -> (B,1,H,W): bilinear upsampling, then Gaussian blur (anomalib's kernel)."""
+    """Coarse (B,1,h,w) map -> (B,1,H,W): bilinear upsampling, then Gaussian blur (anomalib's kernel
+    and its ``reflect`` border, or ``symmetric_blur``)."""
     upsampled = F.interpolate(anomaly_map.float(), size=size, mode="bilinear", align_corners=align_corners)
     if sigma <= 0:
         return upsampled
+    if padding == "symmetric":
+        return symmetric_blur(upsampled, sigma)
     kernel = 2 * int(4.0 * sigma + 0.5) + 1
     blur = GaussianBlur2d(sigma=(sigma, sigma), channels=1, kernel_size=(kernel, kernel)).to(upsampled.device)
     return blur(upsampled)
@@ -32,7 +55,9 @@ def baseline_map(
 
 def base_map(output: DetectorOutput, size: tuple[int, int]) -> torch.Tensor:
     """The detector's own pixel map: ``baseline_map`` with the detector's sigma and corner alignment."""
-    return baseline_map(output.anomaly_map, size, output.baseline_sigma, output.align_corners)
+    return baseline_map(
+        output.anomaly_map, size, output.baseline_sigma, output.align_corners, output.blur_padding
+    )
 
 
 class Refiner(nn.Module):
