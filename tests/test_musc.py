@@ -143,3 +143,28 @@ def test_a_zero_shot_run_reads_no_train_folder(demo_root: Path, tmp_path: Path) 
     metrics = run.results["metrics"]["brick"]["base"]
     assert metrics["pixel_auroc"] > 0.5 and metrics["image_auroc"] > 0.5
     assert run.results["zero_shot"] is True
+
+
+def test_subsets_score_each_image_within_its_own_subset_only() -> None:
+    """model.subsets=2: each folder is dealt round the subsets, and an image's map and score are those
+    of a detector that saw its subset alone."""
+    batch = images(12, seed=6)
+    folders = ["good"] * 6 + ["scratch"] * 6
+    split = MuscDetector(image_size=64, r_list=(1,), subsets=2)
+    members = split.subset_members(folders, len(batch))
+    assert sorted(i for subset in members for i in subset) == list(range(12))
+    assert all(sum(folders[i] == "good" for i in subset) == 3 for subset in members)  # interleaved
+    split.set_reference(batch, folders)
+    for subset in members:
+        alone = MuscDetector(image_size=64, r_list=(1,))
+        alone.set_reference(batch[subset])
+        expected, got = alone(batch[subset]), split(batch[subset])
+        assert torch.allclose(got.anomaly_map, expected.anomaly_map, atol=1e-6)
+        assert torch.allclose(got.image_score, expected.image_score, atol=1e-6)
+
+
+def test_subsets_need_a_category_reference_and_five_images_each() -> None:
+    with pytest.raises(AnorefineError, match=r"model\.subsets=2.*model\.reference=category"):
+        MuscDetector(image_size=64, reference="stream", subsets=2)
+    with pytest.raises(AnorefineError, match=r"got 4.*model\.subsets=2"):
+        MuscDetector(image_size=64, subsets=2).set_reference(images(8, seed=7), ["good"] * 8)

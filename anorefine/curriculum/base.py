@@ -14,13 +14,16 @@ from anorefine.task import AnomalyTask
 
 def show_reference(task: AnomalyTask, test_set: Dataset, indices: list[int] | None = None) -> None:
     """Give a transductive detector (MuSc) its reference images: the test images ``indices`` (all by
-    default), read without their masks or labels. Other detectors ignore it."""
+    default), with their folder names (MuSc's subsets balance them) but never their masks or labels.
+    Other detectors ignore it."""
     detector = task.detector
     if not detector.transductive:
         return
     chosen = range(len(test_set)) if indices is None else indices  # type: ignore[arg-type]
     device = next((t.device for t in detector.state_dict().values()), torch.device("cpu"))
-    detector.set_reference(torch.stack([test_set[i]["image"] for i in chosen]).to(device))
+    items = [test_set[i] for i in chosen]
+    images = torch.stack([item["image"] for item in items]).to(device)
+    detector.set_reference(images, [item["folder"] for item in items])
 
 
 class Curriculum:

@@ -130,5 +130,6 @@ class AnomalyImageDataset(Dataset):
             "label": record.label,
             "has_mask": record.label == 0 or record.mask_path is not None,
             "index": index,
+            "folder": record.defect_type,
             "original_size": torch.tensor([height, width], dtype=torch.long),
         }

@@ -73,10 +73,6 @@ class Detector(nn.Module):
     #: For a transductive detector: True when it may only see the images that arrived so far (a
     #: stream), False when it sees the whole category.
     stream_reference: bool = False
-    #: How this detector's own code turns its map into a pixel map (the baseline every refiner is
-    #: compared with): Gaussian sigma after bilinear upsampling, and the upsampling's corner alignment.
-    baseline_sigma: float = 4.0
-    align_corners: bool = False
 
     def setup_category(self, category: str) -> None:
         """Called once per category before its fit and test (WinCLIP puts the name in its prompts)."""
@@ -102,9 +98,10 @@ class Detector(nn.Module):
             blur_padding=self.baseline_padding,
         )
 
-    def set_reference(self, images: torch.Tensor) -> None:
+    def set_reference(self, images: torch.Tensor, folders: list[str] | None = None) -> None:
         """Transductive detectors: take (N,3,S,S) as the images to score others against (the others
-        ignore it)."""
+        ignore it). ``folders``: each image's test folder name (``good`` or a defect type), given
+        only to balance reference subsets the way MuSc's official ``divide_num`` does."""
 
 
 class RunPreparation:

@@ -20,11 +20,15 @@ The detector is *transductive*: the curriculum shows it the category's reference
 mass-production setting PGT assumes: an image is scored against the images that arrived before it and
 its own group only (the curriculum grows the reference group by group, and scores once fixed are
 kept). Images outside the reference (PGT's synthetic ones) are scored against all reference images.
+``subsets=K`` splits a category reference into K subsets scored on their own (MSM and RsCIN), each
+folder (``good`` and every defect type) shuffled and dealt round the subsets as the official
+``divide_num`` does.
 """
 
 from __future__ import annotations
 
 import hashlib
+import random
 from typing import Literal
 
 import torch
@@ -47,6 +51,8 @@ MatmulDtype = Literal["float32", "bfloat16", "float16"]
 #: The published layers: blocks 5, 11, 17, 23 of a 24-block ViT, 2, 5, 8, 11 of a 12-block one.
 VIT_BLOCKS = {24: (5, 11, 17, 23), 12: (2, 5, 8, 11)}
 MIN_REFERENCE = 5
+#: The seed of the official ``divide_num`` split (``random.seed(42)`` in its datasets).
+SUBSET_SEED = 42
 
 
 def lnamd(features: torch.Tensor, r: int) -> torch.Tensor:
@@ -138,6 +144,7 @@ class MuscDetector(Detector):
         interval: tuple[float, float] = (0.0, 0.3),
         k_list: tuple[int, ...] = (1, 2, 3),
         reference: Reference = "category",
+        subsets: int = 1,
         block_size: int = 16,
         matmul_dtype: MatmulDtype = "float32",
         weights_dir: str | None = None,
@@ -148,6 +155,12 @@ class MuscDetector(Detector):
         super().__init__()
         self.family, self.image_size, self.reference = family, image_size, reference
         self.stream_reference = reference == "stream"
+        if subsets < 1 or (subsets > 1 and self.stream_reference):
+            raise AnorefineError(
+                f"model.subsets={subsets}: use 1, or K > 1 with model.reference=category "
+                "(a stream has no subsets)"
+            )
+        self.subsets = subsets
         self.r_list, self.interval, self.k_list = tuple(r_list), tuple(interval), tuple(k_list)
         self.block_size, self.matmul_dtype = block_size, getattr(torch, matmul_dtype)
         self.smoke_only = family == "open_clip" and backbone == TINY
@@ -251,33 +264,57 @@ class MuscDetector(Detector):
                 self._features[keys[i]] = ([layer[row] for layer in layers], embeddings[row])
         return keys
 
-    def set_reference(self, images: torch.Tensor) -> None:
+    def set_reference(self, images: torch.Tensor, folders: list[str] | None = None) -> None:
         """Take (N,3,S,S) as the reference set and score the images not scored yet: all of them the
         first time; under ``reference=stream`` the newly arrived ones, against what has arrived so far
-        (scores given earlier are kept). RsCIN re-scores over the whole reference set."""
-        if len(images) < MIN_REFERENCE:
-            raise AnorefineError(
-                f"MuSc needs at least {MIN_REFERENCE} reference images, got {len(images)}: model.reference="
-                f"{self.reference} scores an image against the others of its category (or its stream so far)"
-            )
-        self._reference = self.features_of(images)
-        new = [i for i, key in enumerate(self._reference) if key not in self._maps]
-        layers = self.reference_layers()
+        (scores given earlier are kept). RsCIN re-scores over the reference set (its subset)."""
+        keys = self.features_of(images)
+        for members in self.subset_members(folders, len(keys)):
+            self._score_within([keys[i] for i in members])
+        self._reference = keys
+
+    def subset_members(self, folders: list[str] | None, count: int) -> list[list[int]]:
+        """The indices of each reference subset: all images for ``subsets=1``; otherwise each folder's
+        images shuffled (seed 42) and dealt in turn to subsets 0..K-1, as the official ``divide_num``."""
+        if self.subsets == 1:
+            members = [list(range(count))]
+        else:
+            if folders is None or len(folders) != count:
+                raise AnorefineError(f"model.subsets={self.subsets} needs each reference image's test folder")
+            rng, members = random.Random(SUBSET_SEED), [[] for _ in range(self.subsets)]
+            for folder in dict.fromkeys(folders):
+                ids = [i for i, name in enumerate(folders) if name == folder]
+                rng.shuffle(ids)
+                for position, i in enumerate(ids):
+                    members[position % self.subsets].append(i)
+        for subset in members:
+            if len(subset) < MIN_REFERENCE:
+                raise AnorefineError(
+                    f"MuSc needs at least {MIN_REFERENCE} reference images, got {len(subset)}: "
+                    f"model.reference={self.reference} (model.subsets={self.subsets}) scores an image "
+                    "against the others of its category (or its stream so far)"
+                )
+        return members
+
+    def _score_within(self, keys: list[str]) -> None:
+        """MSM maps of the not yet scored images among ``keys`` against the others, RsCIN over ``keys``."""
+        new = [i for i, key in enumerate(keys) if key not in self._maps]
+        layers = self.reference_layers(keys)
         queries = [layers_of(layers, i) for i in new]
         for i, patch_map in zip(new, self.msm_maps(layers, queries, exclude=new), strict=True):
-            self._maps[self._reference[i]] = patch_map
-        peaks = torch.stack([self._maps[key].amax() for key in self._reference])
-        rescored = rscin(peaks, self.reference_embeddings(), self.k_list)
+            self._maps[keys[i]] = patch_map
+        peaks = torch.stack([self._maps[key].amax() for key in keys])
+        rescored = rscin(peaks, self.reference_embeddings(keys), self.k_list)
         for i in new:
-            self._scores[self._reference[i]] = rescored[i]
+            self._scores[keys[i]] = rescored[i]
 
-    def reference_layers(self) -> list[torch.Tensor]:
-        """Per layer (N,C,h,w) raw features of the reference set."""
-        per_image = [self._features[key][0] for key in self._reference]
+    def reference_layers(self, keys: list[str] | None = None) -> list[torch.Tensor]:
+        """Per layer (N,C,h,w) raw features of the reference set (or of the images ``keys``)."""
+        per_image = [self._features[key][0] for key in (self._reference if keys is None else keys)]
         return [torch.stack([layers[k] for layers in per_image]) for k in range(len(per_image[0]))]
 
-    def reference_embeddings(self) -> torch.Tensor:
-        return torch.stack([self._features[key][1] for key in self._reference])
+    def reference_embeddings(self, keys: list[str] | None = None) -> torch.Tensor:
+        return torch.stack([self._features[key][1] for key in (self._reference if keys is None else keys)])
 
     def msm_maps(
         self, reference: list[torch.Tensor], queries: list[list[torch.Tensor]], exclude: list[int] | None
