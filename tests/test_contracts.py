@@ -33,6 +33,8 @@ SMALL: dict[str, list[str]] = {
     "anomalyclip": ["model.clip=tiny", "model.image_size=70"],
     "musc": ["model.image_size=64", "model.r_list=[1,3]"],
 }
+#: Detectors whose maps must stay finite fp32 and close to fp32 under bf16 autocast (the GPU path).
+BF16_TOLERANCE = {"winclip": 0.05, "anomalyclip": 0.1}
 register_configs()
 
 
@@ -94,6 +96,16 @@ def test_every_detector_keeps_the_contract(option: str) -> None:
     if again.transductive:
         again.set_reference(Normals(size, count=6).images)
     assert torch.equal(again(images).anomaly_map, output.anomaly_map)  # same seed, same detector
+
+
+@pytest.mark.parametrize("option", sorted(BF16_TOLERANCE))
+def test_clip_detectors_run_under_bf16_autocast(option: str) -> None:
+    detector, size = fitted(option)
+    images = Normals(size, count=1).images
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = detector(images)
+    assert output.anomaly_map.dtype == torch.float32 and torch.isfinite(output.anomaly_map).all()
+    assert (output.anomaly_map - detector(images).anomaly_map).abs().max() < BF16_TOLERANCE[option]
 
 
 @pytest.mark.parametrize("option", options("refiner"))

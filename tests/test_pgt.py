@@ -212,6 +212,16 @@ def test_synthesis_reads_a_texture_folder(tmp_path: Path) -> None:
     assert masks.sum() > 0 and not torch.equal(images, torch.full_like(images, 0.5))
 
 
+def short_pgt(group_size: int, steps: int, synthetic: int, crop: int) -> list[str]:
+    """Overrides for a PGT short enough for a subprocess test."""
+    return [
+        f"curriculum.group_size={group_size}",
+        f"curriculum.steps_per_group={steps}",
+        f"curriculum.synthetic_per_group={synthetic}",
+        f"curriculum.crop_size={crop}",
+    ]
+
+
 def run_ard_pgt(demo_root: Path, run_dir: Path, category: str, *overrides: str) -> Any:
     """``python train.py refiner=ard curriculum=pgt`` on one demo category, checked to succeed."""
     args = [f"dataset.root={demo_root}", f"dataset.categories=[{category}]", "refiner=ard", "curriculum=pgt"]
@@ -227,10 +237,7 @@ def test_train_py_runs_ard_with_pgt(demo_root: Path, tmp_path: Path) -> None:
         tmp_path / "pgt",
         "grass",
         *TINY_RUN,
-        "curriculum.group_size=26",
-        "curriculum.steps_per_group=2",
-        "curriculum.synthetic_per_group=4",
-        "curriculum.crop_size=32",
+        *short_pgt(group_size=26, steps=2, synthetic=4, crop=32),
     )
     results = run.results
     assert results["refiner"] == "ard"
@@ -252,10 +259,7 @@ def test_train_py_runs_ard_on_winclip(demo_root: Path, tmp_path: Path) -> None:
         "trainer.enable_progress_bar=false",
         "logger=none",
         "model.clip=tiny",
-        "curriculum.group_size=26",
-        "curriculum.steps_per_group=1",
-        "curriculum.synthetic_per_group=2",
-        "curriculum.crop_size=0",
+        *short_pgt(group_size=26, steps=1, synthetic=2, crop=0),
     )
     assert run.results["model"] == "winclip" and run.results["refiner"] == "ard"
 

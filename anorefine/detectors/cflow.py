@@ -12,7 +12,6 @@ from anomalib.models.image.cflow.torch_model import CflowModel
 from anomalib.models.image.cflow.utils import get_logp, positional_encoding_2d
 from torch.utils.data import DataLoader
 
-from anorefine.detectors.base import DetectorOutput
 from anorefine.detectors.cnn import CnnDetector
 from anorefine.detectors.normalization import IMAGENET_MEAN, IMAGENET_STD, normalize
 
@@ -143,14 +142,10 @@ class CflowDetector(CnnDetector):
         self.model.decoders.eval()
         self.fitted.fill_(True)
 
-    def forward(self, images: torch.Tensor) -> DetectorOutput:
-        if not bool(self.fitted):
-            raise RuntimeError("CFLOW's flows are untrained: call fit() on normal images first")
-        with torch.no_grad():
-            features = self.layer_features(images.float())
-            anomaly_map = self.score_features(features)
-        return self.output(
-            anomaly_map,
-            anomaly_map.flatten(1).amax(1),
-            features[0],
-        )
+    def is_fitted(self) -> bool:
+        return bool(self.fitted)
+
+    def score(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        features = self.layer_features(images)
+        anomaly_map = self.score_features(features)
+        return anomaly_map, anomaly_map.flatten(1).amax(1), features[0]

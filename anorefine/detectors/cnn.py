@@ -14,7 +14,7 @@ import torch
 from anomalib.models.components.feature_extractors import TimmFeatureExtractor
 
 from anorefine.detectors.backbones import build_feature_extractor
-from anorefine.detectors.base import Detector
+from anorefine.detectors.base import Detector, DetectorOutput
 
 
 def stage_layers(backbone: str, strides: Sequence[int]) -> list[str]:
@@ -68,6 +68,21 @@ class CnnDetector(Detector):
         self.stride = reductions[0]
         self.receptive_field = int(self.receptive_field_setting or self.cell_support(reductions))
         return extractor
+
+    def is_fitted(self) -> bool:
+        """True once ``fit`` has built the normal model."""
+        raise NotImplementedError
+
+    def score(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B,3,S,S) float images -> (B,1,h,w) map, (B,) image score, (B,C,h,w) features."""
+        raise NotImplementedError
+
+    def forward(self, images: torch.Tensor) -> DetectorOutput:
+        if not self.is_fitted():
+            name = type(self).__name__
+            raise RuntimeError(f"{name} has no normal model yet: call fit() on normal images first")
+        with torch.no_grad():
+            return self.output(*self.score(images.float()))
 
     def cell_support(self, reductions: list[int]) -> int:
         """Input pixels one cell sees by default: about two strides of the deepest layer (PaDiM, CFLOW)."""

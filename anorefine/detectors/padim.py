@@ -9,7 +9,6 @@ from anomalib.models.image.padim.anomaly_map import AnomalyMapGenerator
 from anomalib.models.image.padim.torch_model import PadimModel
 from torch.utils.data import DataLoader
 
-from anorefine.detectors.base import DetectorOutput
 from anorefine.detectors.cnn import CnnDetector
 from anorefine.detectors.normalization import IMAGENET_MEAN, IMAGENET_STD, normalize
 
@@ -62,14 +61,10 @@ class PadimDetector(CnnDetector):
         self.model.gaussian.mean = mean
         self.model.gaussian.inv_covariance = torch.linalg.inv(covariance + self.covariance_eps * identity)
 
-    def forward(self, images: torch.Tensor) -> DetectorOutput:
-        if self.model.gaussian.mean.numel() == 0:
-            raise RuntimeError("PaDiM has no Gaussian yet: call fit() on normal images first")
-        with torch.no_grad():
-            embedding = self.embed(images.float())
-            anomaly_map = self.score_embedding(embedding)
-        return self.output(
-            anomaly_map,
-            anomaly_map.flatten(1).amax(1),
-            embedding,
-        )
+    def is_fitted(self) -> bool:
+        return self.model.gaussian.mean.numel() > 0
+
+    def score(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        embedding = self.embed(images)
+        anomaly_map = self.score_embedding(embedding)
+        return anomaly_map, anomaly_map.flatten(1).amax(1), embedding

@@ -8,7 +8,6 @@ import torch
 from anomalib.models.image.patchcore.torch_model import PatchcoreModel
 from torch.utils.data import DataLoader
 
-from anorefine.detectors.base import DetectorOutput
 from anorefine.detectors.cnn import CnnDetector
 from anorefine.detectors.coreset import sample_coreset
 from anorefine.detectors.normalization import IMAGENET_MEAN, IMAGENET_STD, normalize
@@ -60,17 +59,14 @@ class PatchCoreDetector(CnnDetector):
         self.model.embedding_store.clear()
         self.model.memory_bank = sample_coreset(embeddings, self.coreset_ratio, self.coreset_projection_dim)
 
-    def forward(self, images: torch.Tensor) -> DetectorOutput:
-        if self.model.memory_bank.numel() == 0:
-            raise RuntimeError("PatchCore has an empty memory bank: call fit() on normal images first")
-        embedding = self._embed(images.float())
+    def is_fitted(self) -> bool:
+        return self.model.memory_bank.numel() > 0
+
+    def score(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        embedding = self._embed(images)
         batch, _, height, width = embedding.shape
         flat = self.model.reshape_embedding(embedding)
         patch_scores, locations = self.model.nearest_neighbors(flat, n_neighbors=1)
         patch_scores = patch_scores.reshape(batch, -1)
         image_score = self.model.compute_anomaly_score(patch_scores, locations.reshape(batch, -1), flat)
-        return self.output(
-            patch_scores.reshape(batch, 1, height, width),
-            image_score,
-            embedding,
-        )
+        return patch_scores.reshape(batch, 1, height, width), image_score, embedding
