@@ -51,11 +51,13 @@ def one_line(error: BaseException) -> str:
 
 def main_with_one_line_errors(main: Callable[[], None]) -> None:
     """Run a ``hydra.main`` function; a config that does not compose exits with one line and status 2.
+    ``-v`` is short for ``verbose=true``.
 
     Hydra is told to re-raise (``HYDRA_FULL_ERROR``) so that its multi-line composition report can be
     replaced; errors inside a run are reported by ``train`` itself.
     """
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    sys.argv = [("verbose=true" if arg in ("-v", "--verbose") else arg) for arg in sys.argv]
     try:
         main()
     except (HydraException, OmegaConfBaseException) as error:
@@ -75,7 +77,10 @@ def check_ddp_launch(cfg: DictConfig, mode: RunMode | None) -> None:
 
 def train(cfg: DictConfig) -> None:
     """Run the experiment the composed config describes, in Hydra's run directory."""
+    from anorefine import console
     from anorefine.run import is_rank_zero, run_experiment  # torch and Lightning: after composition
+
+    console.configure(cfg.verbose)
     from anorefine.sweep import clear_failure, is_finished, write_failure
 
     hydra_cfg = HydraConfig.get()

@@ -97,6 +97,7 @@ class TrainConfig:
     """The root config of ``train.py`` (conf/train.yaml)."""
 
     seed: int = MISSING
+    verbose: bool = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: Any = MISSING

@@ -58,6 +58,7 @@ METRIC_KEYS = (
 #: Settings that change no number (a key, or a group whose every key is neutral).
 NEUTRAL_KEYS = (
     "experiment",
+    "verbose",
     "logger",
     "trainer.enable_progress_bar",
     "paths",

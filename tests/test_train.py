@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
 import pytest
 from conftest import TINY_RUN, run_train
 
+from anorefine import console
 from anorefine.run_folder import RESULTS_FORMAT
 
 METRIC_KEYS = {"image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "pixel_f1_max", "aupro", "pro_compat"}
@@ -46,6 +48,12 @@ def test_results_json_is_complete(first_run) -> None:
     assert {"torch", "anomalib", "lightning"} <= set(results["versions"])
     assert set(results["timings"]["per_category"]) == {"brick", "gravel"}
     assert "pixel_ap" in first_run.stdout and "mean" in first_run.stdout  # the printed table
+
+
+@pytest.mark.slow
+def test_the_console_carries_no_per_trainer_banner_or_known_warning(first_run) -> None:
+    printed = first_run.stdout + first_run.stderr
+    assert "GPU available" not in printed and "litlogger" not in printed and "LeafSpec" not in printed
 
 
 @pytest.mark.slow
@@ -158,3 +166,11 @@ def test_folder_without_ground_truth_reports_null_pixel_metrics(demo_root: Path,
         assert metrics["image_auroc"] > 0.5 and metrics["image_ap"] > 0.5
         assert all(metrics[key] is None for key in ("pixel_auroc", "pixel_ap", "pixel_f1_max", "aupro"))
         assert run.results["metrics"]["mean"][stage]["pixel_ap"] is None
+
+
+def test_verbose_brings_lightning_banners_back() -> None:
+    banner = logging.getLogger(console.LIGHTNING_INFO_LOGGERS[0])
+    console.configure(verbose=False)
+    assert banner.getEffectiveLevel() == logging.WARNING
+    console.configure(verbose=True)
+    assert banner.getEffectiveLevel() == logging.INFO

@@ -1,0 +1,31 @@
+"""What a run prints: Lightning's per-Trainer banners and known third-party warnings, silenced at
+their source unless ``verbose=true`` (or ``python train.py -v``) asks for them.
+
+A run builds many Trainers (one per PGT group and per category), and each would repeat the
+accelerator banner ("GPU available ...") and the same tips; Lightning prints them through its
+rank-zero info logger, so raising that logger to WARNING removes exactly those lines and keeps its
+warnings. Third-party deprecation warnings that the user cannot act on are listed one by one.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+#: Lightning's loggers for per-Trainer information (accelerator banner, tips, seed lines).
+LIGHTNING_INFO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+#: (category, message regex, module regex) of known third-party warnings nothing here can fix.
+KNOWN_WARNINGS: tuple[tuple[type[Warning], str, str], ...] = (
+    # Lightning 2.6 tests torch's deprecated LeafSpec class in its own pytree helper.
+    (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated", r"lightning\..*"),
+)
+
+
+def configure(verbose: bool) -> None:
+    """Quiet Lightning's banners and the known warnings, or bring them all back with ``verbose``."""
+    for name in LIGHTNING_INFO_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+    if verbose:
+        return
+    for category, message, module in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
