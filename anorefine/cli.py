@@ -24,6 +24,8 @@ from anorefine.errors import AnorefineError
 
 #: The exit status of every bad-input error (a config value, a missing file): one line on stderr.
 BAD_INPUT = 2
+#: The exit status after Ctrl-C (128 + SIGINT, as a shell reports it).
+INTERRUPTED = 130
 log = logging.getLogger(__name__)
 DDP_IN_MULTIRUN = (
     "trainer=ddp in a multirun needs its processes started by the cluster, one per GPU "
@@ -75,15 +77,30 @@ def check_ddp_launch(cfg: DictConfig, mode: RunMode | None) -> None:
         raise AnorefineError(DDP_IN_MULTIRUN)
 
 
+def check_single_run(hydra_cfg: DictConfig) -> None:
+    """Refuse a sweep preset (``experiment=NAME``) started without ``-m``: it would run one default job."""
+    params = hydra_cfg.sweeper.get("params")
+    if hydra_cfg.mode == RunMode.RUN and params:
+        name = hydra_cfg.runtime.choices.get("experiment", "NAME")
+        raise AnorefineError(
+            f"experiment={name} is a sweep over {', '.join(params)}: "
+            f"run it with python train.py -m experiment={name}"
+        )
+
+
 def train(cfg: DictConfig) -> None:
     """Run the experiment the composed config describes, in Hydra's run directory."""
     from anorefine import console
     from anorefine.run import is_rank_zero, run_experiment  # torch and Lightning: after composition
-
-    console.configure(cfg.verbose)
     from anorefine.sweep import clear_failure, is_finished, write_failure
 
+    console.configure(cfg.verbose)
     hydra_cfg = HydraConfig.get()
+    try:
+        check_single_run(hydra_cfg)
+    except AnorefineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(BAD_INPUT)
     run_dir = Path(hydra_cfg.runtime.output_dir)
     overrides = list(hydra_cfg.overrides.task)
     if is_finished(run_dir, cfg):
@@ -92,6 +109,13 @@ def train(cfg: DictConfig) -> None:
     try:
         check_ddp_launch(cfg, hydra_cfg.mode)
         run_experiment(cfg, run_dir, overrides)
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted: finished categories are kept in {run_dir}; run the same command "
+            f"(with hydra.run.dir={run_dir}) to go on from there",
+            file=sys.stderr,
+        )
+        sys.exit(INTERRUPTED)
     except Exception as error:
         failure = write_failure(run_dir, error, cfg, overrides) if is_rank_zero() else "not written"
         if hydra_cfg.mode == RunMode.MULTIRUN:

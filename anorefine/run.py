@@ -23,7 +23,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from anorefine import data, fits, report, viz
+from anorefine import data, fits, plan, report, viz
 from anorefine.config import is_multiprocess
 from anorefine.curriculum.base import Curriculum
 from anorefine.detectors.base import Detector, RunPreparation
@@ -251,6 +251,10 @@ def run_experiment(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict
     digest = config_hash(resolved)
     root = dataset_root(cfg)
     categories = resolve_categories(cfg, root)
+    plan.check_config(cfg)
+    for category in categories:  # every file of the run checked before any model is built
+        for split in plan.splits_read(cfg):
+            split_dataset(cfg, root, category, split).check_files()
     logger = build_logger(cfg, run_dir)
     cfg = prepare_run(cfg, run_dir, trainer_factory(cfg, logger))
     per_category: dict[str, dict[str, Any]] = {}

@@ -34,6 +34,9 @@ class Curriculum:
     JSON-serialisable results (e.g. a per-group curve) to store beside the metrics.
     """
 
+    #: True for curricula that train the refiner (a trainable refiner needs one; others must not).
+    trains_refiner: bool = False
+
     def evaluate(
         self, task: AnomalyTask, make_trainer: Callable[[], L.Trainer], test_set: Dataset, batch_size: int
     ) -> dict[str, Any]:  # pragma: no cover - abstract

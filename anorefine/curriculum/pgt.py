@@ -70,6 +70,8 @@ def anomalous_positions(test_set: Dataset, group: list[int]) -> list[int]:
 class ProgressiveGroupTraining(Curriculum):
     """Progressive group-wise test-time training of an ARD refiner (``curriculum=pgt``)."""
 
+    trains_refiner = True
+
     def __init__(
         self,
         mode: Mode = "progressive",

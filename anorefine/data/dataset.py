@@ -27,6 +27,15 @@ def _open(path: Path, what: str) -> Image.Image:
         raise DataError(f"cannot read {what} {path}: {err}; replace or remove the file") from err
 
 
+def _header_size(path: Path, what: str) -> tuple[int, int]:
+    """(W, H) from the file's header, without decoding it."""
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except _PIL_ERRORS as err:
+        raise DataError(f"cannot read {what} {path}: {err}; replace or remove the file") from err
+
+
 def _to_rgb(img: Image.Image) -> np.ndarray:
     """(H, W, 3) float32 in [0, 1]; 16-bit/int grayscale is scaled by 65535, float taken as is."""
     if img.mode.startswith(("I", "F")):
@@ -101,6 +110,19 @@ class AnomalyImageDataset(Dataset):
                 "the mask does not belong to this image"
             )
         return torch.from_numpy(_to_mask(mask_img))
+
+    def check_files(self) -> None:
+        """Read every image's and mask's header (nothing decoded): each must be readable and each mask
+        the size of its image, so a bad file fails the run before any model is fitted."""
+        for record in self.records:
+            size = _header_size(record.image_path, "image")
+            if record.label == 1 and record.mask_path is not None:
+                mask_size = _header_size(record.mask_path, "mask")
+                if mask_size != size:
+                    raise DataError(
+                        f"mask {record.mask_path} is {mask_size[0]}x{mask_size[1]} but image "
+                        f"{record.image_path} is {size[0]}x{size[1]}: the mask does not belong to this image"
+                    )
 
     def original_mask(self, index: int) -> torch.Tensor:
         """Item ``index``'s (H0, W0) bool mask at the original image size, not resized (for

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -73,6 +73,11 @@ class Detector(nn.Module):
     #: For a transductive detector: True when it may only see the images that arrived so far (a
     #: stream), False when it sees the whole category.
     stream_reference: bool = False
+
+    @classmethod
+    def reads_train_split(cls, settings: dict[str, Any]) -> bool:
+        """Whether a detector built from ``settings`` (its resolved config) is fitted on ``train/``."""
+        return cls.requires_fit
 
     def setup_category(self, category: str) -> None:
         """Called once per category before its fit and test (WinCLIP puts the name in its prompts)."""

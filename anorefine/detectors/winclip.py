@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import open_clip
 import torch
 from anomalib.models.image.winclip.torch_model import TEMPERATURE, WinClipModel
@@ -48,6 +50,10 @@ class WinClipDetector(Detector):
     ensembles of the class name; with ``k_shot`` > 0, ``fit`` stores k normal reference images and
     the map also averages in visual association scores (anomalib's few-shot WinCLIP+).
     """
+
+    @classmethod
+    def reads_train_split(cls, settings: dict[str, Any]) -> bool:
+        return int(settings.get("k_shot", 0)) > 0  # few-shot reads k normal images
 
     def __init__(
         self,

@@ -1,0 +1,61 @@
+"""The whole run checked before any model is built or any image decoded.
+
+``check_plan`` stops a run in seconds, with one line that names the setting or file and the fix,
+where it would otherwise fail (or silently do nothing) after minutes of fitting: a trainable
+refiner no curriculum trains, a curriculum with nothing to train, an image size recorded for one
+component and used by another, a GPU that is not there, and any selected category whose splits,
+masks or image files are missing, unreadable or mismatched. Every such error is an
+``AnorefineError`` (exit status 2 from ``train.py``).
+"""
+
+from __future__ import annotations
+
+import torch
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
+
+from anorefine.errors import AnorefineError
+
+
+def check_components(cfg: DictConfig) -> None:
+    """Refiner, curriculum and sizes that fit together (reads no file)."""
+    refiner = get_class(cfg.refiner._target_)
+    curriculum = get_class(cfg.curriculum._target_)
+    if refiner.trainable and not curriculum.trains_refiner:
+        raise AnorefineError(
+            f"refiner={cfg.refiner.name} is trained on the test stream, but curriculum={cfg.curriculum.name} "
+            "never trains it (every map would be the base map): add curriculum=pgt"
+        )
+    if curriculum.trains_refiner and not refiner.trainable:
+        raise AnorefineError(
+            f"curriculum={cfg.curriculum.name} trains the refiner, but refiner={cfg.refiner.name} has "
+            "nothing to train: use refiner=ard, or curriculum=none"
+        )
+    model_size = cfg.model.get("image_size")
+    if model_size is not None and int(cfg.dataset.image_size) != int(model_size):
+        raise AnorefineError(
+            f"dataset.image_size={cfg.dataset.image_size} differs from model.image_size={model_size}: "
+            "set model.image_size (the dataset follows it)"
+        )
+
+
+def check_accelerator(cfg: DictConfig) -> None:
+    """The accelerator asked for exists on this machine."""
+    if cfg.trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise AnorefineError(
+            f"trainer.accelerator={cfg.trainer.accelerator} asks for a CUDA GPU, but torch finds none "
+            f"(torch {torch.__version__}, CUDA build {torch.version.cuda}): use trainer=cpu"
+        )
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Every check that reads no file."""
+    check_components(cfg)
+    check_accelerator(cfg)
+
+
+def splits_read(cfg: DictConfig) -> tuple[str, ...]:
+    """The splits the run will read for each category: ``train`` only for detectors fitted on it."""
+    settings = OmegaConf.to_container(cfg.model, resolve=True)
+    reads_train = get_class(cfg.model._target_).reads_train_split(settings)
+    return ("test", "train") if reads_train else ("test",)

@@ -1,0 +1,93 @@
+"""The run's plan is checked before any model is built: silent no-ops, size disagreement, a missing
+GPU, a sweep preset without -m, and bad files fail with one line naming the setting or file."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import run_train
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from anorefine import plan
+from anorefine.config import register_configs
+from anorefine.data.dataset import AnomalyImageDataset
+from anorefine.data.records import ImageRecord
+from anorefine.errors import AnorefineError, DataError
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+register_configs()
+
+
+def composed(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["refiner=ard"], r"refiner=ard is trained .* add curriculum=pgt"),
+        (["curriculum=pgt"], r"curriculum=pgt trains the refiner, but refiner=none"),
+        (["dataset.image_size=128"], r"dataset\.image_size=128 differs from model\.image_size=256"),
+    ],
+)
+def test_a_config_that_would_do_nothing_or_disagree_fails(overrides: list[str], message: str) -> None:
+    with pytest.raises(AnorefineError, match=message):
+        plan.check_config(composed(*overrides))
+
+
+def test_consistent_configs_pass() -> None:
+    for overrides in ([], ["refiner=ard", "curriculum=pgt"], ["refiner=f2pad"], ["model.image_size=128"]):
+        plan.check_config(composed(*overrides))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without a GPU")
+def test_a_gpu_asked_for_on_a_cpu_machine_fails_naming_the_fix() -> None:
+    with pytest.raises(AnorefineError, match=r"trainer\.accelerator=gpu .* use trainer=cpu"):
+        plan.check_config(composed("trainer=gpu"))
+
+
+def test_only_detectors_fitted_on_train_read_it() -> None:
+    assert plan.splits_read(composed()) == ("test", "train")
+    assert plan.splits_read(composed("model=musc")) == ("test",)
+    assert plan.splits_read(composed("model=winclip", "model.clip=tiny")) == ("test",)
+    few_shot = composed("model=winclip", "model.clip=tiny", "model.k_shot=2")
+    assert plan.splits_read(few_shot) == ("test", "train")
+
+
+def test_every_seeded_component_follows_the_run_seed() -> None:
+    cfg = composed("seed=3", "refiner=ard", "curriculum=pgt", "refiner/guidance=novelty")
+    assert cfg.refiner.seed == cfg.curriculum.order_seed == cfg.refiner.guidance.seed == 3
+
+
+def test_a_mask_of_another_size_fails_before_decoding(tmp_path: Path) -> None:
+    image, mask = tmp_path / "000.png", tmp_path / "000_mask.png"
+    Image.new("RGB", (32, 32)).save(image)
+    Image.new("L", (16, 16)).save(mask)
+    dataset = AnomalyImageDataset([ImageRecord(image, mask, 1, "hole", "x")], 32)
+    with pytest.raises(DataError, match=r"000_mask\.png is 16x16 .*000\.png is 32x32"):
+        dataset.check_files()
+
+
+@pytest.mark.slow
+def test_a_sweep_preset_without_multirun_fails_in_one_line(tmp_path: Path) -> None:
+    run = run_train(["experiment=transfer", f"paths.data_dir={tmp_path}/data"], tmp_path / "run")
+    assert run.returncode == 2 and run.stderr.strip().count("\n") == 0
+    assert "run it with python train.py -m experiment=transfer" in run.stderr
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.slow
+def test_a_bad_file_in_a_later_category_fails_before_the_first_fit(demo_root: Path, tmp_path: Path) -> None:
+    root = tmp_path / "folder"
+    for category in ("brick", "gravel"):
+        shutil.copytree(demo_root / category, root / category)
+    broken = sorted((root / "gravel" / "test" / "good").iterdir())[0]
+    broken.write_bytes(b"not an image")
+    run = run_train(["dataset=folder", f"dataset.root={root}", "model.image_size=64"], tmp_path / "run")
+    assert run.returncode == 2 and broken.name in run.stderr
+    assert not (tmp_path / "run" / "categories" / "brick.json").exists()  # brick was never fitted
