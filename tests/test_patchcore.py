@@ -78,3 +78,20 @@ def test_defective_pixels_score_higher_than_normal_ones(fitted) -> None:
     assert maps[batch["mask"] > 0].mean() > maps[batch["mask"] == 0].mean()
     assert output.image_score[batch["label"] == 1].mean() > output.image_score[batch["label"] == 0].mean()
     assert torch.equal(BaselineRefiner()(batch["image"], output), maps)  # `none` is exactly the base map
+
+
+def stepwise_greedy(features: torch.Tensor, size: int, start: int) -> list[int]:
+    """The k-center greedy written straight from its definition: one full pass per pick."""
+    chosen = [start]
+    min_dist = (features - features[start]).pow(2).sum(1)
+    while len(chosen) < size:
+        chosen.append(int(torch.argmax(min_dist)))
+        min_dist = torch.minimum(min_dist, (features - features[chosen[-1]]).pow(2).sum(1))
+    return chosen
+
+
+@pytest.mark.parametrize("pool_size", [1, 7, 64, 5000])
+def test_pooled_greedy_picks_what_one_pass_per_pick_does(pool_size: int) -> None:
+    features = torch.randn(3000, 16, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    ours = greedy_coreset_indices(features, 300, 11, pool_size=pool_size)
+    assert ours.tolist() == stepwise_greedy(features, 300, 11)
