@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tomllib
 from conftest import REPO, run_train
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
@@ -246,12 +247,44 @@ def test_every_demo_variant_has_its_full_experiment() -> None:
     ],
 )
 def test_the_parallel_and_cluster_launchers_compose(
-    launcher: list[str], compose: Callable[..., DictConfig]
+    launcher: list[str], compose: Callable[..., DictConfig], cluster_extra: None
 ) -> None:
-    if launcher[0] == "hydra/launcher=ray":
-        pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason='pip install -e ".[cluster]"')
     config = compose(["experiment=demo_anorefiner", *launcher], return_hydra_config=True)
     assert config.hydra.launcher._target_.startswith("hydra_plugins.")
+
+
+@pytest.fixture(scope="session")
+def cluster_extra() -> None:
+    """The ``cluster`` extra of pyproject.toml (submitit and Ray launchers), installed when missing."""
+    try:
+        import hydra_plugins.hydra_ray_launcher
+        import hydra_plugins.hydra_submitit_launcher  # noqa: F401
+    except ImportError:
+        extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", *extra["cluster"]],
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_a_two_job_sweep_runs_on_a_local_ray_instance(
+    demo_root: Path, tmp_path: Path, cluster_extra: None
+) -> None:
+    sweep_dir = tmp_path / "ray"
+    command = [
+        sys.executable, str(REPO / "train.py"), "-m", "hydra/launcher=ray",
+        "+hydra.launcher.ray.init.num_cpus=2", "+hydra.launcher.ray.init.include_dashboard=false",
+        f"hydra.sweep.dir={sweep_dir}", f"dataset.root={demo_root}", *SWEEP[:6], "seed=0,1",
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Started a local Ray instance" in done.stderr + done.stdout
+    results = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/results.json"))]
+    assert sorted(r["config"]["seed"] for r in results) == [0, 1]
+    assert (sweep_dir / "LEADERBOARD.md").is_file()
 
 
 DDP_ON_CPU = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
