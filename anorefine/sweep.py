@@ -28,6 +28,7 @@ from anorefine.run_folder import (
     LEADERBOARD_NAME,
     MANIFEST_FILE,
     config_hash,
+    is_neutral,
     write_json_atomic,
 )
 from anorefine.run_folder import is_finished as has_results
@@ -40,12 +41,20 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._,=+-]")
 _BASIC_SWEEPER = f"{BasicSweeper.__module__}.{BasicSweeper.__qualname__}"
 
 
+#: Where one ``key=value`` of Hydra's ``override_dirname`` ends: a comma that starts the next key.
+_NEXT_OVERRIDE = re.compile(r",(?=[+~]?[\w./@-]+=)")
+
+
 def job_key(override_dirname: str) -> str:
     """Filename-safe folder name of a job from its sorted overrides (``default`` when there are none).
 
-    Safe, short strings are kept as they are; otherwise unsafe characters become ``_``, the name is
-    cut to ``MAX_KEY_LENGTH`` and a hash of the original string keeps distinct jobs apart.
+    Settings that change no number (``NEUTRAL_KEYS``, groups included: ``paths.fit_cache``) are
+    dropped, so a re-run with another logger or cache lands in the same folder. Safe, short strings are
+    kept as they are; otherwise unsafe characters become ``_``, the name is cut to ``MAX_KEY_LENGTH``
+    and a hash of the original string keeps distinct jobs apart.
     """
+    items = _NEXT_OVERRIDE.split(override_dirname)
+    override_dirname = ",".join(i for i in items if i and not is_neutral(i.split("=")[0]))
     if not override_dirname:
         return "default"
     safe = _UNSAFE.sub("_", override_dirname)

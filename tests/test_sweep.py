@@ -174,7 +174,8 @@ def test_a_failing_job_writes_failure_json_and_the_sweep_goes_on(demo_root: Path
     [
         ("", "default"),
         ("model=padim,seed=1", "model=padim,seed=1"),
-        ("dataset.root=/data/mvtec,seed=0", "dataset.root=_data_mvtec,seed=0-"),
+        ("model.weights_dir=/data/w,seed=0", "model.weights_dir=_data_w,seed=0-"),
+        ("dataset.root=/data/mvtec,paths.fit_cache=null,seed=1", "seed=1"),  # neutral keys dropped
         ("x=" + "a" * 300, "x=" + "a" * (MAX_KEY_LENGTH - 2) + "-"),
     ],
 )
