@@ -19,6 +19,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from anorefine import help as _help  # noqa: F401  (registers the --help resolver)
 from anorefine.config import is_multiprocess
 from anorefine.errors import AnorefineError
 

@@ -15,6 +15,7 @@ from hydra.utils import get_class
 from omegaconf import OmegaConf
 
 from anorefine.config import register_configs
+from anorefine.help import help_text
 from anorefine.run import build_component, build_logger
 from anorefine.settings import COMPONENT_GROUPS, signature_settings, yaml_target
 
@@ -126,3 +127,12 @@ def test_a_bad_choice_fails_in_one_line_before_any_data(override: str, key: str,
     assert run.stderr.strip().count("\n") == 0 and run.stderr.startswith(f"error: {key}: Invalid value")
     assert not (tmp_path / "data").exists() and not (tmp_path / "run").exists()  # nothing read or written
     assert elapsed < 10, f"{elapsed:.1f} s"
+
+
+def test_help_lists_only_the_options_a_user_picks_each_described() -> None:
+    text = help_text()
+    options = [line.split()[0] for line in text.splitlines() if line.startswith("  ") and "python" not in line]
+    assert "patchcore" in options and "ard" in options and "mvtec" in options
+    assert not any("schema" in option or option in ("common", "paper") for option in options)
+    assert all(len(line.split(maxsplit=1)) == 2 for line in text.splitlines() if line.startswith("  "))
+    assert "paper:" not in text and "schema" not in text
