@@ -131,8 +131,9 @@ def test_a_bad_choice_fails_in_one_line_before_any_data(override: str, key: str,
 
 def test_help_lists_only_the_options_a_user_picks_each_described() -> None:
     text = help_text()
-    options = [line.split()[0] for line in text.splitlines() if line.startswith("  ") and "python" not in line]
+    rows = [line for line in text.splitlines() if line.startswith("  ") and "python" not in line]
+    options = [row.split()[0] for row in rows]
     assert "patchcore" in options and "ard" in options and "mvtec" in options
     assert not any("schema" in option or option in ("common", "paper") for option in options)
-    assert all(len(line.split(maxsplit=1)) == 2 for line in text.splitlines() if line.startswith("  "))
+    assert all(len(row.split(maxsplit=1)) == 2 for row in rows)  # every option described
     assert "paper:" not in text and "schema" not in text
