@@ -54,17 +54,27 @@ def mean_metrics(per_category: dict[str, dict[str, float | None]]) -> dict[str, 
 
 
 def format_table(
-    metrics: dict[str, dict[str, dict[str, float | None]]], keys: tuple[str, ...] = METRIC_KEYS
+    metrics: dict[str, dict[str, dict[str, float | None]]],
+    keys: tuple[str, ...] = METRIC_KEYS,
+    with_delta: bool = True,
 ) -> str:
-    """Plain-text table, one row per category and stage (base, refined), values in percent."""
+    """Plain-text table in percent: per category the base and refined rows, and with ``with_delta``
+    their difference (refined − base, in points)."""
     header = ["category", "stage", *keys]
     rows = [header]
+
+    def cells(values: list[float | None], signed: bool) -> list[str]:
+        return ["-" if v is None else f"{100 * v:+.2f}" if signed else f"{100 * v:.2f}" for v in values]
+
     for category, stages in metrics.items():
         for stage in STAGES:
-            values = stages[stage]
-            rows.append(
-                [category, stage, *("-" if values.get(k) is None else f"{100 * values[k]:.2f}" for k in keys)]
-            )
+            rows.append([category, stage, *cells([stages[stage].get(k) for k in keys], signed=False)])
+        if with_delta:
+            base, refined = stages["base"], stages["refined"]
+            deltas = [
+                None if base.get(k) is None or refined.get(k) is None else refined[k] - base[k] for k in keys
+            ]
+            rows.append([category, "Δ", *cells(deltas, signed=True)])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "-" * len(lines[0]))

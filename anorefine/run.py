@@ -305,6 +305,9 @@ def run_experiment(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict
         return results
     report.write_report(run_dir, results)  # before results.json, which marks the run finished
     write_json_atomic(run_dir / RESULTS_FILE, results)
-    print(format_table(metrics))
-    print(f"results: {run_dir / 'results.json'}")
+    print(f"metrics in %, Δ = refined − base in points ({cfg.refiner.name} over {cfg.model.name}):")
+    print(format_table(metrics, with_delta=cfg.refiner.name != "none"))
+    if results["smoke_only"]:
+        print("smoke-only: tiny random-weight CLIP models; these numbers measure nothing")
+    print(f"wall time {results['timings']['total_s']:.0f} s; results: {run_dir / 'results.json'}")
     return results

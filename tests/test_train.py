@@ -11,6 +11,7 @@ import pytest
 from conftest import TINY_RUN, run_train
 
 from anorefine import console
+from anorefine.results import format_table
 from anorefine.run_folder import RESULTS_FORMAT
 
 METRIC_KEYS = {"image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "pixel_f1_max", "aupro", "pro_compat"}
@@ -174,3 +175,16 @@ def test_verbose_brings_lightning_banners_back() -> None:
     assert banner.getEffectiveLevel() == logging.WARNING
     console.configure(verbose=True)
     assert banner.getEffectiveLevel() == logging.INFO
+
+
+def test_the_final_table_shows_base_refined_and_their_difference_in_points() -> None:
+    metrics = {
+        "brick": {"base": {"pixel_ap": 0.1, "aupro": None}, "refined": {"pixel_ap": 0.25, "aupro": None}}
+    }
+    rows = [line.split() for line in format_table(metrics, keys=("pixel_ap", "aupro")).splitlines()]
+    assert rows[2:] == [
+        ["brick", "base", "10.00", "-"],
+        ["brick", "refined", "25.00", "-"],
+        ["brick", "Δ", "+15.00", "-"],
+    ]
+    assert len(format_table(metrics, keys=("pixel_ap",), with_delta=False).splitlines()) == 4
