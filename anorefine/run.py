@@ -193,7 +193,9 @@ def run_category(
     detector.setup_category(category)
     started = time.perf_counter()
     if detector.requires_fit:
-        fit_detector(cfg, detector, split_dataset(cfg, root, category, "train"), category)
+        train_set = split_dataset(cfg, root, category, "train")
+        log.info("%s: fitting %s on %d normal images", category, cfg.model.name, len(train_set))
+        fit_detector(cfg, detector, train_set, category)
     fitted = time.perf_counter()
     # Seeded again: the refiner's draws must not depend on how many the detector's fit made, and the
     # detector's fit must not depend on which refiner is configured (same base map in every row).
@@ -204,6 +206,10 @@ def run_category(
     test_set = split_dataset(cfg, root, category, "test")
     original_masks = test_set.original_mask if cfg.eval.resolution == "original" else None
     task = AnomalyTask(detector, refiner, aupro_limit=cfg.eval.aupro_limit, original_masks=original_masks)
+    log.info(
+        "%s: fit %.1f s; testing %d images (refiner %s, curriculum %s)",
+        category, fitted - started, len(test_set), cfg.refiner.name, cfg.curriculum.name,
+    )  # fmt: skip
     extras = curriculum.evaluate(task, trainer_factory(cfg, logger), test_set, cfg.dataset.batch_size)
     if is_rank_zero():
         viz.write_category_figures(task, run_dir, category, logger)
@@ -233,6 +239,23 @@ def run_category(
     }
 
 
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
+def category_seconds(entry: dict[str, Any]) -> float:
+    """A finished category's fit and test time."""
+    return float(entry["timings"]["fit_s"] + entry["timings"]["test_s"])
+
+
+def eta(done: dict[str, dict[str, Any]], categories: list[str]) -> str:
+    """``, about N s left`` from the mean time of the categories run so far (empty before the first)."""
+    spent = [category_seconds(entry) for entry in done.values()]
+    if not spent:
+        return ""
+    return f", about {sum(spent) / len(spent) * (len(categories) - len(done)):.0f} s left"
+
+
 def prepare_run(cfg: DictConfig, run_dir: Path, make_trainer: Callable[..., L.Trainer]) -> DictConfig:
     """Run the once-per-run stage the config selects (``prepare``: AnomalyCLIP's prompt training).
 
@@ -258,13 +281,23 @@ def run_experiment(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict
     logger = build_logger(cfg, run_dir)
     cfg = prepare_run(cfg, run_dir, trainer_factory(cfg, logger))
     per_category: dict[str, dict[str, Any]] = {}
-    for category in categories:
+    reused_s = 0.0
+    for number, category in enumerate(categories, 1):
+        log.info("category %d/%d: %s%s", number, len(categories), category, eta(per_category, categories))
         partial = category_file(run_dir, category)
         if partial.is_file() and json.loads(partial.read_text()).get("config_hash") == digest:
             log.info("category %s already finished in %s: reusing it", category, partial)
             per_category[category] = json.loads(partial.read_text())
+            reused_s += category_seconds(per_category[category])
             continue
         per_category[category] = {"config_hash": digest, **run_category(cfg, root, category, logger, run_dir)}
+        done = per_category[category]["metrics"]
+        log.info(
+            "%s: done; pixel AP %s -> %s",
+            category,
+            percent(done["base"]["pixel_ap"]),
+            percent(done["refined"]["pixel_ap"]),
+        )
         if is_rank_zero():
             write_json_atomic(partial, per_category[category])
     metrics: dict[str, Any] = {name: entry["metrics"] for name, entry in per_category.items()}
@@ -295,7 +328,8 @@ def run_experiment(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict
         "config_hash": digest,
         "overrides": list(overrides),
         "timings": {
-            "total_s": time.perf_counter() - started,
+            # this process's time, plus the categories an earlier, interrupted process finished
+            "total_s": time.perf_counter() - started + reused_s,
             "per_category": {name: entry["timings"] for name, entry in per_category.items()},
         },
         "versions": package_versions(),

@@ -87,6 +87,8 @@ def test_rerun_in_the_same_folder_reuses_finished_categories(
     assert rerun.returncode == 0
     assert rerun.results["metrics"]["gravel"]["base"]["pixel_ap"] == 0.123456
     assert rerun.results["metrics"]["brick"] == first_run.results["metrics"]["brick"]
+    timings = rerun.results["timings"]  # the total counts both processes' categories
+    assert timings["total_s"] >= sum(t["fit_s"] + t["test_s"] for t in timings["per_category"].values())
 
 
 @pytest.mark.slow
