@@ -216,15 +216,7 @@ def run_category(
     metrics = task.compute_results()
     tested = time.perf_counter()
     refiner_timing = refiner.timing()  # per-image cost, for refiners that measure it (F2PAD)
-    if logger:
-        logger.log_metrics(
-            {
-                f"{category}/{s}/{k}": v
-                for s, values in metrics.items()
-                for k, v in values.items()
-                if v is not None
-            }
-        )
+    log_category_metrics(logger, category, metrics)
     return {
         "metrics": metrics,
         "curriculum": extras,
@@ -237,6 +229,13 @@ def run_category(
         "smoke_only": bool(detector.smoke_only),
         "zero_shot": not detector.requires_fit,  # never read the category's train/ images
     }
+
+
+def log_category_metrics(logger: Logger | bool, category: str, metrics: dict[str, dict[str, Any]]) -> None:
+    """Send one category's metrics to the experiment logger (``<category>/<stage>/<metric>``)."""
+    if logger:
+        flat = {f"{category}/{s}/{k}": v for s, values in metrics.items() for k, v in values.items()}
+        logger.log_metrics({key: value for key, value in flat.items() if value is not None})
 
 
 def percent(value: float | None) -> str:
@@ -289,6 +288,8 @@ def run_experiment(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict
             log.info("category %s already finished in %s: reusing it", category, partial)
             per_category[category] = json.loads(partial.read_text())
             reused_s += category_seconds(per_category[category])
+            # the logger's file starts afresh in a new process: give it the finished category again
+            log_category_metrics(logger, category, per_category[category]["metrics"])
             continue
         per_category[category] = {"config_hash": digest, **run_category(cfg, root, category, logger, run_dir)}
         done = per_category[category]["metrics"]

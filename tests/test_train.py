@@ -103,6 +103,19 @@ def test_csv_logger_records_the_metrics(demo_root: Path, tmp_path: Path) -> None
 
 
 @pytest.mark.slow
+def test_a_resumed_run_keeps_the_finished_categories_in_metrics_csv(demo_root: Path, tmp_path: Path) -> None:
+    args = [a for a in demo_args(demo_root) if a != "logger=none"]
+    run = run_train(args, tmp_path / "csv")
+    assert run.returncode == 0, run.stderr[-3000:]
+    (tmp_path / "csv" / "results.json").unlink()
+    (tmp_path / "csv" / "categories" / "gravel.json").unlink()  # as if interrupted during gravel
+    rerun = run_train(args, tmp_path / "csv")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    logged = (tmp_path / "csv" / "logs" / "metrics.csv").read_text()
+    assert "brick/base/pixel_ap" in logged and "gravel/base/pixel_ap" in logged
+
+
+@pytest.mark.slow
 def test_wandb_logger_offline(demo_root: Path, tmp_path: Path) -> None:
     args = [a for a in demo_args(demo_root) if a != "logger=none"] + [
         "dataset.categories=[grass]",
