@@ -88,13 +88,16 @@ def test_stages_double_the_grid_and_the_last_head_reaches_the_input(
         {},
         {"attention": False, "bi_blocks": 0, "rgb_skip": False},
         {"bi_blocks": 2, "stages": 1, "width": 16},
-        {"residual": False},
-        {"delta_range": None},
+        {"support_gain": None},
+        {"support_gain": None, "residual": False},
+        {"support_gain": None, "delta_range": None},
     ],
 )
 def test_every_variant_gives_full_size_maps_and_trains(settings: dict) -> None:
     images, output = torch.rand(2, 3, 56, 56), fake_output(2, 56, 14)
     ard = ArdRefiner(**settings)
+    ard.calibrate(output.anomaly_map, output.features)
+    ard.start_training()
     estimates = ard.estimates(images, output)
     assert estimates[-1].shape == (2, 1, 56, 56)
     loss = sum(ard.probability(e).mean() for e in estimates)

@@ -205,6 +205,12 @@ class ArdRefiner(Refiner):
 
     The network is built on the first call (or by ``build``/``calibrate``), when the detector's
     feature channels and grid are known, so one config serves every detector and stride.
+
+    Two heads: ``support_gain`` (the default, 2) predicts each pixel's anomaly probability p and
+    raises the base map by gain · p · (base above the stream mean), so no pixel is ever lowered;
+    ``support_gain=null`` predicts a bounded residual added to the base map (``residual``,
+    ``delta_range``, ``center``, ``gate`` shape it). The support head was chosen on the transfer
+    protocol's development textures (docs/transfer.md).
     """
 
     trainable = True
@@ -221,7 +227,7 @@ class ArdRefiner(Refiner):
         delta_range: tuple[float, float] | None = (-1.0, 10.0),
         center: bool = True,
         gate: float | None = None,
-        support_gain: float | None = None,
+        support_gain: float | None = 2.0,
         sigma: float | None = None,
         image_score: ImageScore = "detector",
         seed: int = 0,
