@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 OUTPUTS ?= outputs
 
-.PHONY: setup browser demo test test-fast lint bench leaderboard transfer clean
+.PHONY: setup browser cluster demo test test-fast lint bench leaderboard transfer clean
 
 setup: $(STAMP)
 
@@ -20,6 +20,12 @@ browser:
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
 	  sudo_cmd=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
 	  $$sudo_cmd apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo_cmd apt-get install -y -q chromium; }
+
+# The SLURM and Ray launchers. hydra-ray-launcher pins cloudpickle<3, which breaks the joblib launcher
+# (it needs >= 3); Ray runs with 3 (tests/test_sweep.py), so it is put back.
+cluster: setup
+	$(PY) -m pip install --quiet -e ".[cluster]"
+	$(PY) -m pip install --quiet "cloudpickle>=3"
 
 demo: setup  # the main job: a detector and its refined map, side by side
 	$(PY) train.py refiner=ard curriculum=pgt

@@ -9,6 +9,7 @@ data is read. This module imports no torch: composing a config takes a fraction 
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, get_args
@@ -19,21 +20,27 @@ from omegaconf import MISSING
 from anorefine import run_folder  # noqa: F401 (registers the resolvers conf/train.yaml uses)
 from anorefine.data import records
 from anorefine.data.records import DATASET_KINDS
-from anorefine.settings import choice_enum, register_component_schemas
+from anorefine.settings import register_component_schemas
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 EVAL_RESOLUTIONS = ("input", "original")
 LOGGERS = ("csv", "wandb", "none")
 
-DatasetKind = choice_enum("dataset", "name", DATASET_KINDS)
-ImageResize = choice_enum("dataset", "image_resize", get_args(records.ImageResize))
-MaskResize = choice_enum("dataset", "mask_resize", get_args(records.MaskResize))
+
+def run_choice(name: str, values: tuple[str, ...]) -> type[enum.Enum]:
+    """A str Enum of a run-level setting's allowed values, importable as ``anorefine.config.<name>``."""
+    return enum.Enum(name, {v: v for v in values}, type=str, module=__name__)  # type: ignore[return-value]
+
+
+DatasetKind = run_choice("DatasetKind", tuple(DATASET_KINDS))
+ImageResize = run_choice("ImageResize", get_args(records.ImageResize))
+MaskResize = run_choice("MaskResize", get_args(records.MaskResize))
 #: The baseline blur's border: torch ``reflect`` (anomalib's GaussianBlur2d) or ``symmetric`` (the edge
 #: pixel repeated: scipy.ndimage.gaussian_filter's ``reflect``, as the official AnomalyCLIP code).
 BLUR_PADDINGS = ("reflect", "symmetric")
-BlurPadding = choice_enum("eval", "blur_padding", BLUR_PADDINGS)
-EvalResolution = choice_enum("eval", "resolution", EVAL_RESOLUTIONS)
-LoggerName = choice_enum("logger", "name", LOGGERS)
+BlurPadding = run_choice("BlurPadding", BLUR_PADDINGS)
+EvalResolution = run_choice("EvalResolution", EVAL_RESOLUTIONS)
+LoggerName = run_choice("LoggerName", LOGGERS)
 
 
 @dataclass

@@ -17,7 +17,6 @@ from __future__ import annotations
 import ast
 import dataclasses
 import enum
-from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any, Optional
@@ -30,6 +29,9 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 COMPONENT_GROUPS = ("model", "refiner", "curriculum", "prepare")
 SCALARS: dict[str, type] = {"int": int, "float": float, "bool": bool, "str": str}
 _UNSET = object()
+#: Published names of derived classes: ``Schema__<target with __ for .>[__nested]`` and
+#: ``Choice__<target>__<parameter>``.
+SCHEMA_PREFIX, NESTED_SUFFIX, CHOICE_PREFIX = "Schema__", "__nested", "Choice__"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,9 +92,24 @@ def _default(module: str, node: ast.expr) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def choice_enum(owner: str, name: str, values: Sequence[str]) -> type[enum.Enum]:
-    """A str Enum whose members are the allowed values (names equal values)."""
-    return enum.Enum(f"{owner}_{name}", {v: v for v in values}, type=str)  # type: ignore[return-value]
+def _published(name: str, cls: Any) -> Any:
+    """``cls`` made importable as ``anorefine.settings.<name>``: a launcher's worker process (joblib,
+    Ray) unpickles Hydra's config store by reference, and ``__getattr__`` below rebuilds the class
+    there from its name; pickled by value, a derived dataclass loses its defaults."""
+    cls.__module__, cls.__qualname__ = __name__, name
+    globals()[name] = cls
+    return cls
+
+
+def _encoded(target: str) -> str:
+    return target.replace(".", "__")
+
+
+@cache
+def choice_enum(owner: str, name: str, values: tuple[str, ...]) -> type[enum.Enum]:
+    """A str Enum whose members are the allowed values (names equal values); ``owner``: the target."""
+    label = f"{CHOICE_PREFIX}{_encoded(owner)}__{name}"
+    return _published(label, enum.Enum(label, {v: v for v in values}, type=str, module=__name__))
 
 
 def _annotation(module: str, owner: str, name: str, node: ast.expr | None) -> Any:
@@ -115,7 +132,7 @@ def _annotation(module: str, owner: str, name: str, node: ast.expr | None) -> An
         head, args = node.value.id, node.slice
         items = list(args.elts) if isinstance(args, ast.Tuple) else [args]
         if head == "Literal":
-            return choice_enum(owner, name, [ast.literal_eval(item) for item in items])
+            return choice_enum(owner, name, tuple(ast.literal_eval(item) for item in items))
         if head in ("list", "Sequence", "tuple") and len(items) == 2 and isinstance(items[1], ast.Constant):
             return list[_annotation(module, owner, name, items[0])]  # tuple[X, ...]
         if head in ("list", "Sequence"):
@@ -173,7 +190,7 @@ def signature_settings(target: str) -> list[Setting]:
     kw_defaults = [_UNSET if d is None else d for d in init.args.kw_defaults]  # None: a required kwarg
     settings = []
     for arg, default in zip([*args, *init.args.kwonlyargs], [*defaults, *kw_defaults], strict=True):
-        annotation = _annotation(module, class_name, arg.arg, arg.annotation)
+        annotation = _annotation(module, target, arg.arg, arg.annotation)
         settings.append(
             Setting(arg.arg, annotation, _UNSET if default is _UNSET else _default(module, default))
         )
@@ -214,9 +231,22 @@ def component_schema(target: str, nested: bool = False) -> type:
             if setting.default is None and annotation is not Any:
                 annotation = Optional[annotation]  # noqa: UP045 (a runtime type)
             fields.append((setting.name, annotation, dataclasses.field(default=setting.default)))
-    return dataclasses.make_dataclass(
-        target.rsplit(".", 1)[1] + ("NestedSchema" if nested else "Schema"), fields
-    )
+    name = f"{SCHEMA_PREFIX}{_encoded(target)}{NESTED_SUFFIX if nested else ''}"
+    return _published(name, dataclasses.make_dataclass(name, fields))
+
+
+def __getattr__(name: str) -> Any:
+    """A derived schema or choice Enum by its published name, built on first use (worker processes)."""
+    if name.startswith(SCHEMA_PREFIX):
+        encoded = name.removeprefix(SCHEMA_PREFIX)
+        nested = encoded.endswith(NESTED_SUFFIX)
+        return component_schema(encoded.removesuffix(NESTED_SUFFIX).replace("__", "."), nested)
+    if name.startswith(CHOICE_PREFIX):
+        owner = name.removeprefix(CHOICE_PREFIX).rsplit("__", 1)[0].replace("__", ".")
+        signature_settings(owner)  # creates and publishes the owner's choice Enums
+        if name in globals():
+            return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def yaml_target(path: Path) -> str | None:
