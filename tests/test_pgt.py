@@ -111,15 +111,15 @@ def test_progressive_training_changes_the_weights_group_by_group() -> None:
     assert first["refined_pixel_ap"] == first["base_pixel_ap"]  # group 0 is refined by the untrained ARD
     assert len(extras["refined_pixel_ap_curve"]) == 3
     assert all("train_loss" in group for group in extras["groups"][:2])
-    results = task.compute_results()
-    assert results["refined"]["pixel_ap"] != results["base"]["pixel_ap"]
+    refined, base = (torch.cat(task.metrics[stage].anomaly_maps) for stage in ("refined", "base"))
+    assert not torch.equal(refined, base)  # the trained ARD changed the maps of the later groups
 
 
 def test_bf16_training_trains_and_scores_every_group() -> None:
     snapshots = RefinerSnapshots()
     task, extras = run_pgt(TinyStream(), [snapshots], precision="bf16-mixed")
     first, last = snapshots.states[0], snapshots.states[-1]
-    assert not torch.equal(first["logit_calibration"], last["logit_calibration"])
+    assert any(k in first and not torch.equal(first[k], last[k]) for k in last), "the ARD must train"
     assert all(np.isfinite(g["train_loss"]) for g in extras["groups"] if "train_loss" in g)
     maps = torch.cat(task.metrics["refined"].anomaly_maps)
     assert len(maps) == 12 and maps.shape[-2:] == (SIZE, SIZE) and torch.isfinite(maps).all()

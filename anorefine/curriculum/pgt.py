@@ -223,10 +223,12 @@ class _Session:
             crop_cells=round(settings.crop_size * grid / size[-1]) if settings.crop_size else 0,
         )
         module = ArdTrainingModule(refiner, geometry, **settings.optim)
-        trainer = self.make_trainer(purpose="fit", max_steps=steps, log_every_n_steps=10)
         loader = DataLoader(
             pairs, batch_size=settings.batch_size, shuffle=True, drop_last=len(pairs) > settings.batch_size
         )
+        trainer = self.make_trainer(purpose="fit", max_steps=steps, log_every_n_steps=10)
+        per_epoch = max(1, len(loader) // trainer.world_size)  # a rank's share under DDP
+        trainer.fit_loop.max_epochs = -(-steps // per_epoch)  # reaches max_steps; the bar reads "Epoch k/N"
         trainer.fit(module, loader)
         tail = module.losses[-max(1, len(module.losses) // 5) :]
         for record in records:
