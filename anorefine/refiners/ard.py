@@ -254,6 +254,8 @@ class ArdRefiner(Refiner):
         # Logit calibration (scale, offset) of the normalised refined map, used by the training loss
         # only: a monotonic map, so it never changes a refined map's ranking.
         self.logit_calibration = nn.Parameter(torch.tensor(LOGIT_CALIBRATION_INIT))
+        if support_gain is not None:  # the support head's loss reads its probability directly
+            self.logit_calibration.requires_grad_(False)
 
     @property
     def is_built(self) -> bool:
