@@ -226,7 +226,8 @@ class _Session:
         loader = DataLoader(
             pairs, batch_size=settings.batch_size, shuffle=True, drop_last=len(pairs) > settings.batch_size
         )
-        trainer = self.make_trainer(purpose="fit", max_steps=steps, log_every_n_steps=10)
+        log_every = max(1, min(10, len(loader)))  # within one epoch: Lightning warns otherwise
+        trainer = self.make_trainer(purpose="fit", max_steps=steps, log_every_n_steps=log_every)
         per_epoch = max(1, len(loader) // trainer.world_size)  # a rank's share under DDP
         trainer.fit_loop.max_epochs = -(-steps // per_epoch)  # reaches max_steps; the bar reads "Epoch k/N"
         trainer.fit(module, loader)
