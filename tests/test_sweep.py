@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import functools
+import importlib
 import itertools
 import json
 import os
@@ -270,6 +271,11 @@ def cluster_extra() -> None:
         for requirements in (extra["cluster"], [CLOUDPICKLE_FOR_JOBLIB]):  # README: the cluster extra
             done = subprocess.run([*pip, *requirements], capture_output=True, text=True)
             assert done.returncode == 0, done.stderr[-2000:]
+        importlib.invalidate_caches()
+    # Hydra scans its plugins once per process: a launcher installed after that scan registers its
+    # configs (hydra/launcher=ray|submitit_*) only when its config module is imported.
+    importlib.import_module("hydra_plugins.hydra_ray_launcher._config")
+    importlib.import_module("hydra_plugins.hydra_submitit_launcher.config")
 
 
 #: A two-job ARD + PGT sweep small enough for a launcher test (nested schemas reach the workers).
