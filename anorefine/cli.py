@@ -19,7 +19,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from anorefine import help as _help  # noqa: F401  (registers the --help resolver)
+from anorefine import cli_help  # noqa: F401  (registers the --help resolver)
 from anorefine.config import is_multiprocess
 from anorefine.errors import AnorefineError
 
@@ -109,6 +109,11 @@ def train(cfg: DictConfig) -> None:
         return
     try:
         check_ddp_launch(cfg, hydra_cfg.mode)
+        if cfg.mode == "predict":
+            from anorefine.inspection import run_inspection
+
+            run_inspection(cfg, run_dir)
+            return
         run_experiment(cfg, run_dir, overrides)
     except KeyboardInterrupt:
         print(

@@ -41,6 +41,8 @@ BLUR_PADDINGS = ("reflect", "symmetric")
 BlurPadding = run_choice("BlurPadding", BLUR_PADDINGS)
 EvalResolution = run_choice("EvalResolution", EVAL_RESOLUTIONS)
 LoggerName = run_choice("LoggerName", LOGGERS)
+#: train: score a labeled test split; predict: score a folder of new images (anorefine.inspection).
+RunMode = run_choice("RunMode", ("train", "predict"))
 
 
 @dataclass
@@ -97,6 +99,18 @@ class EvalConfig:
     aupro_limit: float = MISSING
     blur_padding: BlurPadding = MISSING  # type: ignore[valid-type]
     protocol: str = MISSING
+    save_maps: bool = MISSING
+
+
+@dataclass
+class PredictConfig:
+    """Inspection mode (``mode=predict``, predict.py): score a folder of new images (conf/train.yaml)."""
+
+    images: Optional[str] = MISSING  # noqa: UP045
+    state: Optional[str] = MISSING  # noqa: UP045
+    holdout: float = MISSING
+    image_quantile: float = MISSING
+    pixel_quantile: float = MISSING
 
 
 @dataclass
@@ -105,6 +119,7 @@ class TrainConfig:
 
     seed: int = MISSING
     verbose: bool = MISSING
+    mode: RunMode = MISSING  # type: ignore[valid-type]
     paths: PathsConfig = field(default_factory=PathsConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: Any = MISSING
@@ -114,6 +129,7 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
 
 
 #: (group, dataclass) of the run-level schemas, stored as ``schema/<group>`` (the root as ``schema/train``).

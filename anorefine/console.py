@@ -5,11 +5,15 @@ A run builds many Trainers (one per PGT group and per category), and each would 
 accelerator banner ("GPU available ...") and the same tips; Lightning prints them through its
 rank-zero info logger, so raising that logger to WARNING removes exactly those lines and keeps its
 warnings. Third-party deprecation warnings that the user cannot act on are listed one by one.
+Lightning's progress bars are live displays that vanish when done in a terminal; written to a file
+or a pipe each would leave its last frame (a line per stage, group and category), so they are shown
+only on a terminal, where the run's log lines (category, stage, ETA) are the record elsewhere.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 
 #: Lightning's loggers for per-Trainer information (accelerator banner, tips, seed lines).
@@ -29,3 +33,8 @@ def configure(verbose: bool) -> None:
         return
     for category, message, module in KNOWN_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category, module=module)
+
+
+def shows_progress_bars(enabled: bool) -> bool:
+    """``trainer.enable_progress_bar``, on an interactive terminal only (see the module docstring)."""
+    return enabled and sys.stdout.isatty()

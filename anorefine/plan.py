@@ -1,10 +1,10 @@
 """The whole run checked before any model is built or any image decoded.
 
-``check_plan`` stops a run in seconds, with one line that names the setting or file and the fix,
+The checks stop a run in seconds, with one line that names the setting or file and the fix,
 where it would otherwise fail (or silently do nothing) after minutes of fitting: a trainable
 refiner no curriculum trains, a curriculum with nothing to train, an image size recorded for one
-component and used by another, a GPU that is not there, and any selected category whose splits,
-masks or image files are missing, unreadable or mismatched. Every such error is an
+component and used by another, a GPU that is not there, a missing weight file, and any selected
+category whose splits, masks or image files are missing, unreadable or mismatched. Every such error is an
 ``AnorefineError`` (exit status 2 from ``train.py``).
 """
 
@@ -46,6 +46,12 @@ def check_accelerator(cfg: DictConfig) -> None:
             f"trainer.accelerator={cfg.trainer.accelerator} asks for a CUDA GPU, but torch finds none "
             f"(torch {torch.__version__}, CUDA build {torch.version.cuda}): use trainer=cpu"
         )
+
+
+def check_weights(cfg: DictConfig) -> None:
+    """Every weight file the detector would read exists (one line naming it and how to get it)."""
+    settings = OmegaConf.to_container(cfg.model, resolve=True)
+    get_class(cfg.model._target_).check_weights(settings)
 
 
 def check_config(cfg: DictConfig) -> None:

@@ -23,7 +23,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from anorefine import data, fits, plan, report, viz
+from anorefine import console, data, fits, map_files, plan, report, viz
 from anorefine.config import is_multiprocess
 from anorefine.curriculum.base import Curriculum
 from anorefine.detectors.base import Detector, RunPreparation
@@ -32,6 +32,7 @@ from anorefine.refiners.base import Refiner
 from anorefine.results import format_table, git_commit, mean_metrics, package_versions
 from anorefine.run_folder import (
     LOGS_DIR,
+    MAPS_DIR,
     RESULTS_FILE,
     RESULTS_FORMAT,
     STAGES,
@@ -149,7 +150,7 @@ def trainer_factory(cfg: DictConfig, logger: Logger | bool) -> Callable[..., L.T
             "precision": cfg.trainer.precision,
             "strategy": cfg.trainer.strategy,
             "logger": logger,
-            "enable_progress_bar": cfg.trainer.enable_progress_bar,
+            "enable_progress_bar": console.shows_progress_bars(cfg.trainer.enable_progress_bar),
             "enable_checkpointing": False,
             "enable_model_summary": False,
         }
@@ -205,7 +206,10 @@ def run_category(
     curriculum: Curriculum = build_component(cfg.curriculum)
     test_set = split_dataset(cfg, root, category, "test")
     original_masks = test_set.original_mask if cfg.eval.resolution == "original" else None
-    task = AnomalyTask(detector, refiner, aupro_limit=cfg.eval.aupro_limit, original_masks=original_masks)
+    sink = map_files.MapSaver(test_set.records, run_dir / MAPS_DIR / category) if cfg.eval.save_maps else None
+    task = AnomalyTask(
+        detector, refiner, aupro_limit=cfg.eval.aupro_limit, original_masks=original_masks, sink=sink
+    )
     log.info(
         "%s: fit %.1f s; testing %d images (refiner %s, curriculum %s)",
         category, fitted - started, len(test_set), cfg.refiner.name, cfg.curriculum.name,
@@ -274,6 +278,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict
     root = dataset_root(cfg)
     categories = resolve_categories(cfg, root)
     plan.check_config(cfg)
+    plan.check_weights(cfg)
     for category in categories:  # every file of the run checked before any model is built
         for split in plan.splits_read(cfg):
             split_dataset(cfg, root, category, split).check_files()

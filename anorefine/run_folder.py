@@ -8,6 +8,7 @@ names from here, so a run folder has one definition:
     <run>/failure.json           a failed job (error, traceback, overrides)
     <run>/report.html, figures/  the visual report
     <run>/logs/                  the CSV logger's metrics.csv
+    <run>/maps/                  the maps as TIFFs (eval.save_maps); predict runs: docs/inspection.md
     <sweep>/sweep.json           the jobs a sweep will launch; Hydra writes <sweep>/multirun.yaml
     <root>/LEADERBOARD.{md,csv,tex}
 
@@ -32,6 +33,8 @@ FAILURE_FILE = "failure.json"
 CATEGORY_DIR = "categories"
 REPORT_FILE = "report.html"
 FIGURES_DIR = "figures"
+#: Anomaly maps as float32 TIFFs (``eval.save_maps``; every predict run).
+MAPS_DIR = "maps"
 LOGS_DIR = "logs"
 #: The jobs a sweep will launch, written by ``anorefine.sweep.SweepCallback`` into the sweep folder.
 MANIFEST_FILE = "sweep.json"
@@ -64,6 +67,9 @@ NEUTRAL_KEYS = (
     "paths",
     "dataset.root",
     "dataset.num_workers",
+    "eval.save_maps",
+    "mode",
+    "predict",
 )
 
 

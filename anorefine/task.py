@@ -15,6 +15,9 @@ from anorefine.refiners.base import Refiner, base_map
 from anorefine.run_folder import STAGES
 from anorefine.samples import SampleKeeper
 
+#: Receives each test batch with its maps: (batch, base map, refined map, refined image score).
+MapSink = Callable[[dict[str, Any], torch.Tensor, torch.Tensor, torch.Tensor], None]
+
 
 class AnomalyTask(L.LightningModule):
     """Runs the detector and the refiner on test batches and accumulates metrics for both maps.
@@ -23,7 +26,8 @@ class AnomalyTask(L.LightningModule):
     group); ``compute_results`` scores everything seen. Ground-truth masks are read only by the
     metric accumulators, after both maps exist. With ``original_masks`` (index -> (H0, W0) bool mask,
     ``eval.resolution=original``) each map is upsampled bilinearly to its image's original size and
-    scored against that mask; otherwise maps and masks are scored at the input size.
+    scored against that mask; otherwise maps and masks are scored at the input size. ``sink``, when
+    given, receives every batch's maps (``eval.save_maps`` writes them to files).
     """
 
     def __init__(
@@ -32,9 +36,11 @@ class AnomalyTask(L.LightningModule):
         refiner: Refiner,
         aupro_limit: float = 0.3,
         original_masks: Callable[[int], torch.Tensor] | None = None,
+        sink: MapSink | None = None,
     ) -> None:
         super().__init__()
         self.original_masks = original_masks
+        self.sink = sink
         self.detector = detector
         self.refiner = refiner
         self.samples = SampleKeeper()  # bounded: the best/worst images for the run's figures
@@ -57,13 +63,16 @@ class AnomalyTask(L.LightningModule):
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         base, refined, image_score = self.predict_maps(batch["image"])
+        refined_score = self.refiner.image_score(refined, image_score)
+        if self.sink is not None:
+            self.sink(batch, base, refined, refined_score)
         self.samples.update(batch, base, refined)
         stages = ("base",) if self.returns_base_map else STAGES
         originals = None
         if self.original_masks is not None:
             originals = [self.original_masks(int(index)) for index in batch["index"]]
         for stage, maps in zip(stages, (base, refined), strict=False):
-            score = (image_score if stage == "base" else self.refiner.image_score(maps, image_score)).float()
+            score = (image_score if stage == "base" else refined_score).float()
             metric = self.metrics[stage]
             if originals is None:
                 metric.update(maps.float(), batch["mask"], score, batch["label"], batch["has_mask"])

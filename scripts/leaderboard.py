@@ -2,6 +2,7 @@
 
 python scripts/leaderboard.py outputs/                  # writes outputs/LEADERBOARD.{md,csv,tex}
 python scripts/leaderboard.py runs_a/ runs_b/ --out DIR  # several roots, tables into DIR
+python scripts/leaderboard.py outputs/ --prune           # first delete failed jobs superseded since
 """
 
 from __future__ import annotations
@@ -25,15 +26,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("roots", nargs="+", type=Path, help="folders searched for run folders (results.json)")
     parser.add_argument("--out", type=Path, help="where to write the tables (default: the first root)")
     parser.add_argument("--papers", type=Path, default=PAPER_DIR, help="published reference numbers (yaml)")
+    parser.add_argument(
+        "--published", action="store_true", help="also tables of published numbers for datasets without runs"
+    )
+    parser.add_argument(
+        "--prune",
+        action="store_true",
+        help="delete the folders of failed jobs whose config has finished since or that their sweep dropped",
+    )
     args = parser.parse_args(argv)
     absent = [root for root in args.roots if not root.is_dir()]
     if absent:
         print(f"error: {absent[0]} is not a folder", file=sys.stderr)
         return 2
     out = args.out or args.roots[0]
-    board = build_leaderboard(args.roots, out, args.papers)
+    board = build_leaderboard(args.roots, out, args.papers, args.published, args.prune)
     print(f"{len(board.runs)} run(s): {out / LEADERBOARD_NAME}.md, .csv, .tex")
-    for problem in board.problems:
+    for path in board.pruned:
+        print(f"pruned: {path} (a superseded failed job)")
+    for problem in board.open_problems:
         print(f"{problem.kind}: {problem.path}: {problem.detail}")
     return 0
 

@@ -37,14 +37,19 @@ class TrainRun:
 
 
 def run_train(
-    args: list[str], run_dir: Path, env: dict[str, str] | None = None, timeout: int = 600
+    args: list[str],
+    run_dir: Path,
+    env: dict[str, str] | None = None,
+    timeout: int = 600,
+    entry: str = "train.py",
 ) -> TrainRun:
-    """Run train.py with Hydra overrides, its run directory pinned to ``run_dir``.
+    """Run train.py (or ``entry``, e.g. predict.py) with Hydra overrides, its run directory pinned
+    to ``run_dir``.
 
     Unless ``args`` set ``paths.fit_cache``, every run fits its own detector (no shared fit cache).
     """
     no_cache = [] if any(a.startswith("paths.fit_cache=") for a in args) else ["paths.fit_cache=null"]
-    command = [sys.executable, str(REPO / "train.py"), *args, *no_cache, f"hydra.run.dir={run_dir}"]
+    command = [sys.executable, str(REPO / entry), *args, *no_cache, f"hydra.run.dir={run_dir}"]
     done = subprocess.run(
         command, cwd=REPO, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
     )

@@ -7,8 +7,35 @@ from typing import Any
 
 from anorefine.run_folder import write_json_atomic
 
+
+def resolved_config(
+    dataset: str, model: str, refiner: str, seed: int, overrides: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """A results.json ``config`` as Hydra resolves it: defaults, then the dotted overrides applied
+    (group choices such as ``logger=none`` are already in the names)."""
+    config: dict[str, Any] = {
+        "seed": seed,
+        "dataset": {"name": dataset, "root": f"data/{dataset}", "image_size": 256},
+        "model": {"name": model, "image_size": 256},
+        "refiner": {"name": refiner, "seed": seed, **({"width": 32} if refiner == "ard" else {})},
+        "curriculum": {"name": "pgt" if refiner == "ard" else "none"},
+        "logger": {"name": "csv"},
+    }
+    for override in overrides:
+        key, _, value = override.lstrip("+").partition("=")
+        *parents, leaf = key.split(".")
+        if not parents:
+            continue
+        node = config
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return config
+
+
 EXPECTED = Path(__file__).resolve().parent / "expected" / "leaderboard"
-KEYS = ("image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "aupro", "pro_compat", "pixel_f1_max")
+KEYS = ("image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "aupro", "pro_compat", "pixel_f1_max",
+        "pixel_iou_max", "boundary_f1")  # fmt: skip
 
 
 def _metrics(base: float, refined: float) -> dict[str, dict[str, float]]:
@@ -19,7 +46,6 @@ def _metrics(base: float, refined: float) -> dict[str, dict[str, float]]:
 
 
 def _results(dataset: str, model: str, refiner: str, seed: int, value: float, *overrides: str, **extra: Any):
-    curriculum = "pgt" if refiner == "ard" else "none"
     categories = extra.pop("categories", ["a", "b"])
     per_category = {c: _metrics(value - 0.05 * i, value - 0.05 * i + 0.04) for i, c in enumerate(categories)}
     return {
@@ -28,7 +54,7 @@ def _results(dataset: str, model: str, refiner: str, seed: int, value: float, *o
         "refiner": refiner,
         "categories": categories,
         "metrics": {**per_category, "mean": _metrics(value, value + 0.04)},
-        "config": {"seed": seed, "curriculum": {"name": curriculum}},
+        "config": resolved_config(dataset, model, refiner, seed, overrides),
         "config_hash": f"{dataset}-{model}-{refiner}-{seed}-{'-'.join(overrides)}",
         "overrides": [f"model={model}", f"refiner={refiner}", f"seed={seed}", *overrides],
         "git_commit": "0123456789abcdef",

@@ -14,8 +14,8 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
+from anorefine.cli_help import help_text
 from anorefine.config import register_configs
-from anorefine.help import help_text
 from anorefine.run import build_component, build_logger
 from anorefine.settings import COMPONENT_GROUPS, signature_settings, yaml_target
 

@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 from conftest import REPO
+from leaderboard_fixture import resolved_config
 
-from anorefine.leaderboard import COLUMNS, build_leaderboard, latex_escape, load_papers, parse_overrides
+from anorefine.data import MVTEC_CATEGORIES
+from anorefine.leaderboard import COLUMNS, build_leaderboard, latex_escape, load_papers
 from anorefine.run_folder import write_json_atomic
 
 
@@ -39,10 +41,17 @@ def results(
         "refiner": refiner,
         "categories": ["a", "b"],
         "metrics": {**per_category, "mean": metrics(value, value + delta)},
-        "config": {"seed": seed, "curriculum": {"name": "pgt" if refiner == "ard" else "none"}},
+        "config": resolved_config(dataset, model, refiner, seed, overrides),
         "overrides": [f"model={model}", f"refiner={refiner}", f"seed={seed}", *overrides],
         **extra,
     }
+
+
+def over_all_mvtec(payload: dict[str, Any]) -> dict[str, Any]:
+    """``payload`` over MVTec AD's 15 categories (a published mean is compared only with such a run)."""
+    categories = list(MVTEC_CATEGORIES)
+    mean = payload["metrics"]["mean"]
+    return {**payload, "categories": categories, "metrics": {**dict.fromkeys(categories, mean), "mean": mean}}
 
 
 def write_run(folder: Path, payload: dict[str, Any]) -> Path:
@@ -110,7 +119,9 @@ def test_rows_with_other_settings_stay_apart_and_the_ablation_pivots_the_swept_k
     ablation = [table for table in board.tables if table.kind == "ablation"]
     assert [table.title for table in ablation] == ["ablation_group_size"]
     assert ablation[0].label_columns[-1] == "curriculum.group_size"
-    assert [row.labels[-1] for row in ablation[0].rows] == ["4", "13"]  # numeric order
+    base, *refined = ablation[0].rows
+    assert base.labels[2:] == ["none (base map)", "–"] and base.cells["pixel_ap"].delta is None
+    assert [row.labels[-1] for row in refined] == ["4", "13"]  # numeric order
     assert [(p.kind, p.path.name) for p in board.problems] == [("missing", "26-0")]
     assert "| missing |" in (tmp_path / "LEADERBOARD.md").read_text()
 
@@ -152,8 +163,8 @@ def test_smoke_only_rows_are_marked(tmp_path: Path) -> None:
 
 
 def test_paper_rows_join_their_dataset_with_their_metric_definitions(tmp_path: Path) -> None:
-    write_run(tmp_path / "run", results(dataset="mvtec", model="anomalyclip"))
-    build_leaderboard([tmp_path], tmp_path)
+    write_run(tmp_path / "run", over_all_mvtec(results(dataset="mvtec", model="anomalyclip")))
+    build_leaderboard([tmp_path], tmp_path, published_only=True)
     rows = csv_rows(tmp_path)
     papers = {(row["dataset"], row["model"]): row for row in rows if row["table"] == "published"}
     assert set(papers) == {
@@ -174,6 +185,16 @@ def test_paper_rows_join_their_dataset_with_their_metric_definitions(tmp_path: P
     assert "200 thresholds" in markdown
     assert "## visa" in markdown and "published numbers only" in markdown
     assert "AnoRefiner (published claim): pixel AP (P-AP) up to +5.2 points" in markdown  # no row
+    build_leaderboard([tmp_path], tmp_path)  # published-only tables on request only
+    assert not [row for row in csv_rows(tmp_path) if row["table"] == "published"]  # the run: no protocol
+
+
+def test_a_published_mean_is_not_set_beside_a_subset_of_its_categories(tmp_path: Path) -> None:
+    write_run(tmp_path / "run", results(dataset="mvtec", model="patchcore", protocol="mvtec"))  # a, b
+    board = build_leaderboard([tmp_path], tmp_path)
+    (main,) = [table for table in board.tables if table.kind == "main"]
+    assert [row.labels[0] for row in main.rows] == ["patchcore"]
+    assert "PatchCore's published mean covers every category: not beside this subset." in main.notes
 
 
 def test_every_paper_file_is_valid() -> None:
@@ -185,7 +206,6 @@ def test_every_paper_file_is_valid() -> None:
 
 
 def test_helpers() -> None:
-    assert parse_overrides(["+a.b=1", "~c", "d=x=y"]) == {"a.b": "1", "c": "~", "d": "x=y"}
     assert latex_escape("pixel_ap 50% ± 1") == r"pixel\_ap 50\% $\pm$ 1"
 
 
@@ -216,7 +236,8 @@ def test_cli_writes_the_three_files_and_reports_problems(
 def test_the_tables_equal_the_recorded_ones_byte_for_byte(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The fixture tree's LEADERBOARD.{md,csv,tex} equal the files recorded before the pandas rewrite."""
+    """The fixture tree's LEADERBOARD.{md,csv,tex} equal the recorded ones (re-recorded when the tables
+    change on purpose: resolved-config settings, scopes, IoU-max and B-F1 columns, ablation base rows)."""
     from leaderboard_fixture import EXPECTED, build_tree
 
     monkeypatch.chdir(tmp_path)
@@ -235,17 +256,17 @@ def test_published_per_category_numbers_join_their_category_tables(tmp_path: Pat
     published = [r for r in csv_rows(tmp_path) if r["table"] == "published"]
     rows = [r for r in published if (r["model"], r["dataset"]) == ("musc", "mvtec")]
     by_category = {r["category"]: r for r in rows}
-    assert set(by_category) == {"mean", "bottle", "cable"}
+    assert set(by_category) == {"bottle", "cable"}  # the mean covers all 15 categories: not beside two
     assert float(by_category["bottle"]["pixel_ap_refined"]) == pytest.approx(0.8304)  # MuSc README, bottle
-    assert float(by_category["mean"]["pro_compat_refined"]) == pytest.approx(0.9345)
     assert (
         len(load_papers()[[p.model for p in load_papers()].index("musc")].variants) == 32
     )  # 16 backbone settings x MVTec AD, VisA
 
 
 def test_published_rows_sit_only_beside_runs_of_their_protocol(tmp_path: Path) -> None:
-    write_run(tmp_path / "default", results(dataset="mvtec", model="anomalyclip"))
-    write_run(tmp_path / "own", results(dataset="mvtec", model="anomalyclip", protocol="anomalyclip", seed=1))
+    write_run(tmp_path / "default", over_all_mvtec(results(dataset="mvtec", model="anomalyclip")))
+    own = results(dataset="mvtec", model="anomalyclip", protocol="anomalyclip", seed=1)
+    write_run(tmp_path / "own", over_all_mvtec(own))
     board = build_leaderboard([tmp_path], tmp_path)
     mains = {t.title: t for t in board.tables if t.kind == "main"}
     default, own = mains["mvtec"], mains["mvtec (protocol anomalyclip)"]
@@ -255,3 +276,65 @@ def test_published_rows_sit_only_beside_runs_of_their_protocol(tmp_path: Path) -
         "WinCLIP (published)",
     ]
     assert "## mvtec (protocol anomalyclip)" in (tmp_path / "LEADERBOARD.md").read_text()
+
+
+def test_settings_come_from_the_resolved_config_not_the_command_line(tmp_path: Path) -> None:
+    preset = results(overrides=("experiment=small_coreset",), value=0.4)
+    preset["config"]["model"]["coreset_ratio"] = 0.01  # set by the preset: no override names it
+    write_run(tmp_path / "preset", preset)
+    explicit_default = results(overrides=("model.coreset_ratio=0.1",), seed=1, value=0.6)
+    write_run(tmp_path / "default_spelt_out", explicit_default)
+    plain = results(seed=2, value=0.8)
+    plain["config"]["model"]["coreset_ratio"] = "0.1"
+    write_run(tmp_path / "plain", plain)
+    build_leaderboard([tmp_path], tmp_path)
+    main = {row["setting"]: row for row in csv_rows(tmp_path) if row["table"] == "main"}
+    assert set(main) == {"model.coreset_ratio=0.01", "model.coreset_ratio=0.1"}
+    assert main["model.coreset_ratio=0.1"]["runs"] == "2"  # the default, spelt out or not: one row
+
+
+def test_runs_that_differ_only_by_a_presets_image_size_never_share_a_mean(tmp_path: Path) -> None:
+    for size, value in ((256, 0.5), (512, 0.7)):
+        payload = results(overrides=(f"experiment=size{size}",), value=value)
+        payload["config"]["dataset"]["image_size"] = payload["config"]["model"]["image_size"] = size
+        payload["eval_resolution"] = {"mode": "input", "size": [size, size]}
+        write_run(tmp_path / f"s{size}", payload)
+    write_run(tmp_path / "subset", {**results(value=0.9), "categories": ["a"]})
+    board = build_leaderboard([tmp_path], tmp_path)
+    mains = {table.title: table for table in board.tables if table.kind == "main"}
+    assert set(mains) == {"demo: a, b; 256²", "demo: a, b; 512²", "demo: a; 256²"}
+    assert [len(table.rows) for table in mains.values()] == [1, 1, 1]
+    assert mains["demo: a, b; 512²"].rows[0].cells["pixel_ap"].refined == pytest.approx(0.7)
+
+
+def test_ablations_sit_under_their_own_heading_with_the_new_columns(tmp_path: Path) -> None:
+    sweep = tmp_path / "multirun" / "ablation_width"
+    for width in (8, 16):
+        write_run(sweep / f"w{width}", results(refiner="ard", overrides=(f"refiner.width={width}",)))
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")  # what marks a sweep folder
+    write_run(tmp_path / "visa_run", results(dataset="visa"))
+    build_leaderboard([tmp_path], tmp_path)
+    markdown = (tmp_path / "LEADERBOARD.md").read_text()
+    assert markdown.index("## visa") < markdown.index("## Ablations") < markdown.index("### ablation_width")
+    assert "| IoU-max | B-F1 |" in markdown
+
+
+def test_failures_superseded_by_a_later_run_are_not_listed_and_prune_deletes_them(tmp_path: Path) -> None:
+    write_run(tmp_path / "retry", results(config_hash="abc"))
+    failure = {"error": "RuntimeError: out of memory", "config_hash": "abc"}
+    write_json_atomic(tmp_path / "first_try" / "failure.json", failure)
+    write_json_atomic(tmp_path / "still_failing" / "failure.json", {**failure, "config_hash": "other"})
+    sweep = tmp_path / "multirun" / "sweep"
+    write_json_atomic(sweep / "sweep.json", {"jobs": [{"overrides": ["seed=0"], "dir": "kept"}]})
+    write_run(sweep / "kept", results(config_hash="kept"))
+    write_json_atomic(sweep / "dropped" / "failure.json", {**failure, "config_hash": "gone"})
+    board = build_leaderboard([tmp_path], tmp_path)
+    assert [p.path.name for p in board.open_problems] == ["still_failing"]
+    assert {p.path.name for p in board.problems if p.superseded} == {"first_try", "dropped"}
+    markdown = (tmp_path / "LEADERBOARD.md").read_text()
+    assert "still_failing" in markdown and "first_try" not in markdown
+    assert "2 earlier failure(s) not listed" in markdown
+    board = build_leaderboard([tmp_path], tmp_path, prune_failed=True)
+    assert sorted(path.name for path in board.pruned) == ["dropped", "first_try"]
+    assert not (tmp_path / "first_try").exists() and (tmp_path / "still_failing").exists()
+    assert (tmp_path / "retry" / "results.json").is_file()

@@ -3,6 +3,7 @@ GPU, a sweep preset without -m, and bad files fail with one line naming the sett
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -91,3 +92,27 @@ def test_a_bad_file_in_a_later_category_fails_before_the_first_fit(demo_root: Pa
     run = run_train(["dataset=folder", f"dataset.root={root}", "model.image_size=64"], tmp_path / "run")
     assert run.returncode == 2 and broken.name in run.stderr
     assert not (tmp_path / "run" / "categories" / "brick.json").exists()  # brick was never fitted
+
+
+@pytest.mark.parametrize(
+    ("overrides", "missing"),
+    [
+        (["model.backbone=wide_resnet50_2"], "ImageNet wide_resnet50_2 weights not found"),
+        (["model=winclip"], "CLIP ViT-B-16-plus-240 (laion400m_e31) weights not found"),
+        (["model=anomalyclip"], "CLIP ViT-L-14-336 (openai) weights not found"),
+        (["model=musc", "model.family=open_clip", "model.backbone=ViT-L-14-336"], "CLIP ViT-L-14-336"),
+    ],
+)
+def test_a_missing_weight_file_fails_before_any_model_is_built(
+    overrides: list[str], missing: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ANOREFINE_WEIGHTS_DIR", raising=False)
+    cfg = composed(*overrides, f"paths.weights_dir={tmp_path}")
+    with pytest.raises(AnorefineError, match=re.escape(missing)) as raised:
+        plan.check_weights(cfg)
+    assert str(tmp_path) in str(raised.value) and "scripts/download.py weights" in str(raised.value)
+
+
+def test_weights_that_ship_in_a_package_or_are_random_pass(tmp_path: Path) -> None:
+    for overrides in ([], ["model=padim"], ["model=musc"], ["model=winclip", "model.clip=tiny"]):
+        plan.check_weights(composed(*overrides, f"paths.weights_dir={tmp_path}"))

@@ -131,7 +131,12 @@ def test_the_leaderboard_carries_the_numbers_of_the_results(resumed_sweep: dict[
             assert as_float(row[f"{key}_base"]) == metrics["base"][key]
             assert as_float(row[f"{key}_refined"]) == metrics["refined"][key]
     ablation = {row["setting"]: row for row in rows if row["table"] == "ablation"}
-    assert set(ablation) == {"refiner.sigma=2", "refiner.sigma=4"}
+    assert set(ablation) == {"base map", "refiner.sigma=2.0", "refiner.sigma=4.0"}  # resolved values
+    base = ablation.pop("base map")
+    assert (base["method"], base["runs"]) == ("none", "4")
+    assert as_float(base["pixel_ap_refined"]) == pytest.approx(
+        statistics.fmean(r["metrics"]["mean"]["base"]["pixel_ap"] for r in runs.values()), abs=1e-15
+    )
     for setting, row in ablation.items():
         sigma = float(setting.split("=")[1])
         same = [r["metrics"]["mean"] for r in runs.values() if r["config"]["refiner"]["sigma"] == sigma]

@@ -7,10 +7,13 @@ import logging
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import TINY_RUN, run_train
+from PIL import Image
 
 from anorefine import console
+from anorefine.map_files import read_map
 from anorefine.results import format_table
 from anorefine.run_folder import RESULTS_FORMAT
 
@@ -23,7 +26,7 @@ def demo_args(demo_root: Path, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def first_run(demo_root: Path, tmp_path_factory: pytest.TempPathFactory):
-    run = run_train(demo_args(demo_root), tmp_path_factory.mktemp("run") / "a")
+    run = run_train(demo_args(demo_root, "eval.save_maps=true"), tmp_path_factory.mktemp("run") / "a")
     assert run.returncode == 0, run.stderr[-3000:]
     return run
 
@@ -49,6 +52,20 @@ def test_results_json_is_complete(first_run) -> None:
     assert {"torch", "anomalib", "lightning"} <= set(results["versions"])
     assert set(results["timings"]["per_category"]) == {"brick", "gravel"}
     assert "pixel_ap" in first_run.stdout and "mean" in first_run.stdout  # the printed table
+
+
+@pytest.mark.slow
+def test_save_maps_writes_every_test_images_maps_at_its_own_size(first_run, demo_root: Path) -> None:
+    for category in ("brick", "gravel"):
+        images = sorted((demo_root / category / "test").rglob("*.png"))
+        for image in images:
+            name = Path(image.parent.name) / f"{image.stem}.tiff"
+            base = read_map(first_run.run_dir / "maps" / category / "base" / name)
+            refined = read_map(first_run.run_dir / "maps" / category / "refined" / name)
+            with Image.open(image) as img:
+                assert base.shape == (img.height, img.width)
+            assert np.array_equal(base, refined)  # refiner=none
+            assert base.std() > 0
 
 
 @pytest.mark.slow
@@ -182,6 +199,20 @@ def test_folder_without_ground_truth_reports_null_pixel_metrics(demo_root: Path,
         assert metrics["image_auroc"] > 0.5 and metrics["image_ap"] > 0.5
         assert all(metrics[key] is None for key in ("pixel_auroc", "pixel_ap", "pixel_f1_max", "aupro"))
         assert run.results["metrics"]["mean"][stage]["pixel_ap"] is None
+
+
+@pytest.mark.slow
+def test_the_demo_job_prints_under_40_lines(demo_root: Path, tmp_path: Path) -> None:
+    """make demo's command (ARD + PGT over the three demo categories, progress display on), made
+    small: one line per stage and category, no per-Trainer banner, tip or known warning."""
+    pgt = ["refiner=ard", "curriculum=pgt", "curriculum.group_size=26", "curriculum.steps_per_group=1",
+           "curriculum.synthetic_per_group=2"]  # fmt: skip
+    small = ["model.image_size=128", "model.coreset_ratio=0.05", "logger=none"]
+    run = run_train([f"dataset.root={demo_root}", *small, *pgt], tmp_path / "demo")
+    assert run.returncode == 0, run.stderr[-3000:]
+    printed = (run.stdout + run.stderr).splitlines()
+    assert len(printed) < 40, "\n".join(printed)
+    assert not [line for line in printed if "GPU available" in line or "Tip:" in line or "Warning" in line]
 
 
 def test_verbose_brings_lightning_banners_back() -> None:

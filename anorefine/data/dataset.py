@@ -46,6 +46,11 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
 
 
+def read_rgb(path: Path) -> np.ndarray:
+    """An image file as (H, W, 3) float32 RGB in [0, 1], at its own size."""
+    return _to_rgb(_open(path, "image"))
+
+
 def _to_mask(img: Image.Image) -> np.ndarray:
     """(H, W) bool: anomalous where any colour channel is non-zero (alpha ignored)."""
     if "A" in img.getbands():

@@ -11,7 +11,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from anorefine.detectors.base import Detector, DetectorOutput
-from anorefine.detectors.clip_models import CLIP_MEAN, CLIP_STD, TINY, load_clip, torch_save_atomic
+from anorefine.detectors.clip_models import (
+    CLIP_MEAN,
+    CLIP_STD,
+    TINY,
+    configured_clip_weight_file,
+    load_clip,
+    torch_save_atomic,
+)
 from anorefine.detectors.normalization import normalize
 from anorefine.errors import AnorefineError
 from anorefine.weights import resolve_weights_dir
@@ -80,6 +87,10 @@ class AnomalyClipDetector(Detector):
     the image embedding. The prompts must be trained (``anomalyclip_training``) or loaded
     (``prompt_ckpt``) before the scores mean anything.
     """
+
+    @classmethod
+    def check_weights(cls, settings: dict[str, Any]) -> None:
+        configured_clip_weight_file(settings, "clip")
 
     def __init__(
         self,

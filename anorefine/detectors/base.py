@@ -79,6 +79,11 @@ class Detector(nn.Module):
         """Whether a detector built from ``settings`` (its resolved config) is fitted on ``train/``."""
         return cls.requires_fit
 
+    @classmethod
+    def check_weights(cls, settings: dict[str, Any]) -> None:
+        """Raise ``WeightsError`` (naming the file and how to get it) when a weight file a detector
+        built from ``settings`` would read is missing; called before any model is built."""
+
     def setup_category(self, category: str) -> None:
         """Called once per category before its fit and test (WinCLIP puts the name in its prompts)."""
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from open_clip.transformer import VisionTransformer
 
-from anorefine.weights import find_weight_file
+from anorefine.weights import find_weight_file, resolve_weights_dir
 
 #: Normalisation of every CLIP model used here (OpenAI's statistics; LAION models were trained with them too).
 CLIP_MEAN = tuple(open_clip.OPENAI_DATASET_MEAN)
@@ -67,9 +67,24 @@ def tiny_clip(patch_size: int, seed: int = 0) -> open_clip.CLIP:
         return open_clip.CLIP(embed_dim=32, vision_cfg=vision_cfg, text_cfg=text_cfg, quick_gelu=True)
 
 
+def clip_weight_file(model: str, pretrained: str, weights_dir: str | Path) -> Path | None:
+    """The checkpoint file of a released open_clip model (None for the tiny random one); raises
+    ``WeightsError`` naming the file and how to get it when it is missing."""
+    if model == TINY:
+        return None
+    return find_weight_file(weights_dir, [checkpoint_name(model, pretrained)], f"CLIP {model} ({pretrained})")
+
+
+def configured_clip_weight_file(settings: dict[str, Any], model_key: str) -> Path | None:
+    """``clip_weight_file`` of a detector's resolved settings (its model under ``model_key``)."""
+    return clip_weight_file(
+        settings[model_key], settings["pretrained"], resolve_weights_dir(settings.get("weights_dir"))
+    )
+
+
 def named_clip(model: str, pretrained: str, weights_dir: str | Path) -> open_clip.CLIP:
     """A released open_clip model whose weights are read from ``weights_dir`` (never downloaded here)."""
-    path = find_weight_file(weights_dir, [checkpoint_name(model, pretrained)], f"CLIP {model} ({pretrained})")
+    path = clip_weight_file(model, pretrained, weights_dir)
     # OpenAI's checkpoints use QuickGELU; open_clip's configs of the same name default to GELU.
     return open_clip.create_model(model, pretrained=str(path), force_quick_gelu=pretrained == "openai")
 

@@ -8,12 +8,13 @@ CNN works without a hand-written layer table; ``layers: [...]`` names them expli
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import timm
 import torch
 from anomalib.models.components.feature_extractors import TimmFeatureExtractor
 
-from anorefine.detectors.backbones import build_feature_extractor
+from anorefine.detectors.backbones import backbone_weight_file, build_feature_extractor
 from anorefine.detectors.base import Detector, DetectorOutput
 
 
@@ -41,6 +42,11 @@ class CnnDetector(Detector):
     requires_fit = True
     #: The strides of the stages read when ``layers`` is null.
     default_strides: tuple[int, ...] = (8, 16)
+
+    @classmethod
+    def check_weights(cls, settings: dict[str, Any]) -> None:
+        if settings.get("pretrained", True):
+            backbone_weight_file(settings["backbone"], settings.get("weights_dir") or "weights")
 
     def __init__(
         self,

@@ -29,14 +29,14 @@ from __future__ import annotations
 
 import hashlib
 import random
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 
-from anorefine.detectors.backbones import build_feature_extractor
+from anorefine.detectors.backbones import backbone_weight_file, build_feature_extractor
 from anorefine.detectors.base import Detector, DetectorOutput
-from anorefine.detectors.clip_models import CLIP_MEAN, CLIP_STD, TINY, load_clip
+from anorefine.detectors.clip_models import CLIP_MEAN, CLIP_STD, TINY, configured_clip_weight_file, load_clip
 from anorefine.detectors.cnn import stage_layers
 from anorefine.detectors.normalization import IMAGENET_MEAN, IMAGENET_STD, normalize
 from anorefine.errors import AnorefineError
@@ -131,6 +131,13 @@ class MuscDetector(Detector):
     transductive = True
     baseline_sigma = 0.0
     baseline_align_corners = True
+
+    @classmethod
+    def check_weights(cls, settings: dict[str, Any]) -> None:
+        if settings["family"] == "cnn":
+            backbone_weight_file(settings["backbone"], resolve_weights_dir(settings.get("weights_dir")))
+        elif settings["family"] == "open_clip":
+            configured_clip_weight_file(settings, "backbone")
 
     def __init__(
         self,

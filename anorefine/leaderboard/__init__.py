@@ -5,7 +5,7 @@ frame of the runs' metrics, ``render`` writes the three files; ``build_leaderboa
 """
 
 from anorefine.leaderboard.render import build_leaderboard, latex_escape, to_csv, to_latex, to_markdown
-from anorefine.leaderboard.scan import Problem, Run, Scan, parse_overrides, scan
+from anorefine.leaderboard.scan import Problem, Run, Scan, prune, scan
 from anorefine.leaderboard.tables import (
     COLUMNS,
     PAPER_DIR,
@@ -35,7 +35,7 @@ __all__ = [
     "collect",
     "latex_escape",
     "load_papers",
-    "parse_overrides",
+    "prune",
     "scan",
     "to_csv",
     "to_latex",

@@ -48,7 +48,12 @@ def csv_frame(board: Leaderboard) -> pd.DataFrame:
             records.append(record)
     records += [{**record, "status": "ok"} for record in run_rows(board.runs)]
     records += [
-        {"table": "problem", "status": p.kind, "path": str(p.path), "detail": p.detail}
+        {
+            "table": "problem",
+            "status": "superseded" if p.superseded else p.kind,
+            "path": str(p.path),
+            "detail": f"{p.detail} ({p.superseded})" if p.superseded else p.detail,
+        }
         for p in board.problems
     ]
     rows = [[record.get(name) for name in CSV_FIELDS] for record in records]
@@ -86,19 +91,28 @@ def to_markdown(board: Leaderboard, roots: list[Path]) -> str:
         )
     if any(row.record.get("smoke_only") for table in board.tables for row in table.rows):
         lines += ["", SMOKE_NOTE]
+    ablations = [table for table in board.tables if table.kind == "ablation"]
     for table in board.tables:
+        if table is next(iter(ablations), None):
+            lines += ["", "## Ablations", "", "Each sweep's runs pivoted by the settings they differ in; "
+                      "the first row is the base map they all refine."]  # fmt: skip
         level = "##" if table.kind == "main" else "###"
-        title = f"Ablation: {table.title}" if table.kind == "ablation" else table.title
-        lines += ["", f"{level} {title}", ""]
+        lines += ["", f"{level} {table.title}", ""]
         lines += _markdown_table(*table.grid())
         lines += [f"\n{note}" for note in table.notes]
     lines += ["", "## Failed, incomplete and missing jobs", ""]
-    jobs = [p for p in board.problems if p.kind != "malformed"]
+    jobs = [p for p in board.open_problems if p.kind != "malformed"]
     lines += (
         _markdown_table(["status", "job", "detail"], [[p.kind, str(p.path), p.detail] for p in jobs])
         if jobs
         else ["None."]
     )
+    superseded = len(board.problems) - len(board.open_problems)
+    if superseded:
+        lines += ["", f"{superseded} earlier failure(s) not listed: their config has finished since, or "
+                  "their sweep no longer has the job (`--prune` deletes their folders)."]  # fmt: skip
+    if board.pruned:
+        lines += ["", f"Pruned {len(board.pruned)} superseded failed job folder(s)."]
     malformed = [p for p in board.problems if p.kind == "malformed"]
     if malformed:
         lines += ["", "## Skipped result files", ""]
@@ -146,13 +160,20 @@ def to_latex(board: Leaderboard) -> str:
         ]
         out += [" & ".join(latex_escape(c) for c in cells) + " \\\\" for cells in body]
         out += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
-    out += [f"% {p.kind}: {p.path}: {p.detail}" for p in board.problems]
+    out += [f"% {p.kind}: {p.path}: {p.detail}" for p in board.open_problems]
     return "\n".join(out) + "\n"
 
 
-def build_leaderboard(roots: list[Path], out_dir: Path, paper_dir: Path = PAPER_DIR) -> Leaderboard:
-    """Write ``LEADERBOARD.md``, ``.csv`` and ``.tex`` into ``out_dir`` from the runs under ``roots``."""
-    board = collect(roots, paper_dir)
+def build_leaderboard(
+    roots: list[Path],
+    out_dir: Path,
+    paper_dir: Path = PAPER_DIR,
+    published_only: bool = False,
+    prune_failed: bool = False,
+) -> Leaderboard:
+    """Write ``LEADERBOARD.md``, ``.csv`` and ``.tex`` into ``out_dir`` from the runs under ``roots``
+    (the options: ``collect``)."""
+    board = collect(roots, paper_dir, published_only, prune_failed)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{LEADERBOARD_NAME}.md").write_text(to_markdown(board, roots))
     (out_dir / f"{LEADERBOARD_NAME}.tex").write_text(to_latex(board))

@@ -3,12 +3,15 @@
 Every folder under the given roots that holds ``results.json`` is a run; ``failure.json`` marks a
 failed job, a job folder without either is incomplete, a job the sweep manifest (``sweep.json``)
 expects but that never started is missing, and an unreadable results.json is reported and skipped.
+A failed job is superseded when a run of the same config has since finished, or when its sweep's
+manifest no longer lists it (the sweep was changed): ``prune`` deletes such job folders.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,29 +22,8 @@ from anorefine.run_folder import (
     MANIFEST_FILE,
     RESULTS_FILE,
     SWEEP_CONFIG_FILE,
-    is_neutral,
     validate_results,
 )
-
-#: Override keys a row shows in its own columns (or the seed it averages over); ``experiment/*``
-#: presets only select models and methods, which rows show by name.
-AXIS_KEYS = frozenset({"dataset", "model", "refiner", "curriculum", "experiment", "seed"})
-
-
-def parse_overrides(overrides: Iterable[str]) -> dict[str, str]:
-    """``key=value`` overrides as a dict (``+``/``++``/``~`` prefixes dropped; deletions map to '~')."""
-    parsed = {}
-    for override in overrides:
-        key, _, value = override.partition("=")
-        parsed[key.lstrip("+~")] = value if not key.startswith("~") else "~"
-    return parsed
-
-
-def is_setting(key: str) -> bool:
-    """True for an override key that identifies a row beyond dataset/model/refiner/curriculum/seed."""
-    if key in AXIS_KEYS or key.startswith("experiment/"):
-        return False
-    return not is_neutral(key)
 
 
 @dataclass(frozen=True)
@@ -51,6 +33,8 @@ class Problem:
     kind: str
     path: Path
     detail: str
+    #: for a failed job: why it no longer matters (a later run of its config, or gone from its sweep)
+    superseded: str | None = None
 
 
 @dataclass
@@ -62,18 +46,10 @@ class Run:
     results: dict[str, Any]
 
     @property
-    def overrides(self) -> dict[str, str]:
-        return parse_overrides(self.results.get("overrides", []))
-
-    @property
     def method(self) -> str:
         """The refiner, with its curriculum when there is one (``ard+pgt``)."""
         curriculum = self.results.get("config", {}).get("curriculum", {}).get("name", "none")
         return self.results["refiner"] if curriculum == "none" else f"{self.results['refiner']}+{curriculum}"
-
-    @property
-    def settings(self) -> tuple[tuple[str, str], ...]:
-        return tuple(sorted((k, v) for k, v in self.overrides.items() if is_setting(k)))
 
     def values(self, category: str, stage: str) -> dict[str, float | None]:
         return self.results["metrics"].get(category, {}).get(stage, {})
@@ -81,11 +57,10 @@ class Run:
 
 @dataclass
 class Scan:
-    """What the roots hold: runs, problems, and the swept keys of each sweep folder."""
+    """What the roots hold: runs and problems (superseded failures included, marked)."""
 
     runs: list[Run] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
-    swept: dict[Path, list[str]] = field(default_factory=dict)
 
 
 def _sweep_of(path: Path, sweeps: list[Path]) -> Path | None:
@@ -101,8 +76,8 @@ def scan(roots: Iterable[Path]) -> Scan:
     found = Scan()
     sweeps: list[Path] = []
     manifests: dict[Path, list[dict[str, Any]]] = {}
-    overrides_of: dict[Path, list[dict[str, str]]] = {}
     runs: list[tuple[Path, dict[str, Any]]] = []
+    failed_hash: dict[Path, str | None] = {}
     for root in roots:
         for dirpath, dirnames, filenames in os.walk(root):
             here = Path(dirpath)
@@ -125,8 +100,10 @@ def scan(roots: Iterable[Path]) -> Scan:
                     )
             elif FAILURE_FILE in filenames:
                 try:
-                    detail = str(_read_json(here / FAILURE_FILE)["error"]).splitlines()[0]
-                except (OSError, ValueError, KeyError, TypeError, IndexError):
+                    failure = _read_json(here / FAILURE_FILE)
+                    detail = str(failure["error"]).splitlines()[0]
+                    failed_hash[here] = failure.get("config_hash")
+                except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
                     detail = "failure.json unreadable"
                 found.problems.append(Problem("failed", here, detail))
             elif ".hydra" in dirnames or "categories" in dirnames:
@@ -141,13 +118,41 @@ def scan(roots: Iterable[Path]) -> Scan:
             if not (sweep / job["dir"]).exists():
                 detail = "never started: " + " ".join(job["overrides"])
                 found.problems.append(Problem("missing", sweep / job["dir"], detail))
-        overrides_of[sweep] = [parse_overrides(job["overrides"]) for job in jobs]
-    for path, results in runs:
-        run = Run(path, _sweep_of(path, sweeps), results)
-        found.runs.append(run)
-        if run.sweep is not None and run.sweep not in manifests:
-            overrides_of.setdefault(run.sweep, []).append(run.overrides)
-    for sweep, jobs in overrides_of.items():
-        keys = dict.fromkeys(k for job in jobs for k in job)
-        found.swept[sweep] = [k for k in keys if len({job.get(k) for job in jobs}) > 1]
+    found.runs = [Run(path, _sweep_of(path, sweeps), results) for path, results in runs]
+    finished = {run.results.get("config_hash"): run.path for run in found.runs}
+    for index, problem in enumerate(found.problems):
+        if problem.kind == "failed":
+            found.problems[index] = _with_supersession(
+                problem, failed_hash.get(problem.path), finished, manifests
+            )
     return found
+
+
+def _with_supersession(
+    problem: Problem,
+    digest: str | None,
+    finished: dict[Any, Path],
+    manifests: dict[Path, list[dict[str, Any]]],
+) -> Problem:
+    """A failed job, marked superseded when its config finished since or its sweep no longer lists it."""
+    if digest is not None and digest in finished:
+        return Problem(problem.kind, problem.path, problem.detail, f"finished since in {finished[digest]}")
+    sweep = _sweep_of(problem.path, list(manifests))
+    if sweep is not None and problem.path.relative_to(sweep).as_posix() not in {
+        j["dir"] for j in manifests[sweep]
+    }:
+        return Problem(
+            problem.kind, problem.path, problem.detail, f"no longer a job of {sweep / MANIFEST_FILE}"
+        )
+    return problem
+
+
+def prune(found: Scan) -> list[Path]:
+    """Delete the folders of superseded failed jobs (they hold no results.json); returns them."""
+    removed = []
+    for problem in [p for p in found.problems if p.superseded is not None]:
+        if (problem.path / FAILURE_FILE).is_file() and not (problem.path / RESULTS_FILE).exists():
+            shutil.rmtree(problem.path)
+            removed.append(problem.path)
+    found.problems = [problem for problem in found.problems if problem.path not in removed]
+    return removed

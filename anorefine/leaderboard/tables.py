@@ -1,15 +1,20 @@
 """Leaderboard, step 2: the tables, from a pandas frame of every run's metrics.
 
-Rows merge the runs of one dataset whose overrides are equal apart from ``seed`` (and the settings
-that change no number, ``anorefine.run_folder.NEUTRAL_KEYS``); a cell is the refined map's value,
-mean ± sample std over those runs, with Δ against the same runs' base map. Published numbers
-(``conf/paper/*.yaml``) join the table of their dataset, which is shown even without runs. A sweep
-whose jobs differ in keys other than dataset/model/refiner/curriculum/seed also gets an ablation
-table pivoted by those keys.
+A main table holds the runs of one dataset, protocol, category set and evaluation size: only those
+share a mean. Its rows merge runs whose resolved configs are equal apart from the seed (and what
+follows it) and the settings that change no number (``anorefine.run_folder.NEUTRAL_KEYS``); the
+setting column names the resolved keys that differ between rows (a component's keys only between
+runs of that component), so a preset's image size or coreset ratio shows and a default never does.
+A cell is the refined map's value, mean ± sample std over the row's runs, with Δ against the same
+runs' base map. Published means (``conf/paper/*.yaml``) join only a table over the dataset's full
+category set under their protocol; published per-category numbers join their category's table; a
+published-only table is made on request. A sweep whose runs differ in such settings also gets an
+ablation table pivoted by them, with the base map's row first.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -19,7 +24,9 @@ from typing import Any
 import pandas as pd
 from omegaconf import OmegaConf
 
-from anorefine.leaderboard.scan import Problem, Run, Scan, is_setting, scan
+from anorefine.data import DEMO_CATEGORIES, MVTEC_CATEGORIES, VISA_CATEGORIES
+from anorefine.leaderboard.scan import Problem, Run, Scan, prune, scan
+from anorefine.run_folder import is_neutral
 
 PAPER_DIR = Path(__file__).resolve().parents[2] / "conf" / "paper"
 
@@ -32,9 +39,24 @@ COLUMNS = {
     "aupro": "AUPRO",
     "pro_compat": "PRO-200",
     "pixel_f1_max": "F1-max",
+    "pixel_iou_max": "IoU-max",
+    "boundary_f1": "B-F1",
 }
 SMOKE_MARK = "†"
 SMOKE_NOTE = f"{SMOKE_MARK} smoke-only run (tiny random CLIP weights): the numbers are not meaningful."
+#: The datasets' full category sets: a published mean is compared only with a run over all of them.
+FULL_CATEGORIES = {
+    "mvtec": tuple(MVTEC_CATEGORIES),
+    "visa": tuple(VISA_CATEGORIES),
+    "demo": tuple(DEMO_CATEGORIES),
+}
+#: Resolved-config keys that place a run (its table, its row's columns), never shown as settings.
+PLACING_KEYS = frozenset(
+    {"seed", "mode", "dataset.name", "dataset.categories", "dataset.image_size", "eval.protocol",
+     "model.name", "model.image_size", "refiner.name", "curriculum.name"}
+)  # fmt: skip
+#: A component's keys are compared only between runs of the same component (group -> whose name).
+COMPONENT_OF = {"model": "model", "prepare": "model", "refiner": "refiner", "curriculum": "curriculum"}
 
 
 @dataclass(frozen=True)
@@ -171,8 +193,11 @@ def load_papers(paper_dir: Path = PAPER_DIR) -> list[PaperResult]:
     return papers
 
 
-def _natural(value: Any) -> tuple[int, float, str]:
-    """Sort key that puts numbers in numeric order (4 before 13) and before text."""
+def _natural(value: Any) -> Any:
+    """Sort key that puts numbers in numeric order (4 before 13) and before text; settings
+    (tuples of key-value pairs) by their values in that order."""
+    if isinstance(value, tuple):
+        return [(key, _natural(text)) for key, text in value]
     try:
         return (0, float(value), "")
     except (TypeError, ValueError):
@@ -198,8 +223,61 @@ def _group(runs: Iterable[Run], key: Any) -> dict[Any, list[Run]]:
     return groups
 
 
-def _setting_text(settings: tuple[tuple[str, str], ...], common: set[tuple[str, str]]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in settings if (k, v) not in common) or "–"
+def flat_settings(node: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """A resolved config as dotted key -> text, without the settings that change no number."""
+    flat = {}
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        if is_neutral(path):
+            continue
+        if isinstance(value, dict):
+            flat.update(flat_settings(value, f"{path}."))
+        else:
+            flat[path] = json.dumps(value) if isinstance(value, list) else str(value)
+    return flat
+
+
+def differing_settings(runs: list[Run]) -> dict[int, tuple[tuple[str, str], ...]]:
+    """Per run (by ``id``): the resolved settings that differ between ``runs``.
+
+    Placing keys, the seed and keys that follow it (equal to it in every run) are left out; a key of a
+    component (``model.*``, ``refiner.*``, ...) counts only where runs of that component differ in it.
+    """
+    flats = {id(run): flat_settings(run.results.get("config", {})) for run in runs}
+
+    def scope(flat: dict[str, str], key: str) -> str | None:
+        group = COMPONENT_OF.get(key.split(".")[0])
+        return flat.get(f"{group}.name") if group else None
+
+    values: dict[tuple[str, str | None], set[str]] = {}
+    for flat in flats.values():
+        for key in flat:
+            values.setdefault((key, scope(flat, key)), set())
+    for flat in flats.values():
+        for key, where in list(values):
+            if where == scope(flat, key):
+                values[key, where].add(flat.get(key, "–"))
+    seeded = {k for k, _ in values if k != "seed" and all(f.get(k) == f.get("seed") for f in flats.values())}
+    shown = {(k, w) for (k, w), seen in values.items() if len(seen) > 1 and k not in PLACING_KEYS | seeded}
+    return {
+        run_id: tuple(sorted((k, flat.get(k, "–")) for k, w in shown if w == scope(flat, k)))
+        for run_id, flat in flats.items()
+    }
+
+
+def _setting_text(settings: tuple[tuple[str, str], ...]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in settings) or "–"
+
+
+def eval_size(run: Run) -> str:
+    """The size maps were scored at: ``256²``, or ``original`` (each image's own size)."""
+    resolution = run.results.get("eval_resolution") or {}
+    if resolution.get("mode") == "original":
+        return "original"
+    size = (resolution.get("size") or [None])[0] or run.results.get("config", {}).get("dataset", {}).get(
+        "image_size"
+    )
+    return f"{size}²" if size else "?"
 
 
 def _run_rows(
@@ -207,21 +285,28 @@ def _run_rows(
     category: str,
     labels: Callable[[Any], list[str]],
     record: Callable[[Any], dict[str, Any]],
+    stage: str = "refined",
 ) -> list[Row]:
-    """One row per group of runs: ``labels(key)`` and ``record(key)`` describe the group."""
+    """One row per group of runs: ``labels(key)`` and ``record(key)`` describe the group. With
+    ``stage="base"`` the cells hold the base map's values (no Δ)."""
     rows = []
     for key, group in sorted(groups.items(), key=lambda item: [_natural(part) for part in item[0]]):
         runs = _distinct(group)
         frame = metric_frame(runs, category)
+        if stage == "base":
+            frame = frame.assign(**{f"{k}_refined": frame[f"{k}_base"] for k in COLUMNS})
         smoke = any(run.results.get("smoke_only") for run in runs)
         seeds = sorted({str(run.results.get("config", {}).get("seed", "")) for run in runs})
         row_labels = labels(key)
         if smoke:
             row_labels[0] += f" {SMOKE_MARK}"
+        cells = {k: aggregate(frame, k) for k in COLUMNS}
+        if stage == "base":
+            cells = {k: Cell(c.refined, c.std, None, c.base) if c else None for k, c in cells.items()}
         rows.append(
             Row(
                 labels=row_labels,
-                cells={k: aggregate(frame, k) for k in COLUMNS},
+                cells=cells,
                 record={
                     **record(key),
                     "category": category,
@@ -235,88 +320,97 @@ def _run_rows(
     return rows
 
 
-def _identity(run: Run) -> tuple[Any, ...]:
-    """Row key: model, then the base map's row (``none``) before refiners, then the settings."""
-    return (run.results["model"], run.method != "none", run.method, run.settings)
-
-
 def protocol_of(run: Run) -> str:
     """The evaluation protocol a run followed (``default`` for runs that predate the field)."""
     return str(run.results.get("protocol") or "default")
 
 
-def dataset_tables(
-    dataset: str, runs: list[Run], papers: list[PaperResult], protocol: str = "default"
-) -> list[Table]:
-    """The main table of one dataset under one protocol (category mean, paper rows last) and one
-    table per category; titled by the dataset, with the protocol when it is not the default."""
-    title = dataset if protocol == "default" else f"{dataset} (protocol {protocol})"
-    groups = _group(runs, _identity)
-    all_settings = [set(key[3]) for key in groups]
-    common = set.intersection(*all_settings) if all_settings else set()
-    notes = [f"Common settings: {_setting_text(tuple(sorted(common)), set())}."] if common else []
-    if not runs:
-        notes.append("No runs of this dataset under the given roots: published numbers only.")
+@dataclass(frozen=True)
+class Scope:
+    """What runs must share to share a mean: dataset, protocol, category set and evaluation size."""
+
+    dataset: str
+    protocol: str
+    categories: tuple[str, ...]
+    size: str
+
+    @staticmethod
+    def of(run: Run) -> Scope:
+        return Scope(
+            run.results["dataset"], protocol_of(run), tuple(run.results["categories"]), eval_size(run)
+        )
+
+    @property
+    def is_full(self) -> bool:
+        """True when the categories are the benchmark's full set (published means compare with it)."""
+        return sorted(self.categories) == sorted(FULL_CATEGORIES.get(self.dataset, ()))
+
+    def title(self, alone: bool) -> str:
+        """``dataset [(protocol P)]``, with the categories and size unless it is its dataset's only table."""
+        title = self.dataset if self.protocol == "default" else f"{self.dataset} (protocol {self.protocol})"
+        if alone:
+            return title
+        kinds = "all categories" if self.is_full else ", ".join(self.categories)
+        return f"{title}: {kinds}; {self.size}"
+
+
+def dataset_tables(scope: Scope, runs: list[Run], papers: list[PaperResult], title: str) -> list[Table]:
+    """The main table of one scope (category mean, paper rows last) and one table per category."""
+    settings = differing_settings(runs)
+    groups = _group(
+        runs, lambda run: (run.results["model"], run.method != "none", run.method, settings[id(run)])
+    )
+    notes = [] if runs else ["No runs of this dataset under the given roots: published numbers only."]
+    if settings and any(settings.values()):
+        notes.append("Setting: the resolved config keys in which the rows differ (seeds averaged).")
 
     def labels(key: tuple[Any, ...]) -> list[str]:
-        return [key[0], key[2], _setting_text(key[3], common)]
+        return [key[0], key[2], _setting_text(key[3])]
 
     def record(key: tuple[Any, ...]) -> dict[str, Any]:
-        return {
-            "dataset": dataset,
-            "model": key[0],
-            "method": key[2],
-            "setting": _setting_text(key[3], set()),
-        }
+        return {"dataset": scope.dataset, "model": key[0], "method": key[2], "setting": _setting_text(key[3])}
 
     columns = ["model", "refiner", "setting"]
     main = Table("main", title, columns, _run_rows(groups, "mean", labels, record), notes)
     for paper in papers:
-        if dataset not in paper.datasets:
+        if scope.dataset not in paper.datasets:
             continue
         main.notes += [f"{paper.name} (published claim): {claim}" for claim in paper.claims]
-        values = paper.datasets[dataset]
-        if values:
-            main.rows.append(published_row(paper, dataset, "mean", values))
+        values = paper.datasets[scope.dataset]
+        if values and (scope.is_full or not runs):
+            main.rows.append(published_row(paper, scope.dataset, "mean", values))
             main.notes.append(
                 f"{paper.name}: " + "; ".join(f"{COLUMNS[k]} = {text}" for k, text in paper.metrics.items())
             )
-    categories = sorted({c for run in runs for c in run.results["categories"]})
-    if len(categories) < 2:  # the mean is the category
+        elif values:
+            main.notes.append(f"{paper.name}'s published mean covers every category: not beside this subset.")
+    if len(scope.categories) < 2:  # the mean is the category
         return [main]
-    per_category = [
-        Table(
-            "category",
-            f"{title} / {category}",
-            columns,
-            _run_rows(
-                _group((r for r in runs if category in r.results["categories"]), _identity),
-                category,
-                labels,
-                record,
-            ),
+    per_category = []
+    for category in scope.categories:
+        table = Table(
+            "category", f"{title} / {category}", columns, _run_rows(groups, category, labels, record)
         )
-        for category in categories
-    ]
-    for table, category in zip(per_category, categories, strict=True):
         for paper in papers:
-            values = paper.per_category.get(dataset, {}).get(category)
+            values = paper.per_category.get(scope.dataset, {}).get(category)
             if values:
-                table.rows.append(published_row(paper, dataset, category, values))
+                table.rows.append(published_row(paper, scope.dataset, category, values))
+        per_category.append(table)
     return [main, *per_category]
 
 
 def ablation_tables(scan_result: Scan) -> list[Table]:
-    """Per sweep with swept settings: rows pivoted by those keys, seeds averaged."""
+    """Per sweep whose runs differ in settings: the base map's row, then rows pivoted by those keys."""
     tables = []
-    for sweep, keys in sorted(scan_result.swept.items()):
-        pivot = [k for k in keys if is_setting(k)]
+    for sweep in sorted({run.sweep for run in scan_result.runs if run.sweep is not None}):
         runs = [run for run in scan_result.runs if run.sweep == sweep]
-        if not pivot or not runs:
+        settings = differing_settings(runs)
+        pivot = sorted({key for found in settings.values() for key, _ in found})
+        if not pivot:
             continue
 
-        def key_of(run: Run, pivot: list[str] = pivot) -> tuple[str, ...]:
-            values = run.overrides
+        def key_of(run: Run, pivot: list[str] = pivot, settings: dict = settings) -> tuple[str, ...]:
+            values = dict(settings[id(run)])
             return (
                 run.results["dataset"],
                 run.results["model"],
@@ -328,13 +422,22 @@ def ablation_tables(scan_result: Scan) -> list[Table]:
             setting = ", ".join(f"{k}={v}" for k, v in zip(pivot, key[3:], strict=True))
             return {"dataset": key[0], "model": key[1], "method": key[2], "setting": setting}
 
-        rows = _run_rows(_group(runs, key_of), "mean", list, record)
+        def base_labels(key: tuple[str, ...], width: int = len(pivot)) -> list[str]:
+            return [key[0], key[1], "none (base map)", *["–"] * width]
+
+        def base_record(key: tuple[str, ...]) -> dict[str, Any]:
+            return {"dataset": key[0], "model": key[1], "method": "none", "setting": "base map"}
+
+        bases = _group(runs, lambda run: (run.results["dataset"], run.results["model"]))
+        rows = _run_rows(bases, "mean", base_labels, base_record, stage="base")
+        rows += _run_rows(_group(runs, key_of), "mean", list, record)
         tables.append(Table("ablation", sweep.name, ["dataset", "model", "refiner", *pivot], rows))
     return tables
 
 
 def run_rows(runs: list[Run]) -> Iterator[dict[str, Any]]:
     """CSV records of every run and category with the exact numbers of its results.json."""
+    settings = differing_settings(runs)
     for run in sorted(runs, key=lambda r: str(r.path)):
         for category in [*run.results["categories"], "mean"]:
             record = {
@@ -343,7 +446,7 @@ def run_rows(runs: list[Run]) -> Iterator[dict[str, Any]]:
                 "category": category,
                 "model": run.results["model"],
                 "method": run.method,
-                "setting": _setting_text(run.settings, set()),
+                "setting": _setting_text(settings[id(run)]),
                 "runs": 1,
                 "seeds": str(run.results.get("config", {}).get("seed", "")),
                 "smoke_only": bool(run.results.get("smoke_only")),
@@ -366,17 +469,43 @@ class Leaderboard:
     tables: list[Table]
     problems: list[Problem]
     runs: list[Run]
+    pruned: list[Path] = field(default_factory=list)
+
+    @property
+    def open_problems(self) -> list[Problem]:
+        """Every problem but the failures a later run or a changed sweep has superseded."""
+        return [problem for problem in self.problems if problem.superseded is None]
 
 
-def collect(roots: Iterable[Path], paper_dir: Path = PAPER_DIR) -> Leaderboard:
-    """Scan the roots and build every table."""
+def collect(
+    roots: Iterable[Path],
+    paper_dir: Path = PAPER_DIR,
+    published_only: bool = False,
+    prune_failed: bool = False,
+) -> Leaderboard:
+    """Scan the roots and build every table (``published_only``: also tables of published numbers
+    alone, for datasets without runs; ``prune_failed``: delete superseded failed jobs first)."""
     found = scan(roots)
+    pruned = prune(found) if prune_failed else []
     papers = load_papers(paper_dir)
-    by_table = _group(found.runs, lambda r: (r.results["dataset"], protocol_of(r)))
-    published = {(dataset, paper.protocol) for paper in papers for dataset in paper.datasets}
+    by_scope = _group(found.runs, Scope.of)
+    if published_only:
+        ran = {(scope.dataset, scope.protocol) for scope in by_scope}
+        for paper in papers:
+            for dataset in paper.datasets:
+                if (dataset, paper.protocol) not in ran:
+                    by_scope.setdefault(
+                        Scope(dataset, paper.protocol, FULL_CATEGORIES.get(dataset, ()), "?"), []
+                    )
+    per_dataset = _group(by_scope, lambda scope: (scope.dataset, scope.protocol))
     tables = []
-    for dataset, protocol in sorted(set(by_table) | published):  # published numbers show even without runs
-        own = [paper for paper in papers if paper.protocol == protocol]  # compared only under their protocol
-        tables += dataset_tables(dataset, by_table.get((dataset, protocol), []), own, protocol)
+    for scope in sorted(
+        by_scope, key=lambda s: (s.dataset, s.protocol != "default", s.protocol, s.categories, s.size)
+    ):
+        own = [
+            paper for paper in papers if paper.protocol == scope.protocol
+        ]  # compared only under their protocol
+        alone = len(per_dataset[scope.dataset, scope.protocol]) == 1
+        tables += dataset_tables(scope, by_scope[scope], own, scope.title(alone))
     tables += ablation_tables(found)
-    return Leaderboard(tables, found.problems, found.runs)
+    return Leaderboard(tables, found.problems, found.runs, pruned)

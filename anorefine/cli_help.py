@@ -37,6 +37,7 @@ def help_text() -> str:
         "  python train.py                                   PatchCore on the built-in demo",
         "  python train.py refiner=ard curriculum=pgt        ARD trained on the test stream by PGT",
         "  python train.py -m experiment=demo_anorefiner     a preset sweep (conf/experiment)",
+        "  python predict.py predict.images=DIR dataset.categories=[NAME]  score new images",
         "",
     ]
     for group in USER_GROUPS:

@@ -1,0 +1,341 @@
+"""Inspection mode (``mode=predict``, ``python predict.py``): score a folder of new, unlabeled images.
+
+1. The detector is fitted on the category's normal ``train`` images (or its fit is reused from
+   ``paths.fit_cache``), minus an evenly spaced ``predict.holdout`` share kept back for step 3.
+2. A trainable refiner is trained by the curriculum on the unlabeled folder itself (PGT).
+3. Thresholds from the held-out normal images, never from the scored ones (docs/inspection.md):
+   the image threshold is the ``predict.image_quantile`` quantile of their image scores (1.0: their
+   maximum, so no held-out normal image is flagged); the mask threshold is the
+   ``predict.pixel_quantile`` quantile of all their refined-map pixels.
+4. The fitted state (detector fit, refiner weights, thresholds, the fitting config) is saved
+   weights-only in ``<run>/state``: ``predict.state=<run>`` scores another folder with it, skipping
+   1-3, and gives the same maps for the same images.
+5. Every image of ``predict.images`` gets ``maps/<name>.tiff`` (float32, the image's own size),
+   ``masks/<name>.png``, ``overlays/<name>.png`` and a row of ``scores.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import tempfile
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, Dataset
+
+from anorefine import fits, map_files, plan
+from anorefine.curriculum.base import Curriculum, show_reference
+from anorefine.data import AnomalyImageDataset
+from anorefine.data.dataset import read_rgb
+from anorefine.data.records import ImageRecord, is_image_file
+from anorefine.detectors.base import Detector
+from anorefine.errors import AnorefineError
+from anorefine.refiners.base import Refiner
+from anorefine.results import git_commit
+from anorefine.run import (
+    build_component,
+    dataset_root,
+    device_of,
+    fit_detector,
+    prepare_run,
+    resolve_categories,
+    split_dataset,
+    trainer_factory,
+)
+from anorefine.run_folder import MAPS_DIR, write_json_atomic
+from anorefine.task import AnomalyTask
+
+log = logging.getLogger(__name__)
+
+STATE_DIR = "state"
+STATE_FILE = "inspection.json"
+DETECTOR_FILE = "detector.pt"
+REFINER_FILE = "refiner.pt"
+SCORES_FILE = "scores.csv"
+MASKS_DIR, OVERLAYS_DIR = "masks", "overlays"
+#: The settings of the fitting run that a reloaded state keeps (the rest comes from the new command).
+FITTED_KEYS = ("model", "refiner", "dataset", "seed")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Decision thresholds set on held-out normal images (see the module docstring)."""
+
+    image: float  # an image is flagged when its score is above this
+    pixel: float  # a pixel is in the mask when its refined map is above this
+    floor: float  # the median normal pixel: the overlays' colour scale runs from here to ``pixel``
+    normal_images: int  # how many held-out normal images set them
+
+
+def folder_records(folder: Path) -> list[ImageRecord]:
+    """Every image file under ``folder`` (recursive, sorted), unlabeled; its parent folder as its group."""
+    if not folder.is_dir():
+        raise AnorefineError(f"predict.images={folder} is not a folder: point it at the images to score")
+    paths = sorted(p for p in folder.rglob("*") if is_image_file(p))
+    if not paths:
+        raise AnorefineError(f"predict.images={folder} holds no image files (png, jpg, bmp, tif)")
+    return [
+        ImageRecord(path, None, 0, path.parent.relative_to(folder).as_posix(), folder.name) for path in paths
+    ]
+
+
+def split_holdout(records: list[ImageRecord], share: float) -> tuple[list[ImageRecord], list[ImageRecord]]:
+    """(fit, held out): an evenly spaced ``share`` of the normal images (at least one) held out."""
+    if not 0.0 < share < 1.0:
+        raise AnorefineError(f"predict.holdout={share} must lie strictly between 0 and 1")
+    count = max(1, round(share * len(records)))
+    if len(records) - count < 1:
+        raise AnorefineError(
+            f"predict needs at least 2 normal train images to fit and hold out; found {len(records)}"
+        )
+    held = set(np.linspace(0, len(records) - 1, count).round().astype(int).tolist())
+    return [r for i, r in enumerate(records) if i not in held], [
+        r for i, r in enumerate(records) if i in held
+    ]
+
+
+class InspectionTask(AnomalyTask):
+    """A test pass that only makes maps and hands them to its sink: nothing is scored (no labels)."""
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        base, refined, image_score = self.predict_maps(batch["image"])
+        if self.sink is not None:
+            self.sink(batch, base, refined, self.refiner.image_score(refined, image_score))
+
+
+class NormalScores:
+    """Sink that keeps the held-out normal images' refined pixel values and image scores."""
+
+    def __init__(self) -> None:
+        self.pixels: list[np.ndarray] = []
+        self.scores: list[float] = []
+
+    def __call__(
+        self, batch: dict[str, Any], base: torch.Tensor, refined: torch.Tensor, score: torch.Tensor
+    ) -> None:
+        self.pixels.append(refined.detach().float().cpu().flatten().numpy())
+        self.scores.extend(score.detach().float().cpu().tolist())
+
+    def thresholds(self, image_quantile: float, pixel_quantile: float) -> Thresholds:
+        pixels = np.concatenate(self.pixels)
+        return Thresholds(
+            image=float(np.quantile(self.scores, image_quantile)),
+            pixel=float(np.quantile(pixels, pixel_quantile)),
+            floor=float(np.median(pixels)),
+            normal_images=len(self.scores),
+        )
+
+
+class FolderWriter:
+    """Sink that writes each scored image's map, mask and overlay and keeps its ``scores.csv`` row."""
+
+    def __init__(self, records: list[ImageRecord], root: Path, run_dir: Path, thresholds: Thresholds) -> None:
+        self.records, self.root, self.run_dir, self.thresholds = records, root, run_dir, thresholds
+        self.rows: list[dict[str, Any]] = []
+
+    def __call__(
+        self, batch: dict[str, Any], base: torch.Tensor, refined: torch.Tensor, score: torch.Tensor
+    ) -> None:
+        for index, size, anomaly_map, image_score in zip(
+            batch["index"].tolist(), batch["original_size"].tolist(), refined, score.tolist(), strict=True
+        ):
+            record = self.records[index]
+            name = record.image_path.relative_to(self.root).with_suffix("")
+            values = map_files.at_size(anomaly_map, tuple(size))
+            mask = values > self.thresholds.pixel
+            files = {
+                "map": self.run_dir / MAPS_DIR / f"{name}.tiff",
+                "mask": self.run_dir / MASKS_DIR / f"{name}.png",
+                "overlay": self.run_dir / OVERLAYS_DIR / f"{name}.png",
+            }
+            map_files.write_map(files["map"], values)
+            map_files.write_mask(files["mask"], mask)
+            image = read_rgb(record.image_path)
+            map_files.write_overlay(
+                files["overlay"], image, values, mask, self.thresholds.floor, self.thresholds.pixel
+            )
+            self.rows.append({
+                "image": str(record.image_path.relative_to(self.root)),
+                "score": image_score,
+                "anomalous": int(image_score > self.thresholds.image),
+                "mask_share": float(mask.mean()),
+                **{key: str(path.relative_to(self.run_dir)) for key, path in files.items()},
+            })  # fmt: skip
+
+    def write_csv(self, path: Path) -> None:
+        """The rows in image order, written atomically."""
+        rows = sorted(self.rows, key=lambda row: row["image"])
+        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(handle, "w", newline="") as out:
+            writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(temp, path)
+
+
+def state_dir(path: str | Path) -> Path:
+    """A predict run folder (or its ``state/``) -> its ``state/`` folder, which must hold a state."""
+    folder = Path(path).expanduser()
+    folder = folder if (folder / STATE_FILE).is_file() else folder / STATE_DIR
+    if not (folder / STATE_FILE).is_file():
+        raise AnorefineError(
+            f"predict.state={path} holds no {STATE_DIR}/{STATE_FILE}: give the folder of a predict run"
+        )
+    return folder
+
+
+def fitting_config(cfg: DictConfig) -> DictConfig:
+    """``cfg``, with the fitting settings of ``predict.state`` when it is set."""
+    if not cfg.predict.state:
+        return cfg
+    saved = json.loads((state_dir(cfg.predict.state) / STATE_FILE).read_text())["config"]
+    merged = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    merged.update({key: saved[key] for key in FITTED_KEYS})
+    return OmegaConf.create(merged)
+
+
+def only_category(cfg: DictConfig) -> str:
+    """The one category whose normal images a predict run fits on."""
+    categories = resolve_categories(cfg, dataset_root(cfg))
+    if len(categories) != 1:
+        raise AnorefineError(
+            f"predict fits one category, but the dataset selects {len(categories)} "
+            f"({', '.join(categories)}): set dataset.categories=[NAME]"
+        )
+    return categories[0]
+
+
+def build_refiner_for(refiner: Refiner, detector: Detector, stream: Dataset, device: torch.device) -> None:
+    """Give a lazily built refiner (ARD) its network for this detector's output, before loading weights."""
+    if getattr(refiner, "is_built", True):
+        return
+    images = stream[0]["image"][None].to(device)
+    with torch.no_grad():
+        refiner.build(detector(images), tuple(images.shape[-2:]))  # type: ignore[attr-defined]
+
+
+def save_state(folder: Path, cfg: DictConfig, detector_state: dict[str, torch.Tensor], refiner: Refiner,
+               thresholds: Thresholds, category: str) -> None:  # fmt: skip
+    """The fitted state, weights-only (``torch.save`` of tensors) plus a JSON of what produced it."""
+    fits.save_fit(folder / DETECTOR_FILE, detector_state)
+    fits.save_fit(folder / REFINER_FILE, {k: v.detach().cpu() for k, v in refiner.state_dict().items()})
+    write_json_atomic(folder / STATE_FILE, {
+        "category": category,
+        "thresholds": asdict(thresholds),
+        "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+        "git_commit": git_commit(),
+    })  # fmt: skip
+
+
+def load_state(
+    folder: Path, detector: Detector, refiner: Refiner, stream: Dataset, device: torch.device
+) -> Thresholds:
+    """Load a saved state into freshly built components; returns its thresholds."""
+    fits.load_fit(detector, folder / DETECTOR_FILE)
+    build_refiner_for(refiner, detector, stream, device)
+    weights = torch.load(folder / REFINER_FILE, map_location=device, weights_only=True)
+    refiner.load_state_dict(weights)
+    return Thresholds(**json.loads((folder / STATE_FILE).read_text())["thresholds"])
+
+
+def run_inspection(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
+    """Fit (or load), calibrate and score ``predict.images``; returns the rows of scores.csv."""
+    if not cfg.predict.images:
+        raise AnorefineError("predict.images is not set: predict.images=DIR (the folder of images to score)")
+    images_root = Path(cfg.predict.images).expanduser()
+    cfg = fitting_config(cfg)
+    saved = state_dir(cfg.predict.state) if cfg.predict.state else None
+    plan.check_accelerator(cfg)
+    plan.check_weights(cfg)
+    if saved is None:
+        plan.check_components(cfg)
+    records = folder_records(images_root)
+    category = json.loads((saved / STATE_FILE).read_text())["category"] if saved else only_category(cfg)
+    stream = AnomalyImageDataset(records, cfg.dataset.image_size, cfg.dataset.image_resize)
+    stream.check_files()
+    normals = None
+    if saved is None:
+        normals = split_dataset(cfg, dataset_root(cfg), category, "train")
+        normals.check_files()
+        cfg = prepare_run(cfg, run_dir, trainer_factory(cfg, False))
+    torch.manual_seed(cfg.seed)
+    device = device_of(cfg)
+    detector: Detector = build_component(cfg.model).to(device).eval()
+    detector.baseline_padding = str(cfg.eval.blur_padding)
+    detector.setup_category(category)
+    refiner: Refiner = build_component(cfg.refiner).to(device)
+    refiner.attach(detector)
+    task = InspectionTask(detector, refiner)
+    if saved is not None:
+        log.info("fitted state loaded from %s", saved)
+        thresholds = load_state(saved, detector, refiner, stream, device)
+        show_reference(task, stream)
+    else:
+        assert normals is not None
+        thresholds = fit_and_calibrate(cfg, task, normals, stream, category, run_dir)
+    writer = FolderWriter(stream.records, images_root, run_dir, thresholds)
+    task.sink = writer
+    loader = DataLoader(stream, batch_size=int(cfg.dataset.batch_size))
+    trainer_factory(cfg, False)().test(task, dataloaders=loader, verbose=False)
+    writer.write_csv(run_dir / SCORES_FILE)
+    report(writer.rows, thresholds, run_dir)
+    return writer.rows
+
+
+def fit_and_calibrate(
+    cfg: DictConfig,
+    task: InspectionTask,
+    normals: AnomalyImageDataset,
+    stream: AnomalyImageDataset,
+    category: str,
+    run_dir: Path,
+) -> Thresholds:
+    """Steps 1-4 of the module docstring: fit, train the refiner, set the thresholds, save the state."""
+    detector, refiner = task.detector, task.refiner
+    make_trainer = trainer_factory(cfg, False)
+    batch_size = int(cfg.dataset.batch_size)
+    fit_records, held_out = split_holdout(normals.records, float(cfg.predict.holdout))
+    detector_state: dict[str, torch.Tensor] = {}
+    if detector.requires_fit:
+        before = fits.snapshot(detector)
+        fit_set = AnomalyImageDataset(fit_records, normals.image_size, normals.image_resize)
+        log.info("%s: fitting %s on %d normal images", category, cfg.model.name, len(fit_set))
+        fit_detector(cfg, detector, fit_set, category)
+        detector_state = fits.fitted_state(detector, before)
+    else:
+        held_out = normals.records  # nothing fitted: every normal image calibrates
+    curriculum: Curriculum = build_component(cfg.curriculum)
+    if curriculum.trains_refiner:
+        log.info("training refiner=%s on the %d unlabeled images (curriculum=%s)",
+                 cfg.refiner.name, len(stream), cfg.curriculum.name)  # fmt: skip
+        curriculum.evaluate(task, make_trainer, stream, batch_size)
+    show_reference(task, stream)
+    collector = NormalScores()
+    task.sink = collector
+    calibration = AnomalyImageDataset(held_out, normals.image_size, normals.image_resize)
+    make_trainer().test(task, dataloaders=DataLoader(calibration, batch_size=batch_size), verbose=False)
+    thresholds = collector.thresholds(float(cfg.predict.image_quantile), float(cfg.predict.pixel_quantile))
+    save_state(run_dir / STATE_DIR, cfg, detector_state, refiner, thresholds, category)
+    return thresholds
+
+
+def report(rows: list[dict[str, Any]], thresholds: Thresholds, run_dir: Path) -> None:
+    """Print how many images were flagged, per subfolder, and where the files are."""
+    flagged = Counter(str(Path(row["image"]).parent) for row in rows if row["anomalous"])
+    total = Counter(str(Path(row["image"]).parent) for row in rows)
+    print(
+        f"flagged {sum(flagged.values())} of {len(rows)} images (image score > {thresholds.image:.4g}, "
+        f"set on {thresholds.normal_images} held-out normal images; masks: map > {thresholds.pixel:.4g})"
+    )
+    if len(total) > 1:
+        for folder in sorted(total):
+            print(f"  {folder}: {flagged[folder]} of {total[folder]}")
+    print(f"maps, masks, overlays and {SCORES_FILE} in {run_dir}; state for predict.state: {run_dir}")
