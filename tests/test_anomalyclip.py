@@ -31,7 +31,12 @@ from anorefine.weights import WEIGHTS_ENV
 
 SIZE = 70  # 5×5 grid of 14-px patches; the tiny CLIP is built at 56² (4×4), so pos-embed is interpolated
 Trainer = functools.partial(
-    L.Trainer, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
+    L.Trainer,
+    accelerator="cpu",
+    logger=False,
+    enable_progress_bar=False,
+    enable_checkpointing=False,
+    enable_model_summary=False,
 )
 
 
