@@ -286,7 +286,7 @@ def run_inspection(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
     loader = DataLoader(stream, batch_size=int(cfg.dataset.batch_size))
     trainer_factory(cfg, False)().test(task, dataloaders=loader, verbose=False)
     writer.write_csv(run_dir / SCORES_FILE)
-    report(writer.rows, thresholds, run_dir)
+    report(writer.rows, thresholds, run_dir, saved)
     return writer.rows
 
 
@@ -327,8 +327,8 @@ def fit_and_calibrate(
     return thresholds
 
 
-def report(rows: list[dict[str, Any]], thresholds: Thresholds, run_dir: Path) -> None:
-    """Print how many images were flagged, per subfolder, and where the files are."""
+def report(rows: list[dict[str, Any]], thresholds: Thresholds, run_dir: Path, loaded: Path | None) -> None:
+    """Print how many images were flagged, per subfolder, and where the files and the state are."""
     flagged = Counter(str(Path(row["image"]).parent) for row in rows if row["anomalous"])
     total = Counter(str(Path(row["image"]).parent) for row in rows)
     print(
@@ -338,4 +338,5 @@ def report(rows: list[dict[str, Any]], thresholds: Thresholds, run_dir: Path) ->
     if len(total) > 1:
         for folder in sorted(total):
             print(f"  {folder}: {flagged[folder]} of {total[folder]}")
-    print(f"maps, masks, overlays and {SCORES_FILE} in {run_dir}; state for predict.state: {run_dir}")
+    state = f"state loaded from {loaded}" if loaded else f"reuse the fit with predict.state={run_dir}"
+    print(f"maps, masks, overlays and {SCORES_FILE} in {run_dir}; {state}")
