@@ -162,3 +162,23 @@ def test_support_head_is_the_base_map_until_trained_then_never_lowers_a_pixel() 
     above = base - refiner.map_mean
     assert bool((refined - base <= 2.0 * above.clamp_min(0) + 1e-6).all())  # at most gain x the excess
     assert torch.equal(refined[above <= 0], base[above <= 0])  # below the stream mean: untouched
+
+
+def test_inference_runs_channels_last_training_the_default_layout_with_equal_maps() -> None:
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    output = fake_output(2, 64, 8)
+    refiner = ArdRefiner()
+    refiner.calibrate(output.anomaly_map, output.features)
+    refiner.start_training()
+    trained_layout = refiner(images, output).detach()  # autograd on, as in training
+    convs = [p for p in refiner.network.parameters() if p.dim() == 4]
+    assert all(p.is_contiguous() for p in convs)
+    with torch.inference_mode():  # as in a test loop
+        inference_layout = refiner(images, output)
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    assert torch.allclose(
+        inference_layout, trained_layout, rtol=1e-5, atol=1e-6 * float(trained_layout.abs().max())
+    )
+    loss = sum(estimate.sum() for estimate in refiner.estimates(images, output))
+    loss.backward()  # after a test pass the weights still train, in the default layout again
+    assert all(p.is_contiguous() and p.grad is not None for p in convs)

@@ -246,6 +246,7 @@ class ArdRefiner(Refiner):
         self.delta_range = None if delta_range is None else (float(delta_range[0]), float(delta_range[1]))
         self.network: ArdNetwork | None = None
         self.num_stages = 0
+        self.layout = torch.contiguous_format  # the decoder's memory layout (``use_layout``)
         self.register_buffer("map_mean", torch.zeros(()))
         self.register_buffer("map_scale", torch.ones(()))
         self.register_buffer("feature_mean", torch.zeros(0))
@@ -307,6 +308,7 @@ class ArdRefiner(Refiner):
                 zero_head=self.residual and self.support_gain is None,
             )
             self.network = network.to(output.features.device)
+            self.layout = torch.contiguous_format
             self.logit_calibration.data = torch.tensor(LOGIT_CALIBRATION_INIT, device=output.features.device)
             if self.feature_mean.numel() != channels:
                 self.feature_mean = torch.zeros(channels, device=output.features.device)
@@ -335,6 +337,7 @@ class ArdRefiner(Refiner):
         size = tuple(images.shape[-2:])
         if self.network is None:
             self.build(output, size)
+        self.use_layout(torch.contiguous_format if torch.is_grad_enabled() else torch.channels_last)
         coarse = self.normalise(output.anomaly_map.float())
         sizes = [*stage_sizes(tuple(coarse.shape[-2:]), size, self.stages), size]
         sigma = output.baseline_sigma if self.sigma is None else self.sigma
@@ -350,6 +353,15 @@ class ArdRefiner(Refiner):
         return baselines[1:], [
             self.gated(self.bound(d), b) for d, b in zip(deltas, baselines[1:], strict=True)
         ]
+
+    def use_layout(self, layout: torch.memory_format) -> None:
+        """The decoder's memory layout: the default one when autograd is on (training, so PGT's
+        trajectory never depends on it), channels_last without (inference), where oneDNN's
+        convolutions run about 1.7x faster on CPU with maps equal to about 1e-6 relative."""
+        if self.network is not None and self.layout != layout:
+            with torch.inference_mode(False):  # inside a test loop the weights must stay trainable
+                self.network.to(memory_format=layout)
+            self.layout = layout
 
     def gated(self, delta: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
         """With ``gate`` (in stream std units), the residual is scaled by clamp(baseline / gate, 0, 1):
