@@ -250,17 +250,10 @@ def test_train_py_runs_ard_with_pgt(demo_root: Path, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_train_py_runs_ard_on_winclip(demo_root: Path, tmp_path: Path) -> None:
-    run = run_ard_pgt(
-        demo_root,
-        tmp_path / "winclip",
-        "brick",
-        "model=winclip",
-        "model.image_size=64",
-        "trainer.enable_progress_bar=false",
-        "logger=none",
-        "model.clip=tiny",
-        *short_pgt(group_size=26, steps=1, synthetic=2, crop=0),
-    )
+    tiny_winclip = ["model=winclip", "model.image_size=64", "model.clip=tiny"]
+    quiet = ["trainer.enable_progress_bar=false", "logger=none"]
+    pgt = short_pgt(group_size=26, steps=1, synthetic=2, crop=0)
+    run = run_ard_pgt(demo_root, tmp_path / "winclip", "brick", *tiny_winclip, *quiet, *pgt)
     assert run.results["model"] == "winclip" and run.results["refiner"] == "ard"
 
 

@@ -15,7 +15,7 @@ from anorefine.detectors.clip_models import (
     CLIP_MEAN,
     CLIP_STD,
     TINY,
-    configured_clip_weight_file,
+    ClipCheckpoint,
     load_clip,
     torch_save_atomic,
 )
@@ -79,7 +79,7 @@ class PromptLearner(nn.Module):
         return torch.cat([self.prefix, ctx, self.suffix], dim=1)
 
 
-class AnomalyClipDetector(Detector):
+class AnomalyClipDetector(ClipCheckpoint, Detector):
     """Zero-shot AnomalyCLIP: patch tokens of the DPAM path against two learned text embeddings.
 
     ``anomaly_map`` = softmax(cos(patch, [normal, anomalous]) / T)[anomalous] on the patch grid,
@@ -87,10 +87,6 @@ class AnomalyClipDetector(Detector):
     the image embedding. The prompts must be trained (``anomalyclip_training``) or loaded
     (``prompt_ckpt``) before the scores mean anything.
     """
-
-    @classmethod
-    def check_weights(cls, settings: dict[str, Any]) -> None:
-        configured_clip_weight_file(settings, "clip")
 
     def __init__(
         self,

@@ -82,6 +82,15 @@ def configured_clip_weight_file(settings: dict[str, Any], model_key: str) -> Pat
     )
 
 
+class ClipCheckpoint:
+    """Mixin of the detectors built on the released open_clip model their ``clip`` setting names:
+    ``check_weights`` finds its checkpoint before any model is built."""
+
+    @classmethod
+    def check_weights(cls, settings: dict[str, Any]) -> None:
+        configured_clip_weight_file(settings, "clip")
+
+
 def named_clip(model: str, pretrained: str, weights_dir: str | Path) -> open_clip.CLIP:
     """A released open_clip model whose weights are read from ``weights_dir`` (never downloaded here)."""
     path = clip_weight_file(model, pretrained, weights_dir)

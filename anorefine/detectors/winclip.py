@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from anorefine.detectors.base import Detector, DetectorOutput
-from anorefine.detectors.clip_models import CLIP_MEAN, CLIP_STD, TINY, configured_clip_weight_file, load_clip
+from anorefine.detectors.clip_models import CLIP_MEAN, CLIP_STD, TINY, ClipCheckpoint, load_clip
 from anorefine.detectors.normalization import normalize
 from anorefine.weights import resolve_weights_dir
 
@@ -43,7 +43,7 @@ class BackboneWinClipModel(WinClipModel):
         self.register_buffer("_patch_embeddings", torch.empty(0))
 
 
-class WinClipDetector(Detector):
+class WinClipDetector(ClipCheckpoint, Detector):
     """Zero-/few-shot WinCLIP: window-level CLIP scores against state-word prompts, harmonically aggregated.
 
     Zero-shot scores the image and its 2×2 / 3×3 patch windows against "normal"/"anomalous" prompt
@@ -54,10 +54,6 @@ class WinClipDetector(Detector):
     @classmethod
     def reads_train_split(cls, settings: dict[str, Any]) -> bool:
         return int(settings.get("k_shot", 0)) > 0  # few-shot reads k normal images
-
-    @classmethod
-    def check_weights(cls, settings: dict[str, Any]) -> None:
-        configured_clip_weight_file(settings, "clip")
 
     def __init__(
         self,
