@@ -19,8 +19,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
-import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -173,12 +171,14 @@ class FolderWriter:
     def write_csv(self, path: Path) -> None:
         """The rows in image order, written atomically."""
         rows = sorted(self.rows, key=lambda row: row["image"])
-        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(handle, "w", newline="") as out:
-            writer = csv.DictWriter(out, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(temp, path)
+
+        def save(temp: str) -> None:
+            with open(temp, "w", newline="") as out:
+                writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+
+        map_files.write_atomic(path, save)
 
 
 def state_dir(path: str | Path) -> Path:

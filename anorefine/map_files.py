@@ -37,7 +37,7 @@ def at_size(anomaly_map: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     return grid[0, 0].numpy()
 
 
-def _write_atomic(path: Path, save: Callable[[str], None]) -> None:
+def write_atomic(path: Path, save: Callable[[str], None]) -> None:
     """``save(temporary name)`` then rename onto ``path``: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
@@ -52,7 +52,7 @@ def _write_atomic(path: Path, save: Callable[[str], None]) -> None:
 
 def write_map(path: Path, values: np.ndarray) -> None:
     """A float32 TIFF of ``values`` (H0, W0)."""
-    _write_atomic(path, Image.fromarray(values.astype(np.float32), mode="F").save)
+    write_atomic(path, Image.fromarray(values.astype(np.float32), mode="F").save)
 
 
 def read_map(path: Path) -> np.ndarray:
@@ -63,7 +63,7 @@ def read_map(path: Path) -> np.ndarray:
 
 def write_mask(path: Path, mask: np.ndarray) -> None:
     """A 0/255 PNG of a boolean (H0, W0) mask."""
-    _write_atomic(path, Image.fromarray(mask.astype(np.uint8) * 255).save)
+    write_atomic(path, Image.fromarray(mask.astype(np.uint8) * 255).save)
 
 
 def overlay(
@@ -82,7 +82,7 @@ def write_overlay(
     path: Path, image: np.ndarray, values: np.ndarray, mask: np.ndarray, floor: float, threshold: float
 ) -> None:
     """``overlay`` as a PNG."""
-    _write_atomic(path, Image.fromarray(overlay(image, values, mask, floor, threshold)).save)
+    write_atomic(path, Image.fromarray(overlay(image, values, mask, floor, threshold)).save)
 
 
 class MapSaver:

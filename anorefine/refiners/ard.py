@@ -357,7 +357,8 @@ class ArdRefiner(Refiner):
     def use_layout(self, layout: torch.memory_format) -> None:
         """The decoder's memory layout: the default one when autograd is on (training, so PGT's
         trajectory never depends on it), channels_last without (inference), where oneDNN's
-        convolutions run about 1.7x faster on CPU with maps equal to about 1e-6 relative."""
+        convolutions are faster on CPU (the ARD's share of a PatchCore-Lite0 pass fell from 0.98x to
+        0.66x in make bench) with maps equal to 1e-5 relative (tests/test_ard.py)."""
         if self.network is not None and self.layout != layout:
             with torch.inference_mode(False):  # inside a test loop the weights must stay trainable
                 self.network.to(memory_format=layout)
