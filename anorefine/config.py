@@ -35,10 +35,7 @@ def run_choice(name: str, values: tuple[str, ...]) -> type[enum.Enum]:
 DatasetKind = run_choice("DatasetKind", tuple(DATASET_KINDS))
 ImageResize = run_choice("ImageResize", get_args(records.ImageResize))
 MaskResize = run_choice("MaskResize", get_args(records.MaskResize))
-#: The baseline blur's border: torch ``reflect`` (anomalib's GaussianBlur2d) or ``symmetric`` (the edge
-#: pixel repeated: scipy.ndimage.gaussian_filter's ``reflect``, as the official AnomalyCLIP code).
-BLUR_PADDINGS = ("reflect", "symmetric")
-BlurPadding = run_choice("BlurPadding", BLUR_PADDINGS)
+BlurPadding = run_choice("BlurPadding", get_args(records.BlurPadding))
 EvalResolution = run_choice("EvalResolution", EVAL_RESOLUTIONS)
 LoggerName = run_choice("LoggerName", LOGGERS)
 #: train: score a labeled test split; predict: score a folder of new images (anorefine.inspection).

@@ -40,6 +40,7 @@ from anorefine.refiners.base import Refiner
 from anorefine.results import git_commit
 from anorefine.run import (
     build_component,
+    build_detector,
     dataset_root,
     device_of,
     fit_detector,
@@ -268,9 +269,7 @@ def run_inspection(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
         cfg = prepare_run(cfg, run_dir, trainer_factory(cfg, False))
     torch.manual_seed(cfg.seed)
     device = device_of(cfg)
-    detector: Detector = build_component(cfg.model).to(device).eval()
-    detector.baseline_padding = str(cfg.eval.blur_padding)
-    detector.setup_category(category)
+    detector = build_detector(cfg, category)
     refiner: Refiner = build_component(cfg.refiner).to(device)
     refiner.attach(detector)
     task = InspectionTask(detector, refiner)

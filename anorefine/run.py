@@ -134,6 +134,16 @@ def device_of(cfg: DictConfig) -> torch.device:
     return torch.device("cuda", local_rank()) if uses_gpu(cfg) else torch.device("cpu")
 
 
+def build_detector(cfg: DictConfig, category: str) -> Detector:
+    """The run's detector on its device, in eval mode, with the protocol's blur border, set up for
+    ``category`` (not fitted yet)."""
+    detector: Detector = build_component(cfg.model).to(device_of(cfg)).eval()
+    padding = cfg.eval.blur_padding  # a str Enum member, whose str() is "BlurPadding.<name>"
+    detector.baseline_padding = getattr(padding, "value", padding)
+    detector.setup_category(category)
+    return detector
+
+
 def trainer_factory(cfg: DictConfig, logger: Logger | bool) -> Callable[..., L.Trainer]:
     """Builds Lightning Trainers that share the run's device, precision, logger and progress bar.
 
@@ -189,9 +199,7 @@ def run_category(
     """Fit, test and score one category; returns metrics, curriculum extras, timings and flags."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     device = device_of(cfg)
-    detector: Detector = build_component(cfg.model).to(device).eval()
-    detector.baseline_padding = str(cfg.eval.blur_padding)  # the protocol's border convention
-    detector.setup_category(category)
+    detector = build_detector(cfg, category)
     started = time.perf_counter()
     if detector.requires_fit:
         train_set = split_dataset(cfg, root, category, "train")

@@ -7,8 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from anorefine.detectors.base import Detector, DetectorOutput
-from anorefine.refiners.ard import ArdRefiner, smooth_baseline, stage_sizes
-from anorefine.refiners.base import baseline_map
+from anorefine.refiners.ard import ArdRefiner, stage_sizes
 from anorefine.refiners.baseline import BaselineRefiner
 from anorefine.task import AnomalyTask
 
@@ -55,13 +54,6 @@ def test_untrained_ard_is_exactly_the_none_map(size: int, stride: int) -> None:
     refined = ArdRefiner()(images, output)
     assert refined.shape == (2, 1, size, size)
     assert torch.equal(refined, BaselineRefiner()(images, output))
-
-
-@pytest.mark.parametrize(("size", "sigma"), [(96, 4.0), (48, 2.0), (16, 0.6), (8, 0.0)])
-def test_separable_guide_equals_the_baseline_map(size: int, sigma: float) -> None:
-    coarse = torch.rand(2, 1, 12, 12, generator=torch.Generator().manual_seed(0))
-    expected = baseline_map(coarse, (size, size), sigma)
-    assert torch.allclose(smooth_baseline(coarse, (size, size), sigma), expected, atol=1e-5)
 
 
 def test_identity_holds_whatever_the_stream_statistics() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import run_train
@@ -13,7 +14,7 @@ from anorefine.data import read_split
 from anorefine.detectors.base import Detector, DetectorOutput
 from anorefine.refiners.base import baseline_map
 from anorefine.refiners.f2pad import F2padRefiner, view_offsets
-from anorefine.refiners.f2pad_forward import ReceptiveFieldOperator, shift
+from anorefine.refiners.f2pad_forward import ReceptiveFieldOperator, receptive_field_profile, shift
 from anorefine.refiners.novelty import NoveltyGuidance
 
 
@@ -38,6 +39,28 @@ def test_operator_identity_constants_and_centring() -> None:
     cells = operator(impulse, (8, 8))[0, 0]
     assert divmod(int(cells.argmax()), 8) == (2, 4)  # the cell whose stride block holds the pixel
     assert torch.equal(shift(impulse, (2, -3))[0, 0].nonzero()[0], torch.tensor([18, 39]))
+
+
+@pytest.mark.parametrize(
+    ("stride", "kernel", "offset", "grid"),
+    [(8, 24, (0, 0), (8, 8)), (4, 9, (2, -3), (13, 11)), (14, 14, (5, 0), (4, 5))],
+)
+def test_operator_is_the_receptive_field_mean_of_the_shifted_map(stride, kernel, offset, grid) -> None:
+    """Every cell, written from the definition: replicate-shift the map, then weigh the pixels under
+    the cell's kernel (clamped to the map) by the normalised profile."""
+    maps = torch.rand(2, 1, 50, 54, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    operator = ReceptiveFieldOperator(stride, kernel)
+    size, margin = operator.kernel_size, (operator.kernel_size - stride) // 2
+    profile = receptive_field_profile(size)
+    shifted = shift(maps, offset).numpy()
+    expected = np.zeros((2, 1, *grid))
+    for i in range(grid[0]):
+        for j in range(grid[1]):
+            rows = np.clip(stride * i - margin + np.arange(size), 0, 49)
+            cols = np.clip(stride * j - margin + np.arange(size), 0, 53)
+            window = shifted[:, :, rows][:, :, :, cols]
+            expected[:, :, i, j] = np.einsum("bcyx,y,x->bc", window, profile.numpy(), profile.numpy())
+    assert np.abs(operator(maps, grid, offset).numpy() - expected).max() < 1e-12
 
 
 def test_identity_forward_model_without_priors_returns_the_coarse_map() -> None:

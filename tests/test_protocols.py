@@ -11,13 +11,15 @@ from scipy import ndimage
 from test_config import compose_with
 
 from anorefine.data.dataset import resize_mask
-from anorefine.refiners.base import baseline_map, symmetric_blur
+from anorefine.refiners.base import base_map, baseline_map
+from anorefine.refiners.separable import apply, blur_matrix
+from anorefine.run import build_detector
 
 
 def test_the_symmetric_blur_equals_scipy_gaussian_filter_at_the_border() -> None:
     generator = torch.Generator().manual_seed(0)
     maps = torch.rand(2, 1, 70, 90, generator=generator, dtype=torch.float64) * 5
-    ours = symmetric_blur(maps, 4.0)
+    ours = apply(maps, blur_matrix(70, 4.0, "symmetric"), blur_matrix(90, 4.0, "symmetric"))
     for i in range(2):
         expected = ndimage.gaussian_filter(maps[i, 0].numpy(), sigma=4, truncate=4, mode="reflect")
         assert np.abs(ours[i, 0].numpy() - expected).max() < 1e-6
@@ -83,3 +85,19 @@ def test_the_protocols_set_what_their_papers_do(overrides: list[str], expected: 
         "protocol": cfg.eval.protocol,
     }  # fmt: skip
     assert {k: found[k] for k in expected} == expected
+
+
+@pytest.mark.parametrize(("overrides", "padding"), [([], "reflect"), (["protocol=anomalyclip"], "symmetric")])
+def test_the_protocols_blur_border_reaches_the_detectors_base_map(overrides: list[str], padding: str) -> None:
+    """The border is a str Enum in the config: the detector must receive its value, which the base
+    map then applies (an enum's str() once sent every run to the default border)."""
+    cfg = compose_with([*overrides, "model.pretrained=false", "dataset.image_size=64", "model.image_size=64"])
+    detector = build_detector(cfg, "brick")
+    with torch.no_grad():
+        detector.fit([{"image": torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))}])
+        output = detector(torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1)))
+    assert output.blur_padding == padding
+    upsampled = torch.nn.functional.interpolate(output.anomaly_map, size=(64, 64), mode="bilinear")
+    expected = ndimage.gaussian_filter(upsampled[0, 0].double().numpy(), sigma=4, truncate=4, mode="reflect")
+    error = np.abs(base_map(output, (64, 64))[0, 0].double().numpy() - expected).max()
+    assert (error < 1e-5) == (padding == "symmetric")

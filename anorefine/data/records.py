@@ -12,6 +12,10 @@ ImageResize = Literal["bilinear", "bicubic"]
 #: How masks reach it: nearest neighbour, or PIL bilinear on the 0/255 mask then kept where > 127.5
 #: (AnomalyCLIP: > 0.5), == 255 (MuSc on MVTec AD: only pixels that stay exactly 1) or > 0 (MuSc, VisA).
 MaskResize = Literal["nearest", "above_half", "full", "nonzero"]
+#: The baseline blur's border: torch ``reflect`` (the edge pixel not repeated; anomalib's GaussianBlur2d)
+#: or ``symmetric`` (the edge pixel repeated: scipy.ndimage.gaussian_filter's ``reflect``, as the
+#: official AnomalyCLIP code).
+BlurPadding = Literal["reflect", "symmetric"]
 #: The dataset kinds a run can read (``dataset.name``).
 DATASET_KINDS: tuple[str, ...] = ("mvtec", "visa", "folder", "demo", "transfer")
 

@@ -55,23 +55,6 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
-def smooth_baseline(
-    coarse: torch.Tensor, size: tuple[int, int], sigma: float, align_corners: bool = False
-) -> torch.Tensor:
-    """``baseline_map`` with the same Gaussian applied as two 1-D passes (equal up to rounding,
-    several times cheaper at large sigma); the decoder's internal guides use it."""
-    upsampled = F.interpolate(coarse, size=size, mode="bilinear", align_corners=align_corners)
-    if sigma <= 0:
-        return upsampled
-    radius = int(4.0 * sigma + 0.5)
-    taps = torch.arange(-radius, radius + 1, dtype=upsampled.dtype, device=upsampled.device)
-    kernel = torch.exp(-(taps**2) / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
-    out = F.pad(upsampled, (radius, radius, radius, radius), mode="reflect")
-    out = F.conv2d(out, kernel.view(1, 1, 1, -1))
-    return F.conv2d(out, kernel.view(1, 1, -1, 1))
-
-
 def stage_sizes(grid: tuple[int, int], size: tuple[int, int], stages: int | None) -> list[tuple[int, int]]:
     """Working size of each stage: x2 per stage from the grid (a stage's head predicts at twice that).
 
@@ -341,7 +324,7 @@ class ArdRefiner(Refiner):
         coarse = self.normalise(output.anomaly_map.float())
         sizes = [*stage_sizes(tuple(coarse.shape[-2:]), size, self.stages), size]
         sigma = output.baseline_sigma if self.sigma is None else self.sigma
-        baselines = [smooth_baseline(coarse, s, sigma * s[0] / size[0], output.align_corners) for s in sizes]
+        baselines = [baseline_map(coarse, s, sigma * s[0] / size[0], output.align_corners) for s in sizes]
         features = (output.features.float() - self.feature_mean[:, None, None]) / self.feature_std[
             :, None, None
         ]

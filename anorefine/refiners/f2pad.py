@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from anorefine.detectors.base import Detector, DetectorOutput
+from anorefine.refiners import separable
 from anorefine.refiners.base import Refiner
 from anorefine.refiners.f2pad_forward import Kernel, ReceptiveFieldOperator, shift
 from anorefine.refiners.novelty import NoveltyGuidance
@@ -141,30 +142,42 @@ class F2padRefiner(Refiner):
         """Minimise the energy over the intensity field; returns ``m * U(u)`` at the support's size.
 
         ``targets``: (offset at working resolution, normalised coarse map); the first initialises u.
+        ``U`` and every view's ``K_v`` are matrices per axis (``separable``); when the data term is
+        linear in u (``data_sees_guidance`` off, ``mixture_power`` 1) their products are precomputed,
+        so no step touches the working resolution (same energy, a fraction of the cost).
         """
-        size = support.shape[-2:]
+        size = tuple(support.shape[-2:])
         first = targets[0][1]
         grid = (first.shape[-2] * self.intensity_scale, first.shape[-1] * self.intensity_scale)
         intensity = F.interpolate(first, size=grid, mode="bilinear", align_corners=False).requires_grad_(True)
-        optimizer = torch.optim.Adam([intensity], lr=self.lr)
+        as_maps = {"device": first.device, "dtype": first.dtype}
+        upsample = [separable.resize_matrix(g, s).to(**as_maps) for g, s in zip(grid, size, strict=True)]
         power = self.mixture_power
+        linear = not self.data_sees_guidance and power == 1.0
+        views = []
+        for offset, target in targets:
+            pooling = [m.to(**as_maps) for m in operator.matrices(tuple(target.shape[-2:]), size, offset)]
+            views.append([p @ u for p, u in zip(pooling, upsample, strict=True)] if linear else pooling)
+        optimizer = torch.optim.Adam([intensity], lr=self.lr)
         for _ in range(self.steps):
             optimizer.zero_grad(set_to_none=True)
-            pixels = F.interpolate(intensity, size=size, mode="bilinear", align_corners=False)
-            if self.data_sees_guidance:
-                pixels = support * pixels
-            if power != 1.0:
-                pixels = pixels.clamp_min(1e-6) ** power
+            source = intensity
+            if not linear:
+                source = separable.apply(intensity, *upsample)
+                if self.data_sees_guidance:
+                    source = support * source
+                if power != 1.0:
+                    source = source.clamp_min(1e-6) ** power
             energy = self.smoothness_weight * smoothness(intensity).mean()
-            for offset, target in targets:
-                predicted = operator(pixels, tuple(target.shape[-2:]), offset)
+            for (rows, cols), (_, target) in zip(views, targets, strict=True):
+                predicted = separable.apply(source, rows, cols)
                 if power != 1.0:
                     predicted = predicted ** (1.0 / power)
                 energy = energy + self.data_weight * (predicted - target).pow(2).mean() / len(targets)
             energy.backward()
             optimizer.step()
         with torch.no_grad():
-            return support * F.interpolate(intensity, size=size, mode="bilinear", align_corners=False)
+            return support * separable.apply(intensity, *upsample)
 
     def forward(self, images: torch.Tensor, output: DetectorOutput) -> torch.Tensor:
         started = time.perf_counter()

@@ -8,10 +8,13 @@ before the detector sees it) are modelled by translating the pixel map the same 
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
+
+from anorefine.refiners import separable
 
 #: Receptive-field kernel profiles.
 Kernel = Literal["gaussian", "box"]
@@ -31,15 +34,31 @@ def shift(maps: torch.Tensor, offset: tuple[int, int], mode: str = "replicate") 
 def receptive_field_profile(
     kernel_size: int, kind: Kernel = "gaussian", sigma_ratio: float = 0.25
 ) -> torch.Tensor:
-    """(k,) weights summing to 1 of a separable kernel: Gaussian with sigma = sigma_ratio * k, or a box."""
-    if kind not in get_args(Kernel):
-        raise ValueError(f"kernel={kind!r} is unknown: use one of {get_args(Kernel)}")
+    """(k,) float64 weights summing to 1 of a separable kernel: a box, or a Gaussian with
+    sigma = sigma_ratio * k."""
     if kind == "box" or kernel_size == 1:
-        profile = torch.ones(kernel_size)
+        profile = torch.ones(kernel_size, dtype=torch.float64)
     else:
-        coords = torch.arange(kernel_size, dtype=torch.float32) - (kernel_size - 1) / 2
+        coords = torch.arange(kernel_size, dtype=torch.float64) - (kernel_size - 1) / 2
         profile = torch.exp(-0.5 * (coords / (sigma_ratio * kernel_size)) ** 2)
     return profile / profile.sum()
+
+
+@lru_cache(maxsize=256)
+def pooling_matrix(
+    cells: int, length: int, offset: int, stride: int, kernel_size: int, kind: Kernel, sigma_ratio: float
+) -> torch.Tensor:
+    """(cells, length) float64: cell ``i`` of one axis weighs pixels ``stride * i - margin + t``
+    (t < kernel_size) of the axis shifted by ``offset``, both the shift and the window clamped to
+    the axis (replicate borders)."""
+    margin = (kernel_size - stride) // 2
+    starts = stride * torch.arange(cells)[:, None] - margin
+    window = (starts + torch.arange(kernel_size)[None]).clamp(0, length - 1)
+    sources = (window + offset).clamp(0, length - 1)
+    profile = receptive_field_profile(kernel_size, kind, sigma_ratio)
+    matrix = torch.zeros(cells, length, dtype=torch.float64)
+    outputs = torch.arange(cells)[:, None].expand_as(sources)
+    return matrix.index_put_((outputs, sources), profile.expand_as(sources), accumulate=True)
 
 
 class ReceptiveFieldOperator:
@@ -47,37 +66,32 @@ class ReceptiveFieldOperator:
 
     Cell ``i`` is centred on pixel ``stride * i + (stride - 1) / 2`` (the centre of its stride
     block); its kernel is enlarged by one pixel when needed so that it is centred exactly there.
-    With ``stride=1`` and ``kernel_size=1`` the operator is the identity.
+    With ``stride=1`` and ``kernel_size=1`` the operator is the identity. It is separable: one
+    ``pooling_matrix`` per axis (``matrices``), so F2PAD can fold its upsampling into it.
     """
 
     def __init__(
-        self,
-        stride: int,
-        kernel_size: int,
-        kind: Kernel = "gaussian",
-        sigma_ratio: float = 0.25,
-        padding_mode: str = "replicate",
+        self, stride: int, kernel_size: int, kind: Kernel = "gaussian", sigma_ratio: float = 0.25
     ) -> None:
         if stride < 1 or kernel_size < 1:
             raise ValueError(f"stride ({stride}) and kernel_size ({kernel_size}) must be positive")
+        if kind not in get_args(Kernel):
+            raise ValueError(f"kernel={kind!r} is unknown: use one of {get_args(Kernel)}")
         self.stride = int(stride)
         self.kernel_size = int(kernel_size) + (int(kernel_size) - self.stride) % 2
-        self.padding_mode = padding_mode
-        self.profile = receptive_field_profile(self.kernel_size, kind, sigma_ratio)
+        self.kind, self.sigma_ratio = kind, float(sigma_ratio)
+
+    def matrices(
+        self, grid: tuple[int, int], size: tuple[int, int], offset: tuple[int, int] = (0, 0)
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows, cols) float64 matrices of a (h, w) ``grid`` of cells over an (H, W) map, view ``offset``."""
+        return tuple(  # type: ignore[return-value]
+            pooling_matrix(cells, length, shift_, self.stride, self.kernel_size, self.kind, self.sigma_ratio)
+            for cells, length, shift_ in zip(grid, size, offset, strict=True)
+        )
 
     def __call__(
         self, pixel_map: torch.Tensor, grid: tuple[int, int], offset: tuple[int, int] = (0, 0)
     ) -> torch.Tensor:
         """Scores of a (h, w) ``grid`` of cells of ``pixel_map`` seen through a view shifted by ``offset``."""
-        pixel_map = shift(pixel_map, offset)
-        margin = (self.kernel_size - self.stride) // 2
-        pads = []
-        for cells, size in zip(reversed(grid), reversed(pixel_map.shape[-2:]), strict=True):
-            pads += [margin, self.stride * (cells - 1) + self.kernel_size - size - margin]
-        cropped = pixel_map[
-            ..., : pixel_map.shape[-2] + min(pads[3], 0), : pixel_map.shape[-1] + min(pads[1], 0)
-        ]
-        padded = F.pad(cropped, [max(p, 0) for p in pads], mode=self.padding_mode)
-        profile = self.profile.to(device=pixel_map.device, dtype=pixel_map.dtype)
-        rows = F.conv2d(padded, profile.view(1, 1, -1, 1), stride=(self.stride, 1))
-        return F.conv2d(rows, profile.view(1, 1, 1, -1), stride=(1, self.stride))
+        return separable.apply(pixel_map, *self.matrices(grid, tuple(pixel_map.shape[-2:]), offset))

