@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 OUTPUTS ?= outputs
 
-.PHONY: setup browser cluster demo test test-fast lint bench leaderboard transfer clean
+.PHONY: setup browser cluster demo test test-fast lint bench bench-gpu leaderboard transfer clean
 
 setup: $(STAMP)
 
@@ -45,6 +45,9 @@ $(VENV)/.bench-installed: $(STAMP)
 
 bench: $(VENV)/.bench-installed  # rewrites docs/benchmarks.md (ARGS=--quick for a fast subset)
 	$(PY) scripts/bench.py $(ARGS)
+
+bench-gpu: $(VENV)/.bench-installed  # on a GPU machine: rewrites the GPU section of docs/benchmarks.md
+	$(PY) scripts/bench_gpu.py $(ARGS)
 
 transfer: setup  # the leave-one-kind-out transfer matrix; rewrites the table of docs/transfer.md (ARGS: overrides)
 	$(PY) scripts/transfer.py $(if $(ARGS),-- $(ARGS))

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from anorefine.atomic import write_atomic
 from anorefine.data import AnomalyImageDataset
 from anorefine.detectors.base import Detector
 from anorefine.results import git_commit
@@ -58,15 +57,7 @@ def fitted_state(detector: Detector, before: dict[str, torch.Tensor]) -> dict[st
 
 def save_fit(path: Path, state: dict[str, torch.Tensor]) -> None:
     """Write a fitted state atomically (a temporary file renamed into place)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
-        torch.save(state, temp_name)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda temp: torch.save(state, temp))
 
 
 def load_fit(detector: Detector, path: Path) -> None:

@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from anorefine import fits, map_files, plan
+from anorefine.atomic import write_atomic
 from anorefine.curriculum.base import Curriculum, show_reference
 from anorefine.data import AnomalyImageDataset
 from anorefine.data.dataset import read_rgb
@@ -179,7 +180,7 @@ class FolderWriter:
                 writer.writeheader()
                 writer.writerows(rows)
 
-        map_files.write_atomic(path, save)
+        write_atomic(path, save)
 
 
 def state_dir(path: str | Path) -> Path:

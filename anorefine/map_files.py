@@ -8,9 +8,6 @@ single-channel float32 TIFF (PIL mode ``F``): the exact values, readable by any 
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +18,7 @@ from matplotlib import colormaps
 from PIL import Image
 from scipy import ndimage
 
+from anorefine.atomic import write_atomic
 from anorefine.data.records import ImageRecord
 
 #: The colour map of overlays.
@@ -35,19 +33,6 @@ def at_size(anomaly_map: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     if tuple(grid.shape[-2:]) != tuple(size):
         grid = F.interpolate(grid, size=tuple(size), mode="bilinear", align_corners=False)
     return grid[0, 0].numpy()
-
-
-def write_atomic(path: Path, save: Callable[[str], None]) -> None:
-    """``save(temporary name)`` then rename onto ``path``: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(handle)
-    try:
-        save(temp)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def write_map(path: Path, values: np.ndarray) -> None:

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
+
+from anorefine.atomic import write_atomic
 
 RESULTS_FILE = "results.json"
 FAILURE_FILE = "failure.json"
@@ -114,16 +114,8 @@ def category_file(run_dir: Path, category: str) -> Path:
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     """Write JSON through a temporary file in the same folder, then rename: never a half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(payload, stream, indent=2, sort_keys=False, allow_nan=False)
-            stream.write("\n")
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    text = json.dumps(payload, indent=2, sort_keys=False, allow_nan=False) + "\n"
+    write_atomic(path, lambda temp: Path(temp).write_text(text))
 
 
 def validate_results(results: Any) -> None:

@@ -27,7 +27,17 @@ sys.path.insert(0, str(REPO / "tests"))  # the official-style numpy AUPRO refere
 from metric_references import aupro_mvtec
 
 MB = 1 << 20
-GPU_COLUMN = "not measured (no GPU in this session)"
+#: The last section of docs/benchmarks.md, written by scripts/bench_gpu.py; ``make bench`` keeps it.
+GPU_SECTION = "## GPU"
+GPU_PLACEHOLDER = [
+    GPU_SECTION,
+    "",
+    "Not measured yet: no session has had a GPU. On a GPU machine, `make bench-gpu` (scripts/bench_gpu.py) "
+    "writes this section: the rows above on CUDA, AnomalyCLIP in bf16 and a `trainer=gpu` demo run.",
+]
+GPU_COLUMN = "see the GPU section"
+#: The peer of the refiner rows: their detector alone (a refiner's own time is the difference).
+REFINED_DETECTOR = "PatchCore Lite0 alone"
 RUN_BATCH = 16  # dataset.batch_size of a run: the batch the CNN detectors and refiners see in train.py
 
 
@@ -76,6 +86,11 @@ def measure(fn: Callable[..., Any], *args: Any, timeout: float = 300.0) -> Measu
     child.join()
     result.load = load
     return result
+
+
+def without_gpu_section(text: str) -> str:
+    """``text`` up to its GPU section (the last one), trailing blank lines dropped."""
+    return text.split(f"\n{GPU_SECTION}\n", 1)[0].rstrip("\n")
 
 
 def machine() -> str:
@@ -305,84 +320,105 @@ def random_clip_weights() -> None:
 
 
 def best_images_per_second(
-    runs: dict[str, Callable[[Any], Any]], size: int, batch: int, rounds: int
+    runs: dict[str, Callable[[Any], Any]], size: int, batch: int, rounds: int, device: str = "cpu"
 ) -> dict[str, float]:
     """Images per second of each ``run(images)`` on the same random (batch, 3, size, size) images: one
     warm-up call each, then ``rounds`` rounds in which the calls take turns; each keeps its fastest
-    round, so a busy moment of a shared machine hits neither side of a ratio alone."""
+    round, so a busy moment of a shared machine hits neither side of a ratio alone. On CUDA each
+    call is timed up to the end of its kernels (synchronised)."""
     import torch
 
-    images = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+    def finish() -> None:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    images = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
     best = dict.fromkeys(runs, float("inf"))
     with torch.no_grad():
         for run in runs.values():
             run(images)
         for _ in range(rounds):
             for name, run in runs.items():
+                finish()
                 started = time.perf_counter()
                 run(images)
+                finish()
                 best[name] = min(best[name], time.perf_counter() - started)
     return {name: batch / seconds for name, seconds in best.items()}
 
 
-def fitted_patchcore(backbone: str) -> Any:
+def fitted_patchcore(backbone: str, device: str = "cpu") -> Any:
     """PatchCore at 256² with random backbone weights, fitted on 8 random images."""
     import torch
 
     from anorefine.detectors.patchcore import PatchCoreDetector
 
     torch.manual_seed(0)
-    detector = PatchCoreDetector(backbone=backbone, pretrained=False, image_size=256).eval()
+    detector = PatchCoreDetector(backbone=backbone, pretrained=False, image_size=256).to(device).eval()
     with torch.no_grad():
-        detector.fit([{"image": torch.rand(4, 3, 256, 256)} for _ in range(2)])
+        detector.fit([{"image": torch.rand(4, 3, 256, 256).to(device)} for _ in range(2)])
     return detector
 
 
-def patchcore_speed(backbone: str) -> dict[str, float]:
-    return best_images_per_second({"ips": fitted_patchcore(backbone)}, 256, batch=RUN_BATCH, rounds=3)
+def patchcore_speed(backbone: str, device: str = "cpu") -> dict[str, float]:
+    detector = fitted_patchcore(backbone, device)
+    return best_images_per_second({"ips": detector}, 256, RUN_BATCH, rounds=3, device=device)
 
 
-def winclip_speed() -> dict[str, float]:
+def winclip_speed(device: str = "cpu") -> dict[str, float]:
     """Ours (WinClipDetector, map at the patch grid) and anomalib's WinClipModel.forward, same weights."""
     from anorefine.detectors.winclip import WinClipDetector
 
     random_clip_weights()
-    detector = WinClipDetector(image_size=240).eval()
-    return best_images_per_second({"ips": detector, "peer_ips": detector.model}, 240, batch=2, rounds=2)
+    detector = WinClipDetector(image_size=240).to(device).eval()
+    runs = {"ips": detector, "peer_ips": detector.model}
+    return best_images_per_second(runs, 240, batch=2, rounds=2, device=device)
 
 
-def anomalyclip_speed() -> dict[str, float]:
+def anomalyclip_speed(device: str = "cpu", batch: int = 1, bf16: bool = False) -> dict[str, float]:
+    """AnomalyCLIP at 518² (ViT-L-14-336), optionally under bf16 autocast (the GPU goal's setting)."""
+    import torch
+
     from anorefine.detectors.anomalyclip import AnomalyClipDetector
 
     random_clip_weights()
-    return best_images_per_second({"ips": AnomalyClipDetector().eval()}, 518, batch=1, rounds=1)
+    detector = AnomalyClipDetector().to(device).eval()
+
+    def run(images: Any) -> Any:
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+            return detector(images)
+
+    rounds = 1 if batch == 1 else 3
+    return best_images_per_second({"ips": run}, 518, batch=batch, rounds=rounds, device=device)
 
 
-def ard_overhead() -> dict[str, float]:
-    """PatchCore (EfficientNet-Lite0) alone vs PatchCore + ARD refiner, 256²."""
+def refined_patchcore_speed(refiner: Any, device: str, rounds: int) -> dict[str, float]:
+    """PatchCore (EfficientNet-Lite0) + ``refiner`` against PatchCore alone, 256², batches of RUN_BATCH."""
+    detector = fitted_patchcore("efficientnet_lite0", device)
+    refiner = refiner.to(device).eval()
+    refiner.attach(detector)
+    runs = {"ips": lambda images: refiner(images, detector(images)), "peer_ips": detector}
+    return best_images_per_second(runs, 256, RUN_BATCH, rounds=rounds, device=device)
+
+
+def ard_overhead(device: str = "cpu") -> dict[str, float]:
+    """The ARD refiner (default settings) on PatchCore (EfficientNet-Lite0), 256²."""
     from anorefine.refiners.ard import ArdRefiner
 
-    detector = fitted_patchcore("efficientnet_lite0")
-    refiner = ArdRefiner().eval()
-    refiner.attach(detector)
+    refiner = ArdRefiner()
     refiner.start_training()  # as after PGT: an untrained ARD returns the base map without decoding
-    runs = {"ips": lambda images: refiner(images, detector(images)), "peer_ips": detector}
-    return best_images_per_second(runs, 256, batch=RUN_BATCH, rounds=3)
+    return refined_patchcore_speed(refiner, device, rounds=3)
 
 
-def f2pad_speed() -> dict[str, float]:
+def f2pad_speed(device: str = "cpu") -> dict[str, float]:
     """F2PAD (default settings, random guidance backbone) on PatchCore (EfficientNet-Lite0), 256²."""
     from anorefine.refiners.f2pad import F2padRefiner
     from anorefine.refiners.novelty import NoveltyGuidance
 
-    detector = fitted_patchcore("efficientnet_lite0")
-    refiner = F2padRefiner(guidance=NoveltyGuidance(pretrained=False))
-    refiner.attach(detector)
-    runs = {"ips": lambda images: refiner(images, detector(images)), "peer_ips": detector}
-    return best_images_per_second(runs, 256, batch=RUN_BATCH, rounds=2)
+    return refined_patchcore_speed(F2padRefiner(guidance=NoveltyGuidance(pretrained=False)), device, rounds=2)
 
 
-def pgt_speed() -> dict[str, float]:
+def pgt_speed(device: str = "cpu") -> dict[str, float]:
     """Seconds per group of PGT (default curriculum: 13 images a group) on PatchCore (EfficientNet-Lite0)
     + ARD, two groups of random 256² images; each group is tested, then trained on."""
     import lightning as L
@@ -405,7 +441,7 @@ def pgt_speed() -> dict[str, float]:
     ]
     stream[0]["mask"][:, 100:120, 100:140] = 1
     stream[0]["label"] = 1
-    task = AnomalyTask(fitted_patchcore("efficientnet_lite0"), ArdRefiner())
+    task = AnomalyTask(fitted_patchcore("efficientnet_lite0", device), ArdRefiner().to(device))
 
     def make_trainer(purpose: str = "evaluate", **overrides: Any) -> L.Trainer:
         fit = (
@@ -417,7 +453,7 @@ def pgt_speed() -> dict[str, float]:
             "enable_progress_bar": False,
             "enable_checkpointing": False,
             "enable_model_summary": False,
-            "accelerator": "cpu",
+            "accelerator": "gpu" if device.startswith("cuda") else "cpu",
         }
         return L.Trainer(**{**quiet, **overrides})
 
@@ -432,26 +468,27 @@ MSM_CASES = {"ViT-B-16 @512²": (1024, 768), "EfficientNet-Lite0 stride 16 @518�
 MSM_IMAGES, MSM_QUERIES = 100, 4
 
 
-def msm_case(patches: int, channels: int) -> Any:
+def msm_case(patches: int, channels: int, device: str = "cpu") -> Any:
     """MSM_IMAGES random unit-patch feature sets (one layer, one r) of the given shape."""
     import torch
 
     generator = torch.Generator().manual_seed(0)
     return torch.nn.functional.normalize(
         torch.randn(MSM_IMAGES, patches, channels, generator=generator), dim=-1
-    )
+    ).to(device)
 
 
-def msm_blocked(patches: int, channels: int) -> dict[str, float]:
+def msm_blocked(patches: int, channels: int, device: str = "cpu") -> dict[str, float]:
     """Ours: nearest distances by blocked matmuls (block 16), for MSM_QUERIES images vs the other 99."""
     import torch
 
     from anorefine.detectors.musc import mutual_scores
 
-    z = msm_case(patches, channels)
+    z = msm_case(patches, channels, device)
     started = time.perf_counter()
     for i in range(MSM_QUERIES):
-        mutual_scores(z[i], torch.cat([z[:i], z[i + 1 :]]), (0.0, 0.3), block_size=16)
+        scores = mutual_scores(z[i], torch.cat([z[:i], z[i + 1 :]]), (0.0, 0.3), block_size=16)
+    scores.sum().item()  # waits for a GPU's kernels
     return {"ms_per_image": 1000 * (time.perf_counter() - started) / MSM_QUERIES}
 
 
@@ -565,8 +602,8 @@ def bench_models(quick: bool, timeout: float) -> list[str]:
         ("PatchCore, EfficientNet-Lite0, 256²", lambda: patchcore_speed("efficientnet_lite0"), ""),
         ("PatchCore, Wide-ResNet50-2, 256²", lambda: patchcore_speed("wide_resnet50_2"), ""),
         ("WinCLIP ours (ViT-B-16-plus-240, 240²)", winclip_speed, "anomalib WinClipModel.forward"),
-        ("ARD refiner on PatchCore Lite0, 256²", ard_overhead, "PatchCore Lite0 alone"),
-        ("F2PAD refiner on PatchCore Lite0, 256²", f2pad_speed, "PatchCore Lite0 alone"),
+        ("ARD refiner on PatchCore Lite0, 256²", ard_overhead, REFINED_DETECTOR),
+        ("F2PAD refiner on PatchCore Lite0, 256²", f2pad_speed, REFINED_DETECTOR),
     ]
     if not quick:
         rows.insert(3, ("AnomalyCLIP (ViT-L-14-336 at 518²)", anomalyclip_speed, ""))
@@ -589,8 +626,11 @@ def bench_models(quick: bool, timeout: float) -> list[str]:
             speed = f"{value['ips']:.2f} images/s ({1000 / value['ips']:.0f} ms/image)"
         ratio = ""
         if peer:
+            times = value["peer_ips"] / value["ips"]
+            ratio = f"{times:.2f}× the peer's time per image"
+            if peer == REFINED_DETECTOR:
+                ratio += f" (the refiner's own time: {times - 1:.2f}× the detector's)"
             peer = f"{peer}: {value['peer_ips']:.2f} images/s"
-            ratio = f"{value['peer_ips'] / value['ips']:.2f}× the peer's time per image"
         lines.append(
             f"| {name} | {speed} | {peer} | {ratio} | {result.peak_bytes / MB:.0f} | {result.load:.1f} "
             f"| {GPU_COLUMN} |"
@@ -680,7 +720,9 @@ def main() -> None:
     ]
     text = header + metric_lines + models_header + model_lines + msm_header + msm_lines
     text += coreset_header + coreset_lines
-    args.output.write_text("\n".join(text) + "\n")
+    previous = args.output.read_text() if args.output.exists() else ""
+    gpu = previous[len(without_gpu_section(previous)) :].strip("\n") or "\n".join(GPU_PLACEHOLDER)
+    args.output.write_text("\n".join(text) + "\n\n" + gpu + "\n")
     print(f"wrote {args.output}")
 
 

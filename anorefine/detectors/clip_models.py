@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from open_clip.transformer import VisionTransformer
 
+from anorefine.atomic import write_atomic
 from anorefine.weights import find_weight_file, resolve_weights_dir
 
 #: Normalisation of every CLIP model used here (OpenAI's statistics; LAION models were trained with them too).
@@ -34,16 +33,7 @@ def checkpoint_name(model: str, pretrained: str) -> str:
 
 def torch_save_atomic(obj: Any, path: str | Path) -> Path:
     """``torch.save`` to a temporary sibling, then rename: ``path`` is either absent or complete."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(handle)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    return write_atomic(Path(path), lambda temp: torch.save(obj, temp))
 
 
 def tiny_clip(patch_size: int, seed: int = 0) -> open_clip.CLIP:
