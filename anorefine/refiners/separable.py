@@ -4,9 +4,11 @@ Bilinear resizing, the baseline's Gaussian blur (either border convention) and F
 receptive-field pooling act on each axis independently, so each is an (out, in) matrix per axis,
 and a chain of them is the product of its matrices. Applied this way, upsampling a 32² map to 256²
 and blurring it costs two small matrix products instead of a 33×33 convolution over the full map
-(anomalib's GaussianBlur2d: about 136 ms for 16 maps at 256² on 2 CPU cores, here about 1 ms), and
+(anomalib's GaussianBlur2d: about 150 ms for 16 maps at 256² on 2 CPU cores, here about 2 ms), and
 autograd through it is two more matrix products (F2PAD's optimisation). Matrices are built once per
-shape in float64 and cached; the maps equal the convolution forms up to float32 rounding (tests).
+shape in float64, and the small ones cached (a resize, or a resize folded into a blur, is (out, in)
+with ``in`` the coarse grid; a full blur matrix is not kept); the maps equal the convolution forms
+up to float32 rounding (tests). Cached matrices are shared: never modify one in place.
 """
 
 from __future__ import annotations
@@ -44,7 +46,6 @@ def mirrored(index: torch.Tensor, length: int, padding: BlurPadding) -> torch.Te
     return torch.where(index > length - 1, 2 * (length - 1) - index + edge, index)
 
 
-@lru_cache(maxsize=256)
 def blur_matrix(length: int, sigma: float, padding: BlurPadding = "reflect") -> torch.Tensor:
     """(length, length) float64 Gaussian blur of one axis with mirrored borders (identity at σ <= 0)."""
     if sigma <= 0:
