@@ -106,19 +106,21 @@ def model_rows(device: str, quick: bool) -> list[str]:
     return lines
 
 
+def show_metrics(value: dict[str, Any]) -> str:
+    return f"{value['s']:.3f} s (CPU {value['cpu_s']:.2f} s), values differ by {value['max_diff']:.1e}"
+
+
 def other_rows(device: str, quick: bool) -> list[str]:
     """MSM, PGT and the metrics engine: one figure each."""
     patches, channels = bench.MSM_CASES["ViT-B-16 @512²"]
     rows: list[tuple[str, Callable[..., dict[str, Any]], dict[str, Any], Callable[[dict[str, Any]], str]]] = [
-        ("metrics engine, 150 maps of 256²", metrics_speed, {"count": 150, "size": 256},
-         lambda v: f"{v['s']:.3f} s (CPU {v['cpu_s']:.2f} s), values differ by {v['max_diff']:.1e}"),
+        ("metrics engine, 150 maps of 256²", metrics_speed, {"count": 150, "size": 256}, show_metrics),
         ("MuSc MSM, ViT-B-16 @512², one layer and r, blocked", bench.msm_blocked,
          {"patches": patches, "channels": channels}, lambda v: f"{v['ms_per_image']:.1f} ms per image"),
     ]  # fmt: skip
     if not quick:
         rows += [
-            ("metrics engine, 60 maps of 1024²", metrics_speed, {"count": 60, "size": 1024},
-             lambda v: f"{v['s']:.3f} s (CPU {v['cpu_s']:.2f} s), values differ by {v['max_diff']:.1e}"),
+            ("metrics engine, 60 maps of 1024²", metrics_speed, {"count": 60, "size": 1024}, show_metrics),
             ("PGT (2 groups of 13, ARD, PatchCore Lite0, 256²)", bench.pgt_speed, {},
              lambda v: f"{v['seconds_per_group']:.2f} s per group"),
         ]  # fmt: skip

@@ -3,12 +3,12 @@
 Bilinear resizing, the baseline's Gaussian blur (either border convention) and F2PAD's
 receptive-field pooling act on each axis independently, so each is an (out, in) matrix per axis,
 and a chain of them is the product of its matrices. Applied this way, upsampling a 32² map to 256²
-and blurring it costs two small matrix products instead of a 33×33 convolution over the full map
-(anomalib's GaussianBlur2d: about 150 ms for 16 maps at 256² on 2 CPU cores, here about 2 ms), and
-autograd through it is two more matrix products (F2PAD's optimisation). Matrices are built once per
-shape in float64, and the small ones cached (a resize, or a resize folded into a blur, is (out, in)
-with ``in`` the coarse grid; a full blur matrix is not kept); the maps equal the convolution forms
-up to float32 rounding (tests). Cached matrices are shared: never modify one in place.
+and blurring it costs two small matrix products instead of anomalib's 33×33 convolution over the
+full map (GaussianBlur2d), and autograd through it is two more matrix products (F2PAD's
+optimisation). Matrices are built once per shape in float64, and the small ones cached (a resize,
+or a resize folded into a blur, is (out, in) with ``in`` the coarse grid; a full blur matrix is not
+kept); the maps equal the convolution forms up to float32 rounding (tests). Cached matrices are
+shared: never modify one in place.
 """
 
 from __future__ import annotations
