@@ -65,7 +65,7 @@ def test_operator_is_the_receptive_field_mean_of_the_shifted_map(stride, kernel,
 
 def test_identity_forward_model_without_priors_returns_the_coarse_map() -> None:
     refiner = F2padRefiner(
-        stride=1, receptive_field=1, intensity_scale=1, smoothness_weight=0.0, downsample=1
+        stride=1, receptive_field=1, intensity_scale=1, smoothness_weight=0.0, downsample=1, combine="replace"
     )
     coarse = torch.rand(3, 1, 32, 32) * 5 + 1
     refined = refiner(torch.rand(3, 3, 32, 32), output_of(coarse, 8, 24))
@@ -82,11 +82,55 @@ def test_sharp_shape_through_the_forward_model_is_recovered() -> None:
     texture = 0.5 + 0.08 * torch.randn(1, 3, size, size)
     image = torch.where(mask, torch.tensor([0.9, 0.2, 0.1]).view(1, 3, 1, 1), texture).clamp(0, 1)
     coarse = 1.0 + 4.0 * ReceptiveFieldOperator(8, 24)(mask.float()[None, None], (16, 16))
-    refined = F2padRefiner(guidance=NoveltyGuidance())(image, output_of(coarse, 8, 24))[
-        0, 0
-    ]  # ImageNet features
-    assert best_iou(refined, mask) >= 0.9
+    for combine in ("raise", "replace"):  # ImageNet features
+        refined = F2padRefiner(guidance=NoveltyGuidance(), combine=combine)(image, output_of(coarse, 8, 24))
+        assert best_iou(refined[0, 0], mask) >= 0.9, combine
     assert best_iou(baseline_map(coarse, (size, size))[0, 0], mask) < 0.85
+
+
+def random_case(seed: int) -> tuple[torch.Tensor, DetectorOutput]:
+    """Images and coarse maps of a few bright blobs on noise (stride 8, receptive field 24)."""
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(4, 1, 8, 8, generator=generator)
+    coarse[:2, :, 2:4, 3:6] += 3.0 * torch.rand(2, 1, 2, 3, generator=generator)
+    return torch.rand(4, 3, 64, 64, generator=generator), output_of(coarse, 8, 24)
+
+
+def test_zero_steps_return_the_base_map() -> None:
+    """Without optimisation there is no proposal: the default (raise) F2PAD is exactly the base map."""
+    images, output = random_case(0)
+    refined = F2padRefiner(guidance=NoveltyGuidance(pretrained=False, reference_size=64), steps=0)(
+        images, output
+    )
+    assert torch.equal(refined, baseline_map(output.anomaly_map, (64, 64)))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_raise_never_lowers_and_keeps_the_base_order_below_the_threshold(seed: int) -> None:
+    """The default's guarantees, on random maps: no pixel is lowered; pixels at or below the image's
+    threshold (median + 3 robust spreads) keep their value; so within an image no pixel of the base
+    map's top decile is ranked below one of its bottom half; and across all images a pair whose base
+    order flips always has its lower pixel above its own image's threshold."""
+    images, output = random_case(seed)
+    refiner = F2padRefiner(guidance=NoveltyGuidance(pretrained=False, reference_size=64), steps=20)
+    base = baseline_map(output.anomaly_map, (64, 64))
+    refined = refiner(images, output)
+    assert bool((refined >= base).all()) and bool((refined > base).any())
+    flat_base, flat_refined = base.flatten(1), refined.flatten(1)
+    median = flat_base.median(1, keepdim=True).values
+    spread = 1.4826 * (flat_base - median).abs().median(1, keepdim=True).values
+    below = flat_base <= median + 3.0 * spread
+    assert torch.equal(flat_refined[below], flat_base[below])
+    for b, r in zip(flat_base, flat_refined, strict=True):
+        top, bottom = b >= b.quantile(0.9), b <= b.quantile(0.5)
+        assert float(r[top].min()) >= float(r[bottom].max())
+    order = flat_base.flatten().argsort()
+    lower_above = (~below).flatten()[order]  # pixels in ascending base order
+    ranked = flat_refined.flatten()[order]
+    above_min = torch.cummin(ranked.flip(0), 0).values.flip(0)  # min refined at or above each rank
+    flipped = ranked[:-1] > above_min[1:]  # a pixel now above one it was below
+    assert bool(flipped.any())
+    assert bool(lower_above[:-1][flipped].all())
 
 
 def test_blocked_nearest_distance_equals_cdist_then_min() -> None:

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from anorefine import fits
 from anorefine.data import AnomalyImageDataset, read_split, select_defect_types
 from anorefine.data import transfer as transfer_module
-from anorefine.data.defects import DEFECT_KINDS, MAX_AREA, MIN_AREA
+from anorefine.data.defects import DEFECT_KINDS, area_range
 from anorefine.data.textures import TEXTURES, load_texture, normal_image
 from anorefine.detectors.patchcore import PatchCoreDetector
 from anorefine.errors import DataError
@@ -42,7 +42,8 @@ def test_transfer_dataset_holds_every_kind_on_every_texture(transfer_root: Path)
         assert sorted({r.defect_type for r in test}) == sorted(("good", *DEFECT_KINDS))
         for record in (r for r in test if r.label):
             mask = np.asarray(Image.open(record.mask_path)) > 0
-            assert MIN_AREA <= mask.mean() <= MAX_AREA
+            low, high = area_range(record.defect_type)
+            assert low <= mask.mean() <= high
 
 
 def test_procedural_textures_are_deterministic_and_differ_by_seed() -> None:

@@ -3,8 +3,9 @@
 Every kind is a painter ``(base, rng, donor) -> (alpha, paint)`` on float32 (H, W, 3) images in
 [0, 1]: ``alpha`` (H, W) says where and how strongly ``paint`` replaces the image; ``donor`` is
 another normal image (a source of foreign texture). The mask is ``alpha > 0.5`` and only masked
-pixels are blended, so every pixel outside the mask is left unchanged: the mask is exactly the
-pixels the painter changed.
+pixels are blended, so every pixel outside the mask is left unchanged. For most kinds the mask is
+exactly the pixels the painter changed; for ``ANNOTATED_KINDS`` it is what an annotator would draw,
+which also covers pixels changed very little or not at all (see below).
 
 Kinds (``DEFECT_KINDS``), grouped by what they change:
 
@@ -16,7 +17,17 @@ Kinds (``DEFECT_KINDS``), grouped by what they change:
 - new appearance kinds for the transfer protocol (docs/transfer.md): ``dent`` (a smooth, low-contrast
   shading change with no edge and no new texture), ``thread`` (a long thin fibre slightly brighter or
   darker than its surroundings), ``colour`` (the same texture with another hue, luminance kept) and
-  ``missing`` (the texture's detail gone: a worn, blurred patch of the same colour).
+  ``missing`` (the texture's detail gone: a worn, blurred patch of the same colour);
+- kinds real annotation has, with masks drawn as annotators draw them (``ANNOTATED_KINDS``):
+  ``burn`` (a generous mask: a small dark scorch core in a wide halo whose darkening falls to 1-3%,
+  most of the mask barely changed), ``warp`` (a geometric defect: the texture inside a disc swirled,
+  bulged, pinched or pushed by a few pixels, no colour change; the rim, where it barely moved, is
+  masked too) and ``faint`` (a low-contrast large region, 3-10% of the image: slightly darker or
+  lighter and of slightly lower contrast, 4-8% on average).
+
+Sizes are drawn for 256-px images and scaled with the image. A kind's mask area (fractions of the
+image) is ``area_range(kind)``: ``(MIN_AREA, MAX_AREA)`` unless ``KIND_AREA`` says otherwise
+(``faint``); ``paint_float`` explains how a caller's own range (PGT's synthesis) is met.
 """
 
 from __future__ import annotations
@@ -266,6 +277,122 @@ def _cutpaste(base: np.ndarray, rng: np.random.Generator, donor: np.ndarray) -> 
     return alpha, paint
 
 
+def _burn(base: np.ndarray, rng: np.random.Generator, donor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A scorch mark as annotators draw it: a small ragged core (radius 3.5-7 px), browned and
+    darkened to 12-28% at its centre (22-52% at its rim), in a wide faint halo (1.5-3x the core's
+    radius) whose darkening falls geometrically from 12-18% at the core's rim to 1-3% at its outer
+    edge, blue most (a brownish tint). The mask is core and halo: most of it has barely changed."""
+    (h, w), s = base.shape[:2], _scale(base)
+    core = rng.uniform(3.5, 7.0) * s
+    halo = core * rng.uniform(1.5, 3.0)
+    reach = 1.2 * halo  # the halo's outline may bulge past its mean radius
+    cx, cy = rng.uniform(reach, w - reach), rng.uniform(reach, h - reach)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    theta, dist = np.arctan2(yy - cy, xx - cx), np.hypot(xx - cx, yy - cy)
+    core_r = np.full((h, w), core, np.float32)  # ragged: strong low harmonics and a little more detail
+    for k in range(2, 9):
+        core_r += core * rng.uniform(0.0, 0.3 / (k - 1)) * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
+    halo_r = np.full((h, w), halo, np.float32)
+    for k in range(2, 5):
+        halo_r += halo * rng.uniform(0.0, 0.12 / (k - 1)) * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
+    halo_r = np.maximum(halo_r, 1.3 * core_r)  # a ragged core never reaches the halo's edge
+    inner, outer = rng.uniform(0.12, 0.18), rng.uniform(0.01, 0.03)
+    t = np.clip((dist - core_r) / (halo_r - core_r), 0.0, 1.0)
+    darkening = (inner * (outer / inner) ** t)[..., None]  # falls geometrically across the halo
+    browning = np.array([0.85, 1.0, 1.15], np.float32)  # blue darkens most: a brownish, yellowed halo
+    halo_paint = base * (1.0 - darkening * browning)
+    depth = np.clip((core_r - dist) / core_r, 0.0, 1.0)[..., None]
+    level = rng.uniform(0.15, 0.35) * (1.5 - 0.7 * _smoothstep(depth / 0.6))  # charred most at the centre
+    char = level * (0.6 * base + 0.4 * _luminance(base) * np.array([1.3, 0.95, 0.75], np.float32))
+    in_core = _smoothstep((core_r - dist) / (2.0 * s) + 0.5)[..., None]  # a 2-px edge into the halo
+    alpha = (dist < halo_r).astype(np.float32)
+    return alpha, halo_paint * (1.0 - in_core) + char * in_core
+
+
+def _warp(base: np.ndarray, rng: np.random.Generator, donor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A geometric defect: the texture inside a disc of radius 10-24 px displaced by up to 2-5 px
+    (at most a quarter of the radius, an eighth for a bulge or pinch; 0 at the rim), no colour change,
+    resampled bilinearly. One of a swirl (each circle turned by an angle falling to 0 at the rim), a
+    radial bulge or pinch, or a shift (a push that fades to the rim). The mask is the whole disc, also
+    its rim where the texture barely moved."""
+    (h, w), s = base.shape[:2], _scale(base)
+    radius = rng.uniform(10.0, 24.0) * s
+    cx, cy = rng.uniform(radius + 1, w - radius - 1), rng.uniform(radius + 1, h - radius - 1)
+    mode = int(rng.integers(0, 3))
+    amount = min(rng.uniform(2.0, 5.0) * s, (0.25, 0.12, 0.25)[mode] * radius)  # the largest displacement
+    x0, y0 = max(int(cx - radius) - 1, 0), max(int(cy - radius) - 1, 0)
+    x1, y1 = min(int(cx + radius) + 2, w), min(int(cy + radius) + 2, h)
+    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+    dx, dy = xx - cx, yy - cy
+    rho = np.minimum(np.hypot(dx, dy) / radius, 1.0)
+    if mode == 0:  # swirl: turn by phi0 (1 - rho)^2, the largest displacement at rho 1/3 (shear <= 1)
+        phi = rng.choice([-1.0, 1.0]) * amount / (4 / 27 * radius) * (1.0 - rho) ** 2
+        sx, sy = cx + dx * np.cos(phi) - dy * np.sin(phi), cy + dx * np.sin(phi) + dy * np.cos(phi)
+    elif mode == 1:  # radial, amount * 3.5 rho (1 - rho^2)^2: the centre magnified <= 1.7x or shrunk <= 1.4x
+        factor = 1.0 - rng.choice([-1.0, 1.0]) * 3.5 * amount / radius * (1.0 - rho**2) ** 2
+        sx, sy = cx + dx * factor, cy + dy * factor
+    else:  # shift: the texture pushed along one direction by amount * (1 - rho^2)^2, stretched <= 1.6x
+        angle = rng.uniform(0, 2 * np.pi)
+        push = amount * (1.0 - rho**2) ** 2
+        sx, sy = xx - push * np.cos(angle), yy - push * np.sin(angle)
+    paint = base.copy()
+    for c in range(base.shape[2]):
+        paint[y0:y1, x0:x1, c] = ndimage.map_coordinates(base[..., c], [sy, sx], order=1, mode="reflect")
+    alpha = np.zeros((h, w), np.float32)
+    alpha[y0:y1, x0:x1] = rho < 1.0
+    return alpha, paint
+
+
+def _region(rng: np.random.Generator, shape: Shape, count: int) -> np.ndarray:
+    """(H,W) bool: exactly ``count`` pixels, a soft-edged large blob whose outline Perlin noise bends.
+
+    Pixels are ranked by an elliptical Gaussian window around a random centre plus 0.3 x Perlin noise
+    of about the blob's size (drawn at up to 1/4 resolution and zoomed bilinearly: it is smooth), and
+    the top ``count`` pixels are the region.
+    """
+    height, width = shape
+    radius = math.sqrt(count / math.pi)
+    scale = 2 ** min(5, max(1, round(math.log2(max(height, width) / (1.5 * radius)))))
+    shrink = int(min(4, max(1, max(height, width) / scale // 16)))  # smooth noise: drawn small, zoomed
+    with torch.random.fork_rng(devices=[]):  # anomalib draws from torch's global generator
+        torch.manual_seed(int(rng.integers(0, 2**31)))
+        small = generate_perlin_noise(-(-height // shrink), -(-width // shrink), scale=(scale, scale),
+                                      device=torch.device("cpu")).numpy()  # fmt: skip
+    noise = ndimage.zoom(small, shrink, order=1)
+    cy, cx = rng.uniform(0.25, 0.75) * height, rng.uniform(0.25, 0.75) * width
+    angle, aspect = rng.uniform(0, math.pi), math.exp(rng.uniform(math.log(0.6), math.log(1.7)))
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    yy, xx = yy - cy, xx - cx
+    u = (xx * math.cos(angle) + yy * math.sin(angle)) / (radius * math.sqrt(aspect))
+    v = (-xx * math.sin(angle) + yy * math.cos(angle)) * math.sqrt(aspect) / radius
+    score = np.exp(-(u**2 + v**2) / 2.0) + 0.3 * noise[:height, :width]
+    return score >= np.partition(score.ravel(), score.size - count)[score.size - count]
+
+
+def _faint(
+    base: np.ndarray, rng: np.random.Generator, donor: np.ndarray, area: tuple[float, float] = (0.03, 0.10)
+) -> tuple[np.ndarray, np.ndarray]:
+    """A faint large region (its area drawn log-uniformly in ``area``: 3-10% of the image unless a
+    caller asks for another range): the texture slightly darker (75%) or lighter and of slightly lower
+    contrast, the mean absolute change 4-8% of the region's mean brightness, fading to 40% of that over
+    the outer 6 px. The mask is the whole region."""
+    (h, w), s = base.shape[:2], _scale(base)
+    n = h * w
+    low, high = max(1, math.ceil(area[0] * n)), max(1, math.floor(area[1] * n))
+    target = math.exp(rng.uniform(math.log(max(area[0], 1.0 / n)), math.log(max(area[1], 1.0 / n))))
+    count = int(np.clip(round(target * n), low, high)) if low <= high else max(1, round(target * n))
+    region = _region(rng, (h, w), min(count, n))
+    sign = -1.0 if rng.random() < 0.75 else 1.0
+    local = ndimage.gaussian_filter(base, sigma=(3.0 * s, 3.0 * s, 0), mode="reflect")
+    direction = sign * base + rng.uniform(0.5, 2.0) * (local - base)  # brightness, then contrast
+    inside = ndimage.distance_transform_edt(region)  # the image border is no edge
+    profile = (0.4 + 0.6 * _smoothstep(inside / (6.0 * s)))[..., None]
+    change = direction * profile
+    size = np.abs(change[region]).mean() / max(float(base[region].mean()), 1e-6)
+    strength = rng.uniform(0.04, 0.08) / max(float(size), 1e-6)
+    return region.astype(np.float32), np.clip(base + strength * change, 0.0, 1.0)
+
+
 DEFECT_KINDS: dict[str, Painter] = {
     "scratch": _scratch,
     "hole": _hole,
@@ -277,7 +404,23 @@ DEFECT_KINDS: dict[str, Painter] = {
     "thread": _thread,
     "colour": _colour,
     "missing": _missing,
+    # appended last: a kind's random stream in the transfer dataset is its position in this registry
+    "burn": _burn,
+    "warp": _warp,
+    "faint": _faint,
 }
+#: Kinds whose mask is what an annotator would draw: it also covers pixels changed very little
+#: (burn's halo, faint's fading edge) or not at all (warp's rim, where the texture barely moved).
+ANNOTATED_KINDS: tuple[str, ...] = ("burn", "warp", "faint")
+#: Mask area (fractions of the image) of the kinds that are not drawn in ``(MIN_AREA, MAX_AREA)``.
+KIND_AREA: dict[str, tuple[float, float]] = {"faint": (0.03, 0.10)}
+#: Kinds whose painter takes the area range to draw in (keyword ``area``) and meets it exactly.
+_AREA_GUIDED = frozenset({"faint"})
+
+
+def area_range(kind: str) -> tuple[float, float]:
+    """The mask area range (fractions of the image) that ``kind`` is drawn in by the dataset generators."""
+    return KIND_AREA.get(kind, (MIN_AREA, MAX_AREA))
 
 
 def paint_float(
@@ -285,20 +428,31 @@ def paint_float(
     kind: str,
     rng: np.random.Generator,
     donor: np.ndarray | None = None,
-    area: tuple[float, float] = (MIN_AREA, MAX_AREA),
+    area: tuple[float, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Paint one ``kind`` defect on a float32 (H, W, 3) image in [0, 1]: (painted, mask bool).
 
-    Shapes are resampled until the mask covers ``area`` (fractions of the image); ``donor`` defaults
-    to the image itself.
+    ``area`` bounds the mask's area (fractions of the image) and is binding: shapes are resampled
+    until the mask falls in it. None means the kind's own range, ``area_range(kind)``, which is what
+    the dataset generators draw. A caller's range (PGT's synthesis passes its own for every kind) only
+    narrows what a kind draws: a kind whose painter takes a target area (``faint``) draws it in the
+    part of the caller's range that overlaps its own range (in the caller's range if they do not
+    overlap) and meets it exactly, so ``faint`` asked for (0.001, 0.04) covers 3-4% of the image and
+    asked for (0.001, 0.02) at most 2%; every other kind draws its usual sizes (about 0.001-0.03)
+    and is resampled, so a caller's range must overlap those. ``donor`` defaults to the image itself.
     """
     if kind not in DEFECT_KINDS:
         raise ValueError(f"unknown defect kind {kind!r}: use one of {', '.join(DEFECT_KINDS)}")
-    painter = DEFECT_KINDS[kind]
+    painter, own = DEFECT_KINDS[kind], area_range(kind)
+    lo, hi = own if area is None else (float(area[0]), float(area[1]))
+    guidance = {}
+    if kind in _AREA_GUIDED:
+        overlap = (max(lo, own[0]), min(hi, own[1]))
+        guidance["area"] = overlap if overlap[0] <= overlap[1] else (lo, hi)
     for _ in range(_MAX_TRIES):
-        alpha, paint = painter(base, rng, base if donor is None else donor)
+        alpha, paint = painter(base, rng, base if donor is None else donor, **guidance)
         mask = alpha > 0.5
-        if area[0] <= mask.mean() <= area[1]:
+        if lo <= mask.mean() <= hi:
             break
     else:
         raise RuntimeError(f"could not draw a {kind} defect within the area range in {_MAX_TRIES} tries")

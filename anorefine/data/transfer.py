@@ -15,7 +15,7 @@ from anorefine.data.defects import DEFECT_KINDS
 from anorefine.data.generated import ensure_texture_dataset
 from anorefine.data.textures import TEXTURES
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: the kinds burn, warp and faint added; the other kinds' images are unchanged
 N_TRAIN, N_TEST_GOOD, N_PER_KIND = 60, 20, 12
 #: Random streams of one texture: 0 train, 1 test/good, then per kind its images and their donors.
 _DONOR_STREAMS = 1000

@@ -15,7 +15,7 @@ sort once per metric, cumulate in float32 and (torchmetrics) squash scores outsi
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -89,9 +89,10 @@ class ProCurve:
         return self.area / self.limit if self.num_normal else None
 
 
-def _labelled(masks: Sequence[Tensor], numbering: RegionNumbering) -> Iterator[Tensor]:
-    for part in masks:
-        yield numbering.label(part)
+def check_aupro_limit(aupro_limit: float) -> None:
+    """Raise ``MetricError`` unless ``0 < aupro_limit <= 1``."""
+    if not 0.0 < aupro_limit <= 1.0:
+        raise MetricError(f"aupro_limit must be in (0, 1], got {aupro_limit}")
 
 
 def pixel_metrics(maps: Sequence[Tensor], masks: Sequence[Tensor], aupro_limit: float = 0.3) -> PixelMetrics:
@@ -102,21 +103,31 @@ def pixel_metrics(maps: Sequence[Tensor], masks: Sequence[Tensor], aupro_limit: 
     pixel (float32 scores) plus one part's labels and fixed-size chunk temporaries.
     Raises ``MetricError`` when there is no GT region (AUPRO is undefined).
     """
-    if not 0.0 < aupro_limit <= 1.0:
-        raise MetricError(f"aupro_limit must be in (0, 1], got {aupro_limit}")
+    check_aupro_limit(aupro_limit)
     numbering = RegionNumbering()
-    group_keys, sorted_ids = sort_descending(maps, _labelled(masks, numbering))
+    group_keys, sorted_ids = sort_descending(maps, numbering.label_each(masks))
     if numbering.num_regions == 0:
         raise MetricError(
             "AUPRO is undefined: no ground-truth mask has an anomalous pixel; "
             "evaluate pixel metrics on a set that contains at least one defective image"
         )
-    sizes = numbering.sizes
+    return sorted_pixel_metrics(group_keys, sorted_ids, numbering.sizes, aupro_limit)
+
+
+def sorted_pixel_metrics(
+    group_keys: Tensor, sorted_ids: Tensor, sizes: Tensor, aupro_limit: float = 0.3
+) -> PixelMetrics:
+    """The metrics of pixels already sorted by :func:`sort_descending`: the core of :func:`pixel_metrics`.
+
+    ``sorted_ids``: each pixel's GT region id (0 normal, regions 1..R), aligned with ``group_keys``;
+    ``sizes``: pixel count per id 0..R (int64, CPU), R >= 1. Any subset of a sorted stream is still
+    sorted, so a subset of pixels with renumbered region ids can be scored without sorting again.
+    """
     curves = RankingCurves(int(sizes[1:].sum()), int(sizes[0]))
     pro_curve = ProCurve(sizes, aupro_limit, group_keys.device)
     compat = ProCompatCurve(
         int(sizes[0]),
-        numbering.num_regions,
+        sizes.numel() - 1,
         low=key_to_score(group_keys[-1]),
         high=key_to_score(group_keys[0]),
         dtype=torch.float32 if group_keys.dtype == torch.int32 else torch.float64,

@@ -1,6 +1,6 @@
 """F2PAD (reconstruction): per-image optimisation of a pixel-level anomaly map from feature-level scores.
 
-Model. The pixel map is ``y = floor + scale * m * U(u)``:
+Proposal. The optimised pixel map is ``y = floor + scale * m * U(u)``:
 
 - ``u``, the anomaly *intensity*, a field on a grid ``intensity_scale`` times finer than the
   detector's, upsampled bilinearly by ``U`` to the working resolution;
@@ -17,23 +17,38 @@ Energy over ``u`` (initialised with the coarse map), minimised with Adam for ``s
 with ``K_v`` the receptive-field forward model of view ``v`` (``f2pad_forward``), ``M_q`` its power
 mean (``mixture_power`` q; 1 = linear mixture) and ``x = U(u)``, or ``x = m * U(u)`` when
 ``data_sees_guidance``. Views beyond the first are the detector's maps of the image shifted by
-sub-stride offsets (``views`` per axis; they need ``attach(detector)``). Only the abstract of the
-paper is public: every term and weight is a setting, and docs/f2pad.md reports what each does.
+sub-stride offsets (``views`` per axis; they need ``attach(detector)``).
+
+Combination (``combine``). ``raise`` (the default) never lowers the detector's base map ``b``: with
+``t = median(b) + threshold_mads * 1.4826 MAD(b)`` per image, the refined map is
+``clip(y, b, b + raise_cap * max(b - t, 0))``. Pixels at or below ``t`` keep their base value, the
+others may only rise, and only as far as the proposal and their own excess allow. So a defect pixel
+whose *appearance* is normal (a halo, a displaced texture, the inside of a large stain), which the
+proposal would push below normal texture, keeps the detector's score; and within an image no pixel
+ever falls below one it outranked unless that one was above ``t``. ``replace`` returns ``y`` itself
+(the design before the transfer protocol's annotated kinds; docs/f2pad.md). Without optimisation
+(``steps=0``) there is no proposal and ``raise`` returns the base map. Only the abstract of the paper
+is public: every term and weight is a setting, and docs/f2pad.md reports what each does.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 
 from anorefine.detectors.base import Detector, DetectorOutput
+from anorefine.errors import AnorefineError
 from anorefine.refiners import separable
-from anorefine.refiners.base import Refiner
+from anorefine.refiners.base import Refiner, base_map
 from anorefine.refiners.f2pad_forward import Kernel, ReceptiveFieldOperator, shift
 from anorefine.refiners.novelty import NoveltyGuidance
+
+#: How the optimised map meets the base map: raise it (never lower a pixel) or replace it.
+Combine = Literal["raise", "replace"]
 
 
 def robust_scale(coarse: torch.Tensor) -> torch.Tensor:
@@ -42,6 +57,20 @@ def robust_scale(coarse: torch.Tensor) -> torch.Tensor:
     mad = 1.4826 * (flat - flat.median(1, keepdim=True).values).abs().median(1).values
     spread = torch.where(mad > 0, mad, flat.std(1))
     return spread.clamp_min(1e-8).view(-1, 1, 1, 1)
+
+
+def raise_threshold(base: torch.Tensor, threshold_mads: float) -> torch.Tensor:
+    """(B,1,1,1) per-image threshold of a (B,1,H,W) base map: median + ``threshold_mads`` robust spreads."""
+    flat = base.flatten(1)
+    median = flat.median(1).values.view(-1, 1, 1, 1)
+    return median + threshold_mads * robust_scale(base)
+
+
+def raise_only(proposal: torch.Tensor, base: torch.Tensor, cap: float, threshold_mads: float) -> torch.Tensor:
+    """``clip(proposal, base, base + cap * max(base - t, 0))``, ``t`` the image's ``raise_threshold``:
+    no pixel is lowered, pixels at or below ``t`` are unchanged."""
+    excess = (base - raise_threshold(base, threshold_mads)).clamp_min(0.0)
+    return torch.minimum(torch.maximum(proposal, base), base + cap * excess)
 
 
 def view_offsets(views: int, stride: int) -> list[tuple[int, int]]:
@@ -83,9 +112,19 @@ class F2padRefiner(Refiner):
         guidance: NoveltyGuidance | None = None,
         guidance_power: float = 2.0,
         guidance_min: float = 1.0,
+        combine: Combine = "raise",
+        raise_cap: float = 32.0,
+        threshold_mads: float = 3.0,
     ) -> None:
         """``guidance``: the pixel novelty that shapes the support (None: a flat support of ones)."""
         super().__init__()
+        if combine not in get_args(Combine):
+            raise AnorefineError(f"refiner.combine={combine!r} is unknown: use one of {get_args(Combine)}")
+        if raise_cap < 0 or threshold_mads < 0:
+            raise AnorefineError(
+                f"refiner.raise_cap ({raise_cap}) and threshold_mads ({threshold_mads}) must be >= 0"
+            )
+        self.combine, self.raise_cap, self.threshold_mads = combine, raise_cap, threshold_mads
         self.steps, self.lr = steps, lr
         self.data_weight, self.smoothness_weight = data_weight, smoothness_weight
         self.intensity_scale, self.mixture_power = intensity_scale, mixture_power
@@ -181,6 +220,18 @@ class F2padRefiner(Refiner):
 
     def forward(self, images: torch.Tensor, output: DetectorOutput) -> torch.Tensor:
         started = time.perf_counter()
+        if self.combine == "replace":
+            refined = self.proposal(images, output)
+        elif self.steps == 0:  # nothing optimised, nothing to raise with
+            refined = base_map(output, tuple(images.shape[-2:]))
+        else:
+            base = base_map(output, tuple(images.shape[-2:]))
+            refined = raise_only(self.proposal(images, output), base, self.raise_cap, self.threshold_mads)
+        self.seconds_per_image.extend([(time.perf_counter() - started) / images.shape[0]] * images.shape[0])
+        return refined
+
+    def proposal(self, images: torch.Tensor, output: DetectorOutput) -> torch.Tensor:
+        """The optimised pixel map ``y`` (B,1,H,W) in the detector's score units."""
         # The test loop runs under inference_mode: leave it, and build every graph from clones.
         with torch.inference_mode(False), torch.enable_grad():
             images = images.detach().clone().float()
@@ -200,5 +251,4 @@ class F2padRefiner(Refiner):
             solved = self.optimise(targets, support, operator)
             size = tuple(images.shape[-2:])
             refined = floor + scale * F.interpolate(solved, size=size, mode="bilinear", align_corners=False)
-        self.seconds_per_image.extend([(time.perf_counter() - started) / images.shape[0]] * images.shape[0])
         return refined.detach()
