@@ -19,7 +19,7 @@ from anorefine.data.textures import PHOTO_TEXTURES
 #: Textures on which refiner defaults were compared and chosen (docs/transfer.md); the rest are held out.
 DEV_TEXTURES: tuple[str, ...] = PHOTO_TEXTURES
 METRICS = ("pixel_ap", "pixel_auroc")
-REFINER_LABELS = {"ard": "ARD+PGT", "f2pad": "F2PAD"}
+REFINER_LABELS = {"ard": "ARD+PGT", "ard_paper": "paper ARD+PGT", "f2pad": "F2PAD"}
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -174,3 +176,37 @@ def test_inference_runs_channels_last_training_the_default_layout_with_equal_map
     loss = sum(estimate.sum() for estimate in refiner.estimates(images, output))
     loss.backward()  # after a test pass the weights still train, in the default layout again
     assert all(p.is_contiguous() and p.grad is not None for p in convs)
+
+
+PAPER_ARD = {"rgb_skip": False, "support_gain": None, "residual": False}  # conf/refiner/ard_paper.yaml
+
+
+def test_paper_ard_reads_no_pixel_cues_is_the_base_until_trained_then_its_own_calibrated_map() -> None:
+    """The paper's decoder: score map + features only (no cue channels); untrained, the base map; trained,
+    an affine (so rank-preserving) image of its last stage's output, free to lower pixels (no floor)."""
+    images, output = torch.rand(2, 3, 64, 64), fake_output(2, 64, 8)
+    ard = ArdRefiner(**PAPER_ARD)
+    assert ard.cue_channels == 0 and ard.pixel_cues(images, output.anomaly_map) is None
+    ard.calibrate(output.anomaly_map, output.features)
+    base = BaselineRefiner()(images, output)
+    assert torch.equal(ard(images, output), base)
+    ard.start_training()
+    refined = ard(images, output)
+    last_stage = ard.estimates(images, output)[-1]
+    assert torch.allclose(refined, ard.map_mean + ard.map_scale * last_stage, atol=1e-5)
+    assert bool((refined < base).any()) and bool((refined > base).any())
+
+
+def test_the_paper_preset_composes_its_decoder_and_pgt_group_rule() -> None:
+    from hydra import compose, initialize_config_dir
+
+    from anorefine.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(version_base="1.3", config_dir=str(Path(__file__).parents[1] / "conf")):
+        cfg = compose("train", overrides=["refiner=ard_paper", "curriculum=pgt"])
+        default = compose("train", overrides=["refiner=ard", "curriculum=pgt"])
+    assert cfg.refiner.name == "ard_paper" and cfg.refiner.guidance is None
+    assert {key: cfg.refiner[key] for key in PAPER_ARD} == PAPER_ARD
+    assert cfg.curriculum.first_group == "base" and default.curriculum.first_group == "self"
+    assert default.refiner.rgb_skip and default.refiner.support_gain == 2.0

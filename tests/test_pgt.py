@@ -267,3 +267,21 @@ def test_the_default_run_lifts_pixel_ap_without_costing_pixel_auroc(demo_root: P
     base, refined = run.results["metrics"]["grass"]["base"], run.results["metrics"]["grass"]["refined"]
     assert refined["pixel_ap"] - base["pixel_ap"] >= 0.10, (base, refined)
     assert refined["pixel_auroc"] - base["pixel_auroc"] >= -0.005, (base, refined)
+
+
+def test_paper_rule_scores_group_zero_with_the_base_and_group_g_with_the_ard_of_groups_before() -> None:
+    """refiner=ard_paper's PGT: group 0 keeps the base map; every later group is refined by the ARD
+    trained on the groups before it (the decoder's own map, no floor)."""
+    L.seed_everything(0, verbose=False)
+    task = AnomalyTask(
+        FakeDetector(), ArdRefiner(width=16, rgb_skip=False, support_gain=None, residual=False)
+    )
+    extras = ProgressiveGroupTraining(**TINY_PGT, first_group="base").evaluate(
+        task, trainer_factory(), TinyStream(), batch_size=4
+    )
+    groups = extras["groups"]
+    assert [g["refined_by"] for g in groups] == ["base (untrained)", "group 0", "group 1"]
+    refined, base = (task.metrics[stage].anomaly_maps for stage in ("refined", "base"))
+    assert torch.equal(refined[0], base[0])  # the first batch is group 0 (group_size = batch_size = 4)
+    assert all(not torch.equal(r, b) for r, b in zip(refined[1:], base[1:], strict=True))
+    assert "train_loss" in groups[0] and "train_loss" in groups[1] and "train_loss" not in groups[2]

@@ -189,11 +189,14 @@ class ArdRefiner(Refiner):
     The network is built on the first call (or by ``build``/``calibrate``), when the detector's
     feature channels and grid are known, so one config serves every detector and stride.
 
-    Two heads: ``support_gain`` (the default, 2) predicts each pixel's anomaly probability p and
+    Three heads: ``support_gain`` (the default, 2) predicts each pixel's anomaly probability p and
     raises the base map by gain · p · (base above the stream mean), so no pixel is ever lowered;
     ``support_gain=null`` predicts a bounded residual added to the base map (``residual``,
-    ``delta_range``, ``center``, ``gate`` shape it). The support head was chosen on the transfer
-    protocol's development textures (docs/transfer.md).
+    ``delta_range``, ``center``, ``gate`` shape it); ``support_gain=null residual=false`` makes the
+    decoder's last stage the map itself, through the affine (monotone) stream calibration: the
+    paper's description (``refiner=ard_paper``, which also drops the image cues). The support head
+    was chosen on the transfer protocol's development textures (docs/transfer.md). Until a
+    curriculum starts training it (``start_training``), every head returns the base map.
     """
 
     trainable = True
@@ -400,6 +403,8 @@ class ArdRefiner(Refiner):
         return refined.flatten(1).amax(1) if self.score_source == "max" else detector_score
 
     def forward(self, images: torch.Tensor, output: DetectorOutput) -> torch.Tensor:
+        if not bool(self.trained):  # every head: an untrained ARD is the base map
+            return self.base(images, output)
         if self.support_gain is not None:
             return self.supported(images, output)
         _, deltas = self.decode(images, output)
@@ -413,10 +418,8 @@ class ArdRefiner(Refiner):
 
     def supported(self, images: torch.Tensor, output: DetectorOutput) -> torch.Tensor:
         """Support head: base + gain · p · (base above the stream mean), p the decoder's pixel anomaly
-        probability. No pixel is ever lowered; an untrained ARD returns exactly the base map."""
+        probability. No pixel is ever lowered."""
         base = self.base(images, output)
-        if not bool(self.trained):
-            return base
         _, logits = self.decode(images, output)
         with torch.autocast(images.device.type, enabled=False):
             probability = torch.sigmoid(logits[-1].float())
