@@ -1,6 +1,6 @@
 """ARD, the anomaly refinement decoder: coarse patch map + features (+ pixel cues) -> pixel-level map.
 
-Public part (AnoRefiner abstract): a stem (1x1 conv of the map -> 64 ch, concatenated with the
+Public part (public summaries of the AnoRefiner paper, not its abstract): a stem (1x1 conv of the map -> 64 ch, concatenated with the
 features, 1x1 conv -> 256 ch), then upsampling stages that re-read the anomaly map at every stage
 ("anomaly-attention") and exchange information between a feature and an anomaly branch
 ("cross-residual bidirectional interaction"). Everything else is our reconstruction and a setting
