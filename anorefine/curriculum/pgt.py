@@ -12,6 +12,7 @@ pseudo-normals of the whole stream before testing; ``mode=scratch`` re-initialis
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any, Literal, get_args
 
@@ -30,10 +31,12 @@ from anorefine.curriculum.pgt_training import (
 from anorefine.data.synthesis import AnomalySynthesizer
 from anorefine.detectors.base import GEOMETRY, DetectorOutput
 from anorefine.errors import AnorefineError
+from anorefine.progress import ProgressLog
 from anorefine.refiners.base import TrainableRefiner
 from anorefine.run_folder import STAGES
 from anorefine.task import AnomalyTask
 
+log = logging.getLogger(__name__)
 #: progressive: weights carried forward; offline: one ARD on the whole stream; scratch: re-init per group.
 Mode = Literal["progressive", "offline", "scratch"]
 #: Stream order: seeded shuffle or the dataset's order.
@@ -125,6 +128,9 @@ class ProgressiveGroupTraining(Curriculum):
             show_reference(task, test_set)
         if self.mode == "offline":  # the same number of steps as a progressive stream
             session.train(groups, records, self.steps_per_group * max(1, last))
+        image_records = getattr(test_set, "records", None)  # AnomalyImageDataset: name the category
+        label = f"{image_records[0].category}: PGT" if image_records else "PGT"
+        progress = ProgressLog(log, label, len(groups), "groups")
         for g, group in enumerate(groups):
             if streaming:  # the images that arrived so far, this group included
                 show_reference(task, test_set, [i for arrived in groups[: g + 1] for i in arrived])
@@ -135,6 +141,7 @@ class ProgressiveGroupTraining(Curriculum):
             records[g].update(session.test(group, step=g))
             if self.mode != "offline" and not trains_first and g < last:
                 session.train([group], records[g : g + 1], self.steps_per_group)
+            progress.advance()
         for group, record in zip(groups, records, strict=True):
             if "pseudo_normals" in record:  # reported after every group was scored: evaluation
                 pool = {group.index(i) for i in record["pseudo_normals"]}
