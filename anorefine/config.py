@@ -89,14 +89,26 @@ class LoggerConfig:
 
 
 @dataclass
+class BootstrapConfig:
+    """Paired bootstrap intervals of refined − base over the test images (conf/train.yaml ``eval``)."""
+
+    replicates: int = MISSING  # 0: no intervals
+    level: float = MISSING
+    seed: int = MISSING
+
+
+@dataclass
 class EvalConfig:
-    """How maps are scored (conf/train.yaml): at the model's input size or each image's original size."""
+    """How maps are scored (conf/train.yaml): at the model's input size or each image's original size,
+    with per-kind / per-size breakdowns and bootstrap intervals of the deltas."""
 
     resolution: EvalResolution = MISSING  # type: ignore[valid-type]
     aupro_limit: float = MISSING
     blur_padding: BlurPadding = MISSING  # type: ignore[valid-type]
     protocol: str = MISSING
     save_maps: bool = MISSING
+    breakdown: bool = MISSING
+    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
 
 
 @dataclass

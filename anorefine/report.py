@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from anorefine.leaderboard import COLUMNS, SMOKE_NOTE, Cell
+from anorefine.results import CONTAINS_ZERO_MARK, breakdown_table, interval_text
 from anorefine.run_folder import REPORT_FILE
 from anorefine.viz import pr_path, samples_path
 
@@ -37,12 +38,19 @@ window.addEventListener("load", () => {
 """
 
 
+#: Where the intervals are explained (in the repository that wrote the report).
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "experiments.md"
+
+
 def metrics_table(results: dict[str, Any]) -> str:
-    """Rows per category (and mean): the base map, then the refined map with Δ; values in percent."""
+    """Rows per category (and mean): the base map, then the refined map with Δ and, where the run
+    has one, its bootstrap interval; values in percent."""
     header = "".join(f"<th>{html.escape(name)}</th>" for name in ["category", "map", *COLUMNS.values()])
     rows = []
+    intervals = results.get("intervals") or {}
     for category in [*results["categories"], "mean"]:
         stages = results["metrics"][category]
+        found = (intervals.get(category) or {}).get("delta", {})
         for stage in ("base", "refined"):
             cells = []
             for key in COLUMNS:
@@ -50,10 +58,57 @@ def metrics_table(results: dict[str, Any]) -> str:
                 delta = (
                     value - base if stage == "refined" and value is not None and base is not None else None
                 )
-                cells.append("–" if value is None else Cell(value, delta=delta).text())
+                text = "–" if value is None else Cell(value, delta=delta).text()
+                if delta is not None and found.get(key):
+                    text += f" {interval_text(found[key])}"
+                cells.append(text)
             row = [category if stage == "base" else "", stage, *cells]
             rows.append("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>")
     return f"<table><tr>{header}</tr>{''.join(rows)}</table>"
+
+
+def breakdown_section(results: dict[str, Any], part: str) -> str:
+    """The per-kind or per-size table of every category (the console's, with base → refined for
+    every metric), or a line saying why there is none."""
+    breakdown = results.get("breakdown")
+    if breakdown is None:
+        return "<p>Not computed (<code>eval.breakdown=false</code>).</p>"
+    with_delta = results.get("refiner") != "none"
+    table = breakdown_table(breakdown, results.get("intervals"), part, with_delta=with_delta)
+    if not table:
+        missing = "defect kinds" if part == "kinds" else "pixel metrics (masks with GT regions)"
+        return f"<p>None: no category has {missing}.</p>"
+    header, *rows = table
+    names = [" ".join(COLUMNS.get(word, word) for word in cell.split()) for cell in header]  # P-AP Δ
+    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in names)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in rows
+    )
+    return f'<table class="{part}"><tr>{head}</tr>{body}</table>'
+
+
+def intervals_note(results: dict[str, Any]) -> str:
+    """What the intervals are and what they are not."""
+    intervals = results.get("intervals")
+    found = next(iter((intervals or {}).values()), None)
+    if not found:
+        if results.get("refiner") == "none":
+            why = "refiner=none: the refined map is the base map, Δ = 0"
+        elif results.get("format", 0) < 3:
+            why = "results written before intervals existed"
+        else:
+            why = "eval.bootstrap.replicates=0"
+        return f"<p>No bootstrap intervals in this run ({html.escape(why)}).</p>"
+    return (
+        f"<p>Intervals <code>[low, high]</code> (points of Δ = refined − base): {100 * found['level']:g}% "
+        f"paired bootstrap intervals over the test images: {found['replicates']} resamples of each "
+        f"category's test images with replacement (seed {found['seed']}, each category its own stream), "
+        "both maps scored on the same resample; the mean's interval averages the categories' resampled Δs. "
+        f"{CONTAINS_ZERO_MARK} marks an interval that contains 0. They say how much Δ depends on which "
+        "test images were drawn. They are <em>not</em> a rerun of training: another seed, another PGT "
+        "stream or a re-tuned refiner can move Δ further, which only runs over several seeds show "
+        f'(<a href="{html.escape(DOCS.as_uri())}">docs/experiments.md</a>, breakdowns and intervals).</p>'
+    )
 
 
 def figure_section(run_dir: Path, category: str) -> str:
@@ -95,9 +150,19 @@ def render_report(results: dict[str, Any], run_dir: Path) -> str:
         f"evaluated at {html.escape(evaluation_resolution(results))}. "
         f"Overrides: <code>{html.escape(overrides)}</code></p>",
         "<h2>Metrics</h2>",
-        "<p>Percent; the refined row carries Δ against the base map in parentheses. "
+        "<p>Percent; the refined row carries Δ against the base map in parentheses, then its interval. "
         "PRO-200 is the 200-threshold PRO (<code>pro_compat</code>), AUPRO the MVTec definition.</p>",
         metrics_table(results),
+        "<h2>By defect kind</h2>",
+        "<p>Per category, the good images plus the images of one kind (test sub-folder); percent, "
+        "base → refined, Δ in points.</p>",
+        breakdown_section(results, "kinds"),
+        "<h2>By defect size</h2>",
+        "<p>Per category, the ground-truth regions (8-connected) by their area as a share of the image; "
+        "positives are the bin's region pixels, negatives all normal pixels; AUPRO averages PRO over the "
+        "bin's regions.</p>",
+        breakdown_section(results, "sizes"),
+        intervals_note(results),
         "<h2>Figures</h2>",
         "<p>Per category: the best and worst anomalous images by the refined map's per-image pixel AP "
         "(image | ground truth | base map | refined map), and pixel precision-recall curves.</p>",

@@ -28,8 +28,20 @@ from anorefine.config import is_multiprocess
 from anorefine.curriculum.base import Curriculum
 from anorefine.detectors.base import Detector, RunPreparation
 from anorefine.errors import AnorefineError, DataError
+from anorefine.metrics import category_seed
+from anorefine.metrics.breakdown import GOOD
 from anorefine.refiners.base import Refiner
-from anorefine.results import format_table, git_commit, mean_metrics, package_versions
+from anorefine.results import (
+    category_intervals,
+    compact_replicates,
+    format_breakdowns,
+    format_table,
+    git_commit,
+    mean_breakdown,
+    mean_intervals,
+    mean_metrics,
+    package_versions,
+)
 from anorefine.run_folder import (
     LOGS_DIR,
     MAPS_DIR,
@@ -40,7 +52,7 @@ from anorefine.run_folder import (
     config_hash,
     write_json_atomic,
 )
-from anorefine.task import AnomalyTask
+from anorefine.task import AnomalyTask, BootstrapSettings
 
 log = logging.getLogger(__name__)
 #: What a Trainer is for: ``fit`` trains (PGT, prompt training; spans every DDP process), ``evaluate``
@@ -193,10 +205,39 @@ def fit_detector(
         fits.save_fit(path, fits.fitted_state(detector, before))
 
 
+def check_eval(cfg: DictConfig) -> None:
+    """``eval.bootstrap`` within its range (one line naming the key otherwise)."""
+    bootstrap = cfg.eval.bootstrap
+    if bootstrap.replicates < 0:
+        raise AnorefineError(
+            f"eval.bootstrap.replicates={bootstrap.replicates}: use 0 (no intervals) or more"
+        )
+    if not 0.0 < bootstrap.level < 1.0:
+        raise AnorefineError(f"eval.bootstrap.level={bootstrap.level} must lie strictly between 0 and 1")
+    if bootstrap.seed < 0:
+        raise AnorefineError(f"eval.bootstrap.seed={bootstrap.seed} must be 0 or more")
+
+
+def bootstrap_settings(cfg: DictConfig, category: str) -> BootstrapSettings | None:
+    """``eval.bootstrap`` for one category (its own resample stream), or None when it is off."""
+    bootstrap = cfg.eval.bootstrap
+    if bootstrap.replicates == 0:
+        return None
+    return BootstrapSettings(
+        int(bootstrap.replicates), float(bootstrap.level), category_seed(int(bootstrap.seed), category)
+    )
+
+
+def defect_kinds(records: list[data.ImageRecord]) -> list[str]:
+    """Each test image's defect kind: its test sub-folder, ``good`` for every normal image."""
+    return [GOOD if record.label == 0 else record.defect_type for record in records]
+
+
 def run_category(
     cfg: DictConfig, root: Path, category: str, logger: Logger | bool, run_dir: Path
 ) -> dict[str, Any]:
-    """Fit, test and score one category; returns metrics, curriculum extras, timings and flags."""
+    """Fit, test and score one category; returns metrics, breakdown, intervals (with the replicate
+    Δs the interval of the mean needs), curriculum extras, timings and flags."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     device = device_of(cfg)
     detector = build_detector(cfg, category)
@@ -215,8 +256,16 @@ def run_category(
     test_set = split_dataset(cfg, root, category, "test")
     original_masks = test_set.original_mask if cfg.eval.resolution == "original" else None
     sink = map_files.MapSaver(test_set.records, run_dir / MAPS_DIR / category) if cfg.eval.save_maps else None
+    bootstrap = bootstrap_settings(cfg, category)
     task = AnomalyTask(
-        detector, refiner, aupro_limit=cfg.eval.aupro_limit, original_masks=original_masks, sink=sink
+        detector,
+        refiner,
+        aupro_limit=cfg.eval.aupro_limit,
+        original_masks=original_masks,
+        sink=sink,
+        defect_kinds=defect_kinds(test_set.records).__getitem__,
+        breakdown=bool(cfg.eval.breakdown),
+        bootstrap=bootstrap,
     )
     log.info(
         "%s: fit %.1f s; testing %d images (refiner %s, curriculum %s)",
@@ -225,17 +274,28 @@ def run_category(
     extras = curriculum.evaluate(task, trainer_factory(cfg, logger), test_set, cfg.dataset.batch_size)
     if is_rank_zero():
         viz.write_category_figures(task, run_dir, category, logger)
-    metrics = task.compute_results()
+    scored = task.compute_all()
+    metrics = scored.metrics
     tested = time.perf_counter()
     refiner_timing = refiner.timing()  # per-image cost, for refiners that measure it (F2PAD)
     log_category_metrics(logger, category, metrics)
+    intervals = replicates = None
+    if scored.deltas is not None and bootstrap is not None:
+        seed = int(cfg.eval.bootstrap.seed)
+        intervals = category_intervals(scored.deltas, bootstrap.replicates, seed, bootstrap.seed)
+        replicates = compact_replicates(scored.deltas)
     return {
         "metrics": metrics,
+        "breakdown": scored.breakdown,
+        "intervals": intervals,
+        # the "all" view's replicate Δs, rounded: the interval of the mean over categories reads them
+        "replicate_deltas": replicates,
         "curriculum": extras,
         "timings": {
             "fit_s": fitted - started,
-            "test_s": tested - fitted,
+            "test_s": tested - fitted,  # metrics_s, breakdown_s and bootstrap_s included
             "test_ms_per_image": 1000 * (tested - fitted) / len(test_set),
+            **scored.seconds,
             **({"refiner": refiner_timing} if refiner_timing else {}),
         },
         "smoke_only": bool(detector.smoke_only),
@@ -286,6 +346,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict
     root = dataset_root(cfg)
     categories = resolve_categories(cfg, root)
     plan.check_config(cfg)
+    check_eval(cfg)
     plan.check_weights(cfg)
     for category in categories:  # every file of the run checked before any model is built
         for split in plan.splits_read(cfg):
@@ -313,7 +374,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict
             percent(done["refined"]["pixel_ap"]),
         )
         if is_rank_zero():
-            write_json_atomic(partial, per_category[category])
+            write_json_atomic(partial, per_category[category], flat_number_lists=True)
     metrics: dict[str, Any] = {name: entry["metrics"] for name, entry in per_category.items()}
     metrics["mean"] = {stage: mean_metrics({c: metrics[c][stage] for c in categories}) for stage in STAGES}
     if logger:
@@ -321,6 +382,18 @@ def run_experiment(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict
             {f"mean/{s}/{k}": v for s in STAGES for k, v in metrics["mean"][s].items() if v is not None}
         )
         logger.finalize("success")
+    breakdown = intervals = None
+    if cfg.eval.breakdown:
+        breakdown = {name: per_category[name].get("breakdown") or {} for name in categories}
+        breakdown["mean"] = mean_breakdown(breakdown)
+    found = {name: per_category[name].get("intervals") for name in categories}
+    if any(found.values()):  # the categories with intervals, and the interval of the mean Δ
+        intervals = {name: entry for name, entry in found.items() if entry}
+        bootstrap = cfg.eval.bootstrap
+        replicates = {name: per_category[name].get("replicate_deltas") or {} for name in categories}
+        intervals["mean"] = mean_intervals(
+            replicates, float(bootstrap.level), int(bootstrap.replicates), int(bootstrap.seed)
+        )
     size = cfg.dataset.image_size
     results = {
         "format": RESULTS_FORMAT,
@@ -329,6 +402,10 @@ def run_experiment(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict
         "refiner": cfg.refiner.name,
         "categories": categories,
         "metrics": metrics,
+        # per category and mean: metrics per defect kind and per size bin (null: eval.breakdown=false)
+        "breakdown": breakdown,
+        # paired bootstrap intervals of refined - base (null: eval.bootstrap.replicates=0 or refiner=none)
+        "intervals": intervals,
         "protocol": cfg.eval.protocol,  # whose evaluation (conf/protocol; default: none of the papers')
         "eval_resolution": {  # original: each image at its own size, so no single size
             "mode": cfg.eval.resolution,
@@ -354,7 +431,11 @@ def run_experiment(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict
     report.write_report(run_dir, results)  # before results.json, which marks the run finished
     write_json_atomic(run_dir / RESULTS_FILE, results)
     print(f"metrics in %, Δ = refined − base in points ({cfg.refiner.name} over {cfg.model.name}):")
-    print(format_table(metrics, with_delta=cfg.refiner.name != "none"))
+    with_delta = cfg.refiner.name != "none"
+    print(format_table(metrics, with_delta=with_delta, intervals=intervals))
+    breakdowns = format_breakdowns(results, with_delta)
+    if breakdowns:
+        print(breakdowns)
     if results["smoke_only"]:
         print("smoke-only: tiny random-weight CLIP models; these numbers measure nothing")
     print(f"wall time {results['timings']['total_s']:.0f} s; results: {run_dir / 'results.json'}")

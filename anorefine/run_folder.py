@@ -15,12 +15,51 @@ names from here, so a run folder has one definition:
 ``NEUTRAL_KEYS`` are the settings that change no number (where files live, how progress is shown,
 which logger records it): they name no job folder, enter no config hash and tell no leaderboard
 rows apart.
+
+results.json (``format`` 3; readers accept format 2, which lacks ``breakdown`` and ``intervals``, and
+earlier files without the field). Metrics are fractions (not percent); ``<m>`` is a ``METRIC_KEYS``
+dict of a map, ``None`` where undefined::
+
+    metrics:    {<c> | "mean": {"base": <m>, "refined": <m>}}
+    breakdown:  null (eval.breakdown=false) | {<c> | "mean": {
+                  "kinds": {<kind>: {"images": good + that kind's images, "defective": that kind's,
+                                     "base": <m>, "refined": <m>}},
+                  "sizes": {"small" | "medium" | "large": {"label": "<0.1%" | "0.1-1%" | ">1%",
+                                     "regions": R, "pixels": P, "base": {pixel_auroc, pixel_ap, aupro},
+                                     "refined": {...}}}}}
+    intervals:  null (eval.bootstrap.replicates=0, or no category has a refined map of its own) |
+                {<c> | "mean": {"level": 0.95, "replicates": 1000, "seed": eval.bootstrap.seed,
+                  "delta": {<k>: {"low", "high", "contains_zero", "valid"}},
+                  "kinds": {<kind>: {<k>: {...}}}, "sizes": {<bin>: {<k>: {...}}}}}
+
+- A kind's metrics are those of the good images plus that kind's images, ``boundary_f1`` excepted
+  (``None``: per kind it would cost more than the rest together); ``kinds`` is empty for a category
+  whose images' kinds are unknown or that has no defective image. A size bin holds the GT regions
+  (8-connected) whose area is that share of their image; its positives are those regions' pixels,
+  its negatives all normal pixels; ``sizes`` is empty without pixel metrics (an image without a
+  mask, no GT region), and a bin without regions has ``None`` metrics. The ``mean`` entry averages,
+  per kind, the categories that have that kind and, per bin, those with regions in it
+  (``categories`` names them; ``images``, ``defective``, ``regions`` and ``pixels`` are summed).
+- ``<k>``: the ``INTERVAL_KEYS`` whose Δ = refined − base is defined in some replicate; the
+  interval is the percentile interval at ``level`` of the ``valid`` replicate Δs (a resample without
+  a defective image has none), ``contains_zero`` is ``low <= 0 <= high``. A category's entry also
+  has ``stream``, the seed of its own resample stream (``category_seed(seed, c)``); a category
+  without any defined Δ (no defective image) has an empty ``delta``. The ``mean`` entry is the
+  interval of the mean Δ over categories (each category resampled on its own, replicate Δs
+  averaged), listed in ``categories``; its ``kinds`` and ``sizes`` are empty (only the ``all``
+  view's replicates are kept per category).
+- ``categories/<c>.json`` holds what ``run_category`` returned: the category's ``metrics``,
+  ``breakdown``, ``intervals`` and ``replicate_deltas`` (``{<k>: [Δ per replicate, 6 decimals, null
+  when undefined]}``, the ``all`` view, which the interval of the mean reads, so that a resumed run
+  gives the same one), ``curriculum``, ``timings`` (``metrics_s``, ``breakdown_s`` and
+  ``bootstrap_s``, parts of ``test_s``, among them).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +80,9 @@ MANIFEST_FILE = "sweep.json"
 #: Hydra's record of a sweep, in the sweep folder.
 SWEEP_CONFIG_FILE = "multirun.yaml"
 LEADERBOARD_NAME = "LEADERBOARD"
-#: Version of the results.json layout (``format``); 2 added the field and the neutral-free hash.
-RESULTS_FORMAT = 2
+#: Version of the results.json layout (``format``); 2 added the field and the neutral-free hash, 3 the
+#: ``breakdown`` and the ``intervals`` (see the module docstring).
+RESULTS_FORMAT = 3
 
 #: The two maps every run scores: the detector's baseline map and the refiner's map.
 STAGES = ("base", "refined")
@@ -58,6 +98,10 @@ METRIC_KEYS = (
     "aupro",
     "pro_compat",
 )
+#: The metrics whose refined − base Δ gets a bootstrap interval (``results["intervals"]``), in table order.
+INTERVAL_KEYS = ("image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "aupro")
+#: The metrics of a size bin (``results["breakdown"][c]["sizes"][bin]``).
+SIZE_KEYS = ("pixel_auroc", "pixel_ap", "aupro")
 #: Settings that change no number (a key, or a group whose every key is neutral).
 NEUTRAL_KEYS = (
     "experiment",
@@ -112,9 +156,16 @@ def category_file(run_dir: Path, category: str) -> Path:
     return run_dir / CATEGORY_DIR / f"{category}.json"
 
 
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON through a temporary file in the same folder, then rename: never a half file."""
+#: A JSON list of numbers (or nulls) as ``json.dumps(indent=2)`` spreads it, one item a line.
+_NUMBER_LIST = re.compile(r"\[\s+((?:-?[0-9][0-9.eE+-]*|null)(?:,\s+(?:-?[0-9][0-9.eE+-]*|null))*)\s+\]")
+
+
+def write_json_atomic(path: Path, payload: dict[str, Any], flat_number_lists: bool = False) -> None:
+    """Write JSON through a temporary file in the same folder, then rename: never a half file.
+    ``flat_number_lists``: lists of numbers on one line (the replicate Δs of a category file)."""
     text = json.dumps(payload, indent=2, sort_keys=False, allow_nan=False) + "\n"
+    if flat_number_lists:
+        text = _NUMBER_LIST.sub(lambda found: "[" + re.sub(r",\s+", ", ", found.group(1)) + "]", text)
     write_atomic(path, lambda temp: Path(temp).write_text(text))
 
 
@@ -130,9 +181,60 @@ def validate_results(results: Any) -> None:
             values = results["metrics"].get(category, {}).get(stage)
             if not isinstance(values, dict):
                 raise ValueError(f"no metrics[{category!r}][{stage!r}]")
-            for key, value in values.items():
-                if value is not None and not isinstance(value, int | float):
-                    raise ValueError(f"metrics[{category!r}][{stage!r}][{key!r}] is not a number")
+            _check_numbers(values, f"metrics[{category!r}][{stage!r}]")
+    breakdown = results.get("breakdown")
+    if breakdown is not None:
+        _check_breakdown(breakdown)
+    intervals = results.get("intervals")
+    if intervals is not None:
+        _check_intervals(intervals)
+
+
+def _check_numbers(values: Any, where: str) -> None:
+    if not isinstance(values, dict):
+        raise ValueError(f"{where} is not an object")
+    for key, value in values.items():
+        if value is not None and not isinstance(value, int | float):
+            raise ValueError(f"{where}[{key!r}] is not a number")
+
+
+def _check_breakdown(breakdown: Any) -> None:
+    if not isinstance(breakdown, dict):
+        raise ValueError("breakdown is not an object")
+    for category, entry in breakdown.items():
+        for part in ("kinds", "sizes"):
+            found = entry.get(part, {}) if isinstance(entry, dict) else None
+            if not isinstance(found, dict):
+                raise ValueError(f"breakdown[{category!r}][{part!r}] is not an object")
+            for name, values in found.items():
+                for stage in STAGES:
+                    _check_numbers(
+                        values.get(stage), f"breakdown[{category!r}][{part!r}][{name!r}][{stage!r}]"
+                    )
+
+
+def _check_interval(record: Any, where: str) -> None:
+    if not isinstance(record, dict) or not all(
+        isinstance(record.get(k), int | float) for k in ("low", "high")
+    ):
+        raise ValueError(f"{where} has no numeric low and high")
+    if record["low"] > record["high"]:
+        raise ValueError(f"{where}: low > high")
+
+
+def _check_intervals(intervals: Any) -> None:
+    if not isinstance(intervals, dict):
+        raise ValueError("intervals is not an object")
+    for category, entry in intervals.items():
+        where = f"intervals[{category!r}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("delta"), dict):
+            raise ValueError(f"{where} has no delta")
+        for key, record in entry["delta"].items():
+            _check_interval(record, f"{where}['delta'][{key!r}]")
+        for part in ("kinds", "sizes"):
+            for name, records in (entry.get(part) or {}).items():
+                for key, record in records.items():
+                    _check_interval(record, f"{where}[{part!r}][{name!r}][{key!r}]")
 
 
 def read_results(run_dir: Path) -> dict[str, Any]:

@@ -2,21 +2,114 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
+from torchmetrics.utilities.data import dim_zero_cat
 
 from anorefine.detectors.base import Detector
-from anorefine.metrics import AnomalyMetrics
+from anorefine.metrics import (
+    SIZE_BINS,
+    AnomalyMetrics,
+    DeltaReplicates,
+    delta_intervals,
+    image_metrics,
+    pixel_metrics,
+    score_parts,
+)
+from anorefine.metrics.bootstrap import IMAGE_METRICS, replicate_image_metrics, resample_counts
+from anorefine.metrics.breakdown import SIZE_METRICS, kind_selections, size_metrics
 from anorefine.refiners.base import Refiner, base_map
-from anorefine.run_folder import STAGES
+from anorefine.run_folder import METRIC_KEYS, STAGES
 from anorefine.samples import SampleKeeper
 
 #: Receives each test batch with its maps: (batch, base map, refined map, refined image score).
 MapSink = Callable[[dict[str, Any], torch.Tensor, torch.Tensor, torch.Tensor], None]
+Metrics = dict[str, float | None]
+
+
+@dataclass(frozen=True)
+class BootstrapSettings:
+    """``eval.bootstrap`` for one category: ``seed`` is that category's stream (``category_seed``)."""
+
+    replicates: int = 1000
+    level: float = 0.95
+    seed: int = 0
+
+
+@dataclass
+class ScoredCategory:
+    """What ``AnomalyTask.compute_all`` scores from the accumulated maps of one category.
+
+    ``metrics``: per stage, every metric (``compute_results``). ``breakdown`` (with ``breakdown=True``):
+    ``{"kinds": {kind: {"images", "defective", "base", "refined"}}, "sizes": {bin key: {"label",
+    "regions", "pixels", "base", "refined"}}}`` (layout: ``anorefine.run_folder``); ``sizes`` is empty
+    without pixel metrics (an image without a mask, or no GT region), ``kinds`` without
+    ``defect_kinds``. ``deltas``: the paired bootstrap's replicate Δs (``None``: no bootstrap, or a
+    refiner that returns the base map). ``seconds``: time spent on the per-stage metrics, the
+    breakdown and the bootstrap.
+    """
+
+    metrics: dict[str, Metrics]
+    breakdown: dict[str, Any] | None = None
+    deltas: DeltaReplicates | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Stored:
+    """The accumulators' tensors, read in place (nothing is copied): both stages share the images,
+    masks and labels, so the base accumulator's masks serve both."""
+
+    maps: dict[str, list[torch.Tensor]]
+    scores: dict[str, torch.Tensor]
+    masks: list[torch.Tensor] | None  # None: some image has no mask, or no GT region anywhere
+    labels: torch.Tensor
+    kinds: list[str] | None
+
+
+def select_images(parts: Sequence[torch.Tensor], selected: np.ndarray) -> list[torch.Tensor]:
+    """The selected images (a bool (N,) over the images of all parts, in order) of (N_i,H,W) parts;
+    parts left empty are dropped."""
+    chosen, start = [], 0
+    for part in parts:
+        rows = np.flatnonzero(selected[start : start + part.shape[0]])
+        start += part.shape[0]
+        if rows.size:
+            chosen.append(part[torch.from_numpy(rows).to(part.device)])
+    return chosen
+
+
+def image_delta_replicates(
+    base_scores: torch.Tensor,
+    refined_scores: torch.Tensor,
+    labels: torch.Tensor,
+    kinds: list[str] | None,
+    settings: BootstrapSettings,
+) -> DeltaReplicates:
+    """The image-metric views of ``delta_intervals`` (same draw: ``resample_counts`` with the same
+    seed) for a category without pixel metrics: ``"all"`` and ``"kind/<k>"`` where both classes occur."""
+    base, refined = (s.detach().cpu().double().numpy() for s in (base_scores, refined_scores))
+    image_labels = labels.detach().cpu().bool().numpy()
+    counts = resample_counts(image_labels.size, settings.replicates, settings.seed)
+    selections = {"all": np.ones(image_labels.size, dtype=bool)}
+    if kinds is not None:
+        selections.update({f"kind/{kind}": chosen for kind, chosen in kind_selections(kinds).items()})
+    views = {}
+    for view, selected in selections.items():
+        if 0 < image_labels[selected].sum() < selected.sum():
+            view_counts = counts * selected
+            before = replicate_image_metrics(base, image_labels, view_counts)
+            after = replicate_image_metrics(refined, image_labels, view_counts)
+            views[view] = {name: after[name] - before[name] for name in IMAGE_METRICS}
+    return DeltaReplicates(views, settings.level)
 
 
 class AnomalyTask(L.LightningModule):
@@ -26,8 +119,14 @@ class AnomalyTask(L.LightningModule):
     group); ``compute_results`` scores everything seen. Ground-truth masks are read only by the
     metric accumulators, after both maps exist. With ``original_masks`` (index -> (H0, W0) bool mask,
     ``eval.resolution=original``) each map is upsampled bilinearly to its image's original size and
-    scored against that mask; otherwise maps and masks are scored at the input size. ``sink``, when
+    scored against that mask (a batch's images of one size form one part of the accumulators, in
+    batch order within a size); otherwise maps and masks are scored at the input size. ``sink``, when
     given, receives every batch's maps (``eval.save_maps`` writes them to files).
+
+    ``compute_all`` adds, from the same accumulated tensors: with ``breakdown`` the metrics per defect
+    kind (``defect_kinds``: dataset index -> the image's kind, ``"good"`` for normal images; the task
+    records each tested image's index) and per defect size, and with ``bootstrap`` the paired bootstrap
+    Δs of the category (docs/experiments.md).
     """
 
     def __init__(
@@ -37,10 +136,18 @@ class AnomalyTask(L.LightningModule):
         aupro_limit: float = 0.3,
         original_masks: Callable[[int], torch.Tensor] | None = None,
         sink: MapSink | None = None,
+        defect_kinds: Callable[[int], str] | None = None,
+        breakdown: bool = False,
+        bootstrap: BootstrapSettings | None = None,
     ) -> None:
         super().__init__()
         self.original_masks = original_masks
         self.sink = sink
+        self.aupro_limit = aupro_limit
+        self.defect_kinds = defect_kinds
+        self.breakdown = breakdown
+        self.bootstrap = bootstrap
+        self._indices: list[torch.Tensor] = []  # dataset indices of the scored images, in order
         self.detector = detector
         self.refiner = refiner
         self.samples = SampleKeeper()  # bounded: the best/worst images for the run's figures
@@ -68,27 +175,176 @@ class AnomalyTask(L.LightningModule):
             self.sink(batch, base, refined, refined_score)
         self.samples.update(batch, base, refined)
         stages = ("base",) if self.returns_base_map else STAGES
-        originals = None
-        if self.original_masks is not None:
-            originals = [self.original_masks(int(index)) for index in batch["index"]]
-        for stage, maps in zip(stages, (base, refined), strict=False):
-            score = (image_score if stage == "base" else refined_score).float()
-            metric = self.metrics[stage]
-            if originals is None:
-                metric.update(maps.float(), batch["mask"], score, batch["label"], batch["has_mask"])
-                continue
-            for i, mask in enumerate(originals):
-                size = tuple(mask.shape)
-                full = F.interpolate(maps[i : i + 1].float(), size=size, mode="bilinear", align_corners=False)
-                image = slice(i, i + 1)
-                metric.update(full, mask[None], score[image], batch["label"][image], batch["has_mask"][image])
+        indices = torch.as_tensor(batch["index"]).detach().cpu().reshape(-1) if "index" in batch else None
+        if self.original_masks is None:
+            if indices is not None:
+                self._indices.append(indices)
+            for stage, maps in zip(stages, (base, refined), strict=False):
+                score = (image_score if stage == "base" else refined_score).float()
+                self.metrics[stage].update(
+                    maps.float(), batch["mask"], score, batch["label"], batch["has_mask"]
+                )
+            return
+        # each image at its original size; the images of one size go in as one part (the metrics
+        # handle a part per call, and many one-image parts cost several times more)
+        originals = [self.original_masks(int(index)) for index in batch["index"]]
+        by_size: dict[tuple[int, ...], list[int]] = {}
+        for row, mask in enumerate(originals):
+            by_size.setdefault(tuple(mask.shape), []).append(row)
+        for size, rows in by_size.items():
+            if indices is not None:
+                self._indices.append(indices[rows])
+            masks = torch.stack([originals[row] for row in rows])
+            pick = torch.tensor(rows)
+            labels, has_mask = (torch.as_tensor(batch[key])[pick] for key in ("label", "has_mask"))
+            for stage, maps in zip(stages, (base, refined), strict=False):
+                score = (image_score if stage == "base" else refined_score).float()
+                chosen = maps[pick.to(maps.device)].float()
+                full = F.interpolate(chosen, size=size, mode="bilinear", align_corners=False)
+                self.metrics[stage].update(full, masks, score[pick.to(score.device)], labels, has_mask)
 
-    def compute_results(self) -> dict[str, dict[str, float | None]]:
+    def compute_results(self) -> dict[str, Metrics]:
         """Metrics of every map seen so far, per stage; resets the accumulators."""
-        results = {"base": self.metrics["base"].compute()}
+        return self.compute_all().metrics
+
+    def compute_all(self) -> ScoredCategory:
+        """Metrics of every map seen so far, per stage, with the breakdown and the bootstrap Δs the
+        task was built for (:class:`ScoredCategory`); resets the accumulators."""
+        try:
+            started = time.perf_counter()
+            results = ScoredCategory(self._stage_metrics())
+            results.seconds["metrics_s"] = time.perf_counter() - started
+            if self.breakdown or self._bootstraps:
+                stored = self._stored()
+                started = time.perf_counter()
+                if self.breakdown:
+                    results.breakdown = self._breakdown(stored)
+                    results.seconds["breakdown_s"] = time.perf_counter() - started
+                if self._bootstraps:
+                    started = time.perf_counter()
+                    results.deltas = self._bootstrap(stored)
+                    results.seconds["bootstrap_s"] = time.perf_counter() - started
+            return results
+        finally:
+            for metric in self.metrics.values():
+                metric.reset()
+            self._indices = []
+
+    @property
+    def _bootstraps(self) -> bool:
+        """True when Δs are resampled: a bootstrap with replicates, and a refined map of its own."""
+        return self.bootstrap is not None and self.bootstrap.replicates > 0 and not self.returns_base_map
+
+    def _stage_metrics(self) -> dict[str, Metrics]:
+        results = {"base": self._compute(self.metrics["base"])}
         results["refined"] = (
-            dict(results["base"]) if self.returns_base_map else self.metrics["refined"].compute()
+            dict(results["base"]) if self.returns_base_map else self._compute(self.metrics["refined"])
         )
-        for metric in self.metrics.values():
-            metric.reset()
         return results
+
+    def _compute(self, metric: AnomalyMetrics) -> Metrics:
+        """The accumulator's metrics; without any GT region (no defective image) the pixel metrics
+        are ``None`` rather than an error."""
+        if metric.gt_masks and not any(bool(m.any()) for m in metric.gt_masks):
+            scores, labels = dim_zero_cat(metric.image_scores), dim_zero_cat(metric.labels)
+            return score_parts(metric.anomaly_maps, None, scores, labels, self.aupro_limit)
+        return metric.compute()
+
+    def _stored(self) -> _Stored:
+        """The accumulated tensors as they are (no copy), in the order the images were tested: the
+        dataset's, or a curriculum's stream order (PGT), which the bootstrap's draws follow."""
+        base = self.metrics["base"]
+        refined = base if self.returns_base_map else self.metrics["refined"]
+        has_masks = bool(torch.cat(base.has_mask).all()) and any(bool(m.any()) for m in base.gt_masks)
+        labels = dim_zero_cat(base.labels)
+        kinds = None
+        if self.defect_kinds is not None and self._indices:
+            indices = torch.cat(self._indices).tolist()
+            if len(indices) == labels.numel():
+                kinds = [self.defect_kinds(int(i)) for i in indices]
+        return _Stored(
+            maps={"base": base.anomaly_maps, "refined": refined.anomaly_maps},
+            scores={"base": dim_zero_cat(base.image_scores), "refined": dim_zero_cat(refined.image_scores)},
+            masks=base.gt_masks if has_masks else None,
+            labels=labels,
+            kinds=kinds,
+        )
+
+    @property
+    def _scored_stages(self) -> tuple[str, ...]:
+        return ("base",) if self.returns_base_map else STAGES
+
+    def _kind_metrics(self, stored: _Stored, selected: np.ndarray, stage: str) -> Metrics:
+        """The metrics of the selected images (those of ``kind_metrics`` but ``boundary_f1``, left
+        ``None``: per kind it would cost more than all the others together); pixel metrics ``None``
+        when the selection holds no GT region."""
+        index = torch.from_numpy(np.flatnonzero(selected))
+        scores = stored.scores[stage]
+        results: Metrics = dict.fromkeys(METRIC_KEYS)
+        results["image_auroc"], results["image_ap"] = image_metrics(
+            scores[index.to(scores.device)], stored.labels[index.to(stored.labels.device)]
+        )
+        masks = None if stored.masks is None else select_images(stored.masks, selected)
+        if masks is not None and any(bool(m.any()) for m in masks):
+            maps = select_images(stored.maps[stage], selected)
+            results.update(pixel_metrics(maps, masks, self.aupro_limit).values())
+        return results
+
+    def _breakdown(self, stored: _Stored) -> dict[str, Any]:
+        """Per defect kind and per size bin, both stages (the refined copy of the base without a
+        refined map of its own)."""
+        kinds: dict[str, Any] = {}
+        if stored.kinds is not None:
+            counts = Counter(stored.kinds)
+            for kind, selected in kind_selections(stored.kinds).items():
+                entry: dict[str, Any] = {"images": int(selected.sum()), "defective": counts[kind]}
+                for stage in self._scored_stages:
+                    entry[stage] = self._kind_metrics(stored, selected, stage)
+                entry.setdefault("refined", dict(entry["base"]))
+                kinds[kind] = entry
+        sizes: dict[str, Any] = {}
+        if stored.masks is not None:
+            per_stage = {
+                stage: size_metrics(stored.maps[stage], stored.masks, self.aupro_limit)
+                for stage in self._scored_stages
+            }
+            per_stage.setdefault("refined", per_stage["base"])
+            for size_bin in SIZE_BINS:
+                counted = per_stage["base"][size_bin.key]
+                sizes[size_bin.key] = {
+                    "label": size_bin.label,
+                    "regions": counted["regions"],
+                    "pixels": counted["pixels"],
+                    **{
+                        stage: {name: per_stage[stage][size_bin.key][name] for name in SIZE_METRICS}
+                        for stage in STAGES
+                    },
+                }
+        return {"kinds": kinds, "sizes": sizes}
+
+    def _bootstrap(self, stored: _Stored) -> DeltaReplicates:
+        """``delta_intervals`` of the category (image metrics alone without pixel metrics); without
+        ``breakdown`` only the ``"all"`` view is kept."""
+        settings = self.bootstrap
+        assert settings is not None
+        kinds = stored.kinds if self.breakdown else None
+        if stored.masks is None:
+            return image_delta_replicates(
+                stored.scores["base"], stored.scores["refined"], stored.labels, kinds, settings
+            )
+        deltas = delta_intervals(
+            stored.maps["base"],
+            stored.maps["refined"],
+            stored.masks,
+            stored.scores["base"],
+            stored.scores["refined"],
+            stored.labels,
+            kinds,
+            replicates=settings.replicates,
+            seed=settings.seed,
+            level=settings.level,
+            aupro_limit=self.aupro_limit,
+        )
+        if not self.breakdown:
+            return DeltaReplicates({"all": deltas.views["all"]}, deltas.level)
+        return deltas

@@ -45,9 +45,30 @@ def _metrics(base: float, refined: float) -> dict[str, dict[str, float]]:
     }
 
 
+INTERVAL_KEYS = ("image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "aupro")
+
+
+def _intervals(categories: list[str], zero: dict[str, tuple[str, ...]]) -> dict[str, Any]:
+    """A format-3 ``intervals``: each Δ's interval above 0, but those of ``zero[category]`` contain 0."""
+
+    def record(contains: bool) -> dict[str, Any]:
+        low, high = (-0.004, 0.061) if contains else (0.012, 0.068)
+        return {"low": low, "high": high, "contains_zero": contains, "valid": 1000}
+
+    return {
+        category: {
+            "level": 0.95, "replicates": 1000, "seed": 0, "kinds": {}, "sizes": {},
+            "delta": {key: record(key in zero.get(category, ())) for key in INTERVAL_KEYS},
+        }
+        for category in [*categories, "mean"]
+    }  # fmt: skip
+
+
 def _results(dataset: str, model: str, refiner: str, seed: int, value: float, *overrides: str, **extra: Any):
     categories = extra.pop("categories", ["a", "b"])
     per_category = {c: _metrics(value - 0.05 * i, value - 0.05 * i + 0.04) for i, c in enumerate(categories)}
+    if "zero" in extra:  # a format-3 run with bootstrap intervals
+        extra.update(format=3, intervals=_intervals(categories, extra.pop("zero")))
     return {
         "dataset": dataset,
         "model": model,
@@ -63,14 +84,17 @@ def _results(dataset: str, model: str, refiner: str, seed: int, value: float, *o
 
 
 def build_tree(root: Path) -> None:
-    """Runs (seeds, settings, smoke-only, two datasets), a sweep with an ablation, and problems."""
+    """Runs (seeds, settings, smoke-only, two datasets), a sweep with an ablation, and problems. The ARD
+    runs carry intervals (seed 0: the mean's pixel AP and category b's AUPRO contain 0), the other runs
+    none (format 2, refiner=none)."""
+    zero = {0: {"mean": ("pixel_ap",), "b": ("aupro",)}, 1: {}}
     for seed, value in ((0, 0.5), (1, 0.6)):
         write_json_atomic(
             root / f"demo_none_{seed}" / "results.json", _results("demo", "patchcore", "none", seed, value)
         )
         write_json_atomic(
             root / f"demo_ard_{seed}" / "results.json",
-            _results("demo", "patchcore", "ard", seed, value + 0.05),
+            _results("demo", "patchcore", "ard", seed, value + 0.05, zero=zero[seed]),
         )
     tiny = _results("demo", "winclip", "none", 0, 0.3, "model.clip=tiny", smoke_only=True)
     write_json_atomic(root / "tiny" / "results.json", tiny)

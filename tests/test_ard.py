@@ -204,9 +204,10 @@ def test_the_paper_preset_composes_its_decoder_and_pgt_group_rule() -> None:
 
     register_configs()
     with initialize_config_dir(version_base="1.3", config_dir=str(Path(__file__).parents[1] / "conf")):
-        cfg = compose("train", overrides=["refiner=ard_paper", "curriculum=pgt"])
+        cfg = compose("train", overrides=["refiner=ard_paper"])
         default = compose("train", overrides=["refiner=ard", "curriculum=pgt"])
     assert cfg.refiner.name == "ard_paper" and cfg.refiner.guidance is None
+    assert cfg.curriculum.name == "pgt"  # the one switch selects PGT itself
     assert {key: cfg.refiner[key] for key in PAPER_ARD} == PAPER_ARD
     assert cfg.curriculum.first_group == "base" and default.curriculum.first_group == "self"
     assert default.refiner.rgb_skip and default.refiner.support_gain == 2.0

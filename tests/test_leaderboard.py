@@ -338,3 +338,93 @@ def test_failures_superseded_by_a_later_run_are_not_listed_and_prune_deletes_the
     assert sorted(path.name for path in board.pruned) == ["dropped", "first_try"]
     assert not (tmp_path / "first_try").exists() and (tmp_path / "still_failing").exists()
     assert (tmp_path / "retry" / "results.json").is_file()
+
+
+def intervals(zero: dict[str, tuple[str, ...]]) -> dict[str, Any]:
+    """``results["intervals"]`` for categories a, b and the mean: every Δ's interval lies above 0 but
+    those of the metrics ``zero[category]`` names, which contain 0."""
+    keys = ("image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "aupro")
+
+    def record(contains: bool) -> dict[str, Any]:
+        low, high = (-0.01, 0.05) if contains else (0.01, 0.05)
+        return {"low": low, "high": high, "contains_zero": contains, "valid": 1000}
+
+    return {
+        category: {
+            "level": 0.95, "replicates": 1000, "seed": 0, "kinds": {}, "sizes": {},
+            "delta": {key: record(key in zero.get(category, ())) for key in keys},
+        }
+        for category in ("a", "b", "mean")
+    }  # fmt: skip
+
+
+def test_a_delta_whose_interval_contains_zero_in_any_run_is_marked(tmp_path: Path) -> None:
+    seeds = {0: {"mean": ("pixel_ap",)}, 1: {"a": ("aupro",)}, 2: {}}
+    for seed, zero in seeds.items():
+        payload = results(
+            refiner="ard", seed=seed, value=0.5, delta=0.02, format=3, intervals=intervals(zero)
+        )
+        write_run(tmp_path / f"ard{seed}", payload)
+    write_run(tmp_path / "old", results(refiner="f2pad", delta=0.03, format=2))  # no intervals at all
+    write_run(tmp_path / "none", results(format=3, intervals=None))  # refiner=none: Δ = 0, no interval
+    board = build_leaderboard([tmp_path], tmp_path)
+    main = {row.labels[1]: row for table in board.tables if table.kind == "main" for row in table.rows}
+    ard = main["ard+pgt"].cells
+    assert ard["pixel_ap"].contains_zero is True and ard["pixel_ap"].text() == "52.00 ± 0.00 (+2.00)~"
+    assert ard["aupro"].contains_zero is False and not ard["aupro"].text().endswith("~")  # a, not the mean
+    assert ard["pro_compat"].contains_zero is None  # no interval for PRO-200
+    for row in (main["f2pad"], main["none"]):  # format 2 and refiner=none: no mark, no crash
+        assert all(cell.contains_zero is None and "~" not in cell.text() for cell in row.cells.values())
+    by_category = {
+        (table.title, row.labels[1]): row
+        for table in board.tables
+        if table.kind == "category"
+        for row in table.rows
+    }
+    assert by_category["demo / a", "ard+pgt"].cells["aupro"].text().endswith("~")
+    assert not by_category["demo / a", "ard+pgt"].cells["pixel_ap"].text().endswith("~")
+    markdown = (tmp_path / "LEADERBOARD.md").read_text()
+    assert (
+        "| 52.00 ± 0.00 (+2.00)~ |" in markdown
+        and "interval over the test images (95% by default) contains 0" in markdown
+    )
+    rows = csv_rows(tmp_path)
+    (merged,) = [r for r in rows if r["table"] == "main" and r["method"] == "ard+pgt"]
+    assert (merged["pixel_ap_delta_contains_zero"], merged["aupro_delta_contains_zero"]) == ("True", "False")
+    (old,) = [r for r in rows if r["table"] == "main" and r["method"] == "f2pad"]
+    assert old["pixel_ap_delta_contains_zero"] == ""
+    run = next(
+        r for r in rows if r["table"] == "run" and r["path"].endswith("ard0") and r["category"] == "mean"
+    )
+    assert (float(run["pixel_ap_delta_low"]), run["pixel_ap_delta_contains_zero"]) == (-0.01, "True")
+    assert r"(+2.00)\textasciitilde{}" in (tmp_path / "LEADERBOARD.tex").read_text()
+
+
+def test_without_any_interval_the_legend_is_left_out(tmp_path: Path) -> None:
+    write_run(tmp_path / "old", results(refiner="ard", delta=0.02, format=2))
+    build_leaderboard([tmp_path], tmp_path)
+    assert "contains 0" not in (tmp_path / "LEADERBOARD.md").read_text()
+
+
+def test_rows_with_a_size_breakdown_get_a_note_of_pixel_ap_per_size_bin(tmp_path: Path) -> None:
+    def sizes(base: float, delta: float) -> dict[str, Any]:
+        def entry(label: str, shift: float) -> dict[str, Any]:
+            keys = ("pixel_auroc", "pixel_ap", "aupro")
+            values = {
+                "base": dict.fromkeys(keys, base + shift),
+                "refined": dict.fromkeys(keys, base + shift + delta),
+            }
+            return {"label": label, "categories": ["a", "b"], "regions": 4, "pixels": 40, **values}
+
+        return {"mean": {"kinds": {}, "sizes": {"small": entry("<0.1%", 0.0), "large": entry(">1%", 0.3)}}}
+
+    for seed, delta in ((0, 0.02), (1, 0.04)):
+        write_run(tmp_path / f"ard{seed}", results(refiner="ard", seed=seed, breakdown=sizes(0.1, delta)))
+    write_run(tmp_path / "old", results(refiner="f2pad"))  # format 2: no breakdown, no note
+    board = build_leaderboard([tmp_path], tmp_path)
+    (main,) = [table for table in board.tables if table.kind == "main"]
+    notes = [note for note in main.notes if note.startswith("P-AP by defect size")]
+    assert notes == [
+        "P-AP by defect size (region area), patchcore / ard+pgt: <0.1% 13.00 (+3.00); >1% 43.00 (+3.00)."
+    ]
+    assert notes[0] in (tmp_path / "LEADERBOARD.md").read_text()

@@ -70,15 +70,46 @@ def fake_task(count: int = 12) -> SimpleNamespace:
     return task
 
 
+def interval_record(low: float, high: float) -> dict[str, Any]:
+    return {"low": low, "high": high, "contains_zero": low <= 0 <= high, "valid": 1000}
+
+
+def breakdown_entry(base: float, refined: float, **counts: Any) -> dict[str, Any]:
+    keys = ("pixel_auroc", "pixel_ap", "aupro")
+    return {**counts, "base": dict.fromkeys(keys, base), "refined": dict.fromkeys(keys, refined)}
+
+
 def results(categories: list[str]) -> dict[str, Any]:
+    """A format-3 results.json: category ``a`` has a per-kind and per-size breakdown and intervals
+    (the size bin's AUPRO Δ contains 0); the others have neither."""
     stage = dict.fromkeys(COLUMNS, 0.5)
     per_category = {c: {"base": stage, "refined": {**stage, "pixel_ap": 0.6}} for c in [*categories, "mean"]}
+    delta = {"pixel_ap": interval_record(0.04, 0.16)}
     return {
+        "format": 3,
         "dataset": "demo",
         "model": "patchcore",
         "refiner": "ard",
         "categories": categories,
         "metrics": per_category,
+        "breakdown": {
+            "a": {
+                "kinds": {"hole": breakdown_entry(0.3, 0.45, images=28, defective=8)},
+                "sizes": {"large": breakdown_entry(0.7, 0.69, label=">1%", regions=5, pixels=900)},
+            },
+            "mean": {"kinds": {}, "sizes": {}},
+        },
+        "intervals": {
+            category: {
+                "level": 0.95,
+                "replicates": 1000,
+                "seed": 0,
+                "delta": delta,
+                "kinds": {"hole": {"pixel_ap": interval_record(0.08, 0.22)}},
+                "sizes": {"large": {"aupro": interval_record(-0.03, 0.01)}},
+            }
+            for category in ("a", "mean")
+        },
         "config": {"curriculum": {"name": "pgt"}},
         "config_hash": "0123456789abcdef",
         "overrides": ["refiner=ard", "curriculum=pgt"],
@@ -153,7 +184,36 @@ def test_the_report_references_only_existing_figures(run_dir: Path) -> None:
     assert sources == ["figures/a_samples.png", "figures/a_pr.png"]
     assert all((run_dir / source).is_file() for source in sources)
     assert "No figures" in page  # category b has none
-    assert "smoke-only" in page and "60.00 (+10.00)" in page
+    assert "smoke-only" in page and "60.00 (+10.00) [+4.00,+16.0]" in page
+
+
+def section_rows(page: str, part: str) -> list[list[str]]:
+    """The cells of the rows (header first) of the page's per-kind or per-size table."""
+    table = re.search(rf'<table class="{part}">(.*?)</table>', page, re.S)
+    assert table is not None, part
+    return [re.findall(r"<t[hd]>(.*?)</t[hd]>", row) for row in re.findall(r"<tr>(.*?)</tr>", table.group(1))]
+
+
+def test_the_report_breaks_the_metrics_down_by_kind_and_size(run_dir: Path) -> None:
+    page = (run_dir / "report.html").read_text()
+    assert (
+        page.index("<h2>By defect kind</h2>")
+        < page.index("<h2>By defect size</h2>")
+        < page.index("<h2>Figures")
+    )
+    kinds = section_rows(page, "kinds")
+    assert kinds[0][:5] == ["category", "kind", "images", "P-AP", "P-AP Δ"]
+    assert kinds[1][:5] == ["a", "hole", "28", "30.00 → 45.00", "+15.00 [+8.00,+22.0]"]
+    sizes = section_rows(page, "sizes")
+    assert sizes[1][:3] == ["a", "&gt;1%", "5"] and sizes[1][-1] == "-1.00 [-3.00,+1.00]~"
+    assert "1000 resamples" in page and "seed 0" in page and "not</em> a rerun of training" in page
+    assert "docs/experiments.md</a>" in page
+
+
+def test_a_format_2_run_has_no_breakdown_sections_but_a_reason(tmp_path: Path) -> None:
+    old = {k: v for k, v in results(["a"]).items() if k not in ("breakdown", "intervals", "format")}
+    page = (write_report(tmp_path, old)).read_text()
+    assert "<h2>By defect kind</h2>" in page and "Not computed" in page and "No bootstrap intervals" in page
 
 
 @pytest.mark.slow
@@ -162,6 +222,9 @@ def test_chromium_loads_every_image_of_the_report(
 ) -> None:
     dom = render(run_dir / "report.html", tmp_path_factory.mktemp("chromium"))
     assert loaded_images(dom) == (2, 2)
+    for part in ("kinds", "sizes"):  # the breakdown tables as the browser built them, with their numbers
+        _, *rows = section_rows(dom, part)
+        assert rows and all(re.fullmatch(r"[-+]?\d+\.\d\d.*", cell) for cell in rows[0][3:]), rows
     samples_path(run_dir, "a").unlink()  # the check notices an image that does not load
     dom = render(run_dir / "report.html", tmp_path_factory.mktemp("chromium"))
     assert loaded_images(dom) == (1, 2)

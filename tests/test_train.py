@@ -202,16 +202,20 @@ def test_folder_without_ground_truth_reports_null_pixel_metrics(demo_root: Path,
 
 
 @pytest.mark.slow
-def test_the_demo_job_prints_under_40_lines(demo_root: Path, tmp_path: Path) -> None:
+def test_the_demo_job_prints_under_40_lines_then_its_breakdowns(demo_root: Path, tmp_path: Path) -> None:
     """make demo's command (ARD + PGT over the three demo categories, progress display on), made
-    small: one line per stage and category, no per-Trainer banner, tip or known warning."""
+    small: one line per stage and category and the table (with its 95% CI rows) in under 40 lines,
+    then the per-kind and per-size tables (a line per category and kind or size bin); no
+    per-Trainer banner, tip or known warning."""
     pgt = ["refiner=ard", "curriculum=pgt", "curriculum.group_size=26", "curriculum.steps_per_group=1",
            "curriculum.synthetic_per_group=2"]  # fmt: skip
     small = ["model.image_size=128", "model.coreset_ratio=0.05", "logger=none"]
     run = run_train([f"dataset.root={demo_root}", *small, *pgt], tmp_path / "demo")
     assert run.returncode == 0, run.stderr[-3000:]
     printed = (run.stdout + run.stderr).splitlines()
-    assert len(printed) < 40, "\n".join(printed)
+    breakdowns = next(i for i, line in enumerate(printed) if line.startswith("by defect kind"))
+    assert breakdowns < 40, "\n".join(printed)
+    assert len(printed) < 70, "\n".join(printed)  # 3 categories x (4 kinds + up to 3 size bins)
     assert not [line for line in printed if "GPU available" in line or "Tip:" in line or "Warning" in line]
 
 

@@ -12,11 +12,12 @@ from anorefine.leaderboard.tables import (
     PAPER_DIR,
     SMOKE_MARK,
     SMOKE_NOTE,
+    ZERO_NOTE,
     Leaderboard,
     collect,
     run_rows,
 )
-from anorefine.run_folder import LEADERBOARD_NAME
+from anorefine.run_folder import INTERVAL_KEYS, LEADERBOARD_NAME
 
 CSV_FIELDS = [
     "table",
@@ -30,6 +31,7 @@ CSV_FIELDS = [
     "smoke_only",
     "path",
     *(f"{key}_{part}" for key in COLUMNS for part in ("base", "refined", "refined_std", "delta")),
+    *(f"{key}_delta_{part}" for key in INTERVAL_KEYS for part in ("low", "high", "contains_zero")),
     "status",
     "detail",
 ]
@@ -45,6 +47,8 @@ def csv_frame(board: Leaderboard) -> pd.DataFrame:
                 if cell is not None:
                     record[f"{key}_base"], record[f"{key}_refined"] = cell.base, cell.refined
                     record[f"{key}_refined_std"], record[f"{key}_delta"] = cell.std, cell.delta
+                    if key in INTERVAL_KEYS:
+                        record[f"{key}_delta_contains_zero"] = cell.contains_zero
             records.append(record)
     records += [{**record, "status": "ok"} for record in run_rows(board.runs)]
     records += [
@@ -91,6 +95,9 @@ def to_markdown(board: Leaderboard, roots: list[Path]) -> str:
         )
     if any(row.record.get("smoke_only") for table in board.tables for row in table.rows):
         lines += ["", SMOKE_NOTE]
+    cells = [cell for table in board.tables for row in table.rows for cell in row.cells.values() if cell]
+    if any(cell.contains_zero is not None for cell in cells):
+        lines += ["", ZERO_NOTE]
     ablations = [table for table in board.tables if table.kind == "ablation"]
     for table in board.tables:
         if table is next(iter(ablations), None):

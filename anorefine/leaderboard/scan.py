@@ -54,6 +54,12 @@ class Run:
     def values(self, category: str, stage: str) -> dict[str, float | None]:
         return self.results["metrics"].get(category, {}).get(stage, {})
 
+    def interval(self, category: str, key: str) -> dict[str, Any] | None:
+        """The bootstrap interval of ``key``'s Δ in ``category`` (or ``"mean"``); ``None`` for a run
+        without one (format 2, ``refiner=none``, ``eval.bootstrap.replicates=0``)."""
+        entry = (self.results.get("intervals") or {}).get(category) or {}
+        return (entry.get("delta") or {}).get(key)
+
 
 @dataclass
 class Scan:

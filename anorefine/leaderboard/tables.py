@@ -26,7 +26,8 @@ from omegaconf import OmegaConf
 
 from anorefine.data import DEMO_CATEGORIES, MVTEC_CATEGORIES, VISA_CATEGORIES
 from anorefine.leaderboard.scan import Problem, Run, Scan, prune, scan
-from anorefine.run_folder import is_neutral
+from anorefine.results import CONTAINS_ZERO_MARK
+from anorefine.run_folder import INTERVAL_KEYS, is_neutral
 
 PAPER_DIR = Path(__file__).resolve().parents[2] / "conf" / "paper"
 
@@ -44,6 +45,13 @@ COLUMNS = {
 }
 SMOKE_MARK = "†"
 SMOKE_NOTE = f"{SMOKE_MARK} smoke-only run (tiny random CLIP weights): the numbers are not meaningful."
+#: After a Δ whose bootstrap interval contains 0 (``anorefine.results.CONTAINS_ZERO_MARK``).
+ZERO_MARK = CONTAINS_ZERO_MARK
+ZERO_NOTE = (
+    f"{ZERO_MARK} after Δ: its paired bootstrap interval over the test images (95% by default) contains 0, "
+    "in at least one of the row's runs (runs without intervals, e.g. results format 2, add no mark). The "
+    "interval resamples test images, not training: seeds vary only across a row's runs (± std)."
+)
 #: The datasets' full category sets: a published mean is compared only with a run over all of them.
 FULL_CATEGORIES = {
     "mvtec": tuple(MVTEC_CATEGORIES),
@@ -67,14 +75,18 @@ class Cell:
     std: float | None = None
     delta: float | None = None
     base: float | None = None
+    #: whether a bootstrap interval of Δ contains 0 (any of the runs'); None: no run has one
+    contains_zero: bool | None = None
 
     def text(self) -> str:
-        """Percent with two decimals: ``refined [± std] [(Δ)]``."""
+        """Percent with two decimals: ``refined [± std] [(Δ)[~]]`` (``~``: ``contains_zero``)."""
         out = f"{100 * self.refined:.2f}"
         if self.std is not None:
             out += f" ± {100 * self.std:.2f}"
         if self.delta is not None:
             out += f" ({100 * self.delta:+.2f})"
+            if self.contains_zero:
+                out += ZERO_MARK
         return out
 
 
@@ -87,9 +99,11 @@ def metric_frame(runs: list[Run], category: str) -> pd.DataFrame:
         for key in COLUMNS:
             record[f"{key}_base"] = run.values(category, "base").get(key)
             record[f"{key}_refined"] = run.values(category, "refined").get(key)
+            found = run.interval(category, key) if key in INTERVAL_KEYS else None
+            record[f"{key}_zero"] = None if found is None else bool(found.get("contains_zero"))
         records.append(record)
     return pd.DataFrame.from_records(
-        records, columns=[f"{k}_{s}" for k in COLUMNS for s in ("base", "refined")]
+        records, columns=[f"{k}_{s}" for k in COLUMNS for s in ("base", "refined", "zero")]
     )
 
 
@@ -99,11 +113,13 @@ def aggregate(frame: pd.DataFrame, key: str) -> Cell | None:
     base = frame[f"{key}_base"].astype(object).tolist()
     if any(v is None or v != v for v in [*refined, *base]):  # None, or NaN from a missing key
         return None
+    zeros = [v for v in frame[f"{key}_zero"].astype(object).tolist() if isinstance(v, bool)]
     return Cell(
         refined=statistics.fmean(refined),
         std=statistics.stdev(refined) if len(refined) > 1 else None,
         delta=statistics.fmean(r - b for r, b in zip(refined, base, strict=True)),
         base=statistics.fmean(base),
+        contains_zero=any(zeros) if zeros else None,
     )
 
 
@@ -354,6 +370,29 @@ class Scope:
         return f"{title}: {kinds}; {self.size}"
 
 
+def size_notes(groups: dict[Any, list[Run]], labels: Callable[[Any], list[str]]) -> list[str]:
+    """Per row whose runs all have a per-size breakdown (results format 3): one note with the pixel AP
+    of each defect-size bin, refined and (Δ), mean over categories (``breakdown["mean"]``) and runs."""
+    lines = []
+    for key, group in sorted(groups.items(), key=lambda item: [_natural(part) for part in item[0]]):
+        runs = _distinct(group)
+        sizes = [(run.results.get("breakdown") or {}).get("mean", {}).get("sizes") for run in runs]
+        if not all(sizes):
+            continue
+        cells = []
+        for name in sizes[0]:
+            entries = [found.get(name) for found in sizes]
+            if not all(e and e["refined"].get("pixel_ap") is not None for e in entries):
+                continue
+            refined = statistics.fmean(e["refined"]["pixel_ap"] for e in entries)
+            delta = statistics.fmean(e["refined"]["pixel_ap"] - e["base"]["pixel_ap"] for e in entries)
+            cells.append(f"{entries[0]['label']} {Cell(refined, delta=delta).text()}")
+        if cells:
+            name = " / ".join(label for label in labels(key)[:2])
+            lines.append(f"P-AP by defect size (region area), {name}: " + "; ".join(cells) + ".")
+    return lines
+
+
 def dataset_tables(scope: Scope, runs: list[Run], papers: list[PaperResult], title: str) -> list[Table]:
     """The main table of one scope (category mean, paper rows last) and one table per category."""
     settings = differing_settings(runs)
@@ -372,6 +411,7 @@ def dataset_tables(scope: Scope, runs: list[Run], papers: list[PaperResult], tit
 
     columns = ["model", "refiner", "setting"]
     main = Table("main", title, columns, _run_rows(groups, "mean", labels, record), notes)
+    main.notes += size_notes(groups, labels)
     for paper in papers:
         if scope.dataset not in paper.datasets:
             continue
@@ -459,6 +499,10 @@ def run_rows(runs: list[Run]) -> Iterator[dict[str, Any]]:
                 )
                 record[f"{key}_base"], record[f"{key}_refined"] = base, refined
                 record[f"{key}_delta"] = None if base is None or refined is None else refined - base
+            for key in INTERVAL_KEYS:
+                found = run.interval(category, key) or {}
+                for part in ("low", "high", "contains_zero"):
+                    record[f"{key}_delta_{part}"] = found.get(part)
             yield record
 
 

@@ -1,16 +1,16 @@
 """ARD, the anomaly refinement decoder: coarse patch map + features (+ pixel cues) -> pixel-level map.
 
-Public part (public summaries of the AnoRefiner paper, not its abstract): a stem (1x1 conv of the map -> 64 ch, concatenated with the
-features, 1x1 conv -> 256 ch), then upsampling stages that re-read the anomaly map at every stage
-("anomaly-attention") and exchange information between a feature and an anomaly branch
-("cross-residual bidirectional interaction"). Everything else is our reconstruction and a setting
-(docs/ard_pgt.md): per-stage x2 upsampling with a last resize to the input size, the attention
-formula, the block form, the pixel cues every stage reads (the image itself, ``rgb_skip``, and
-the pixel novelty of ``anorefine.refiners.novelty``, ``guidance``), and the residual head. With
-``residual=True`` the output is ``baseline_map + scale * delta`` with a zero-initialised ``delta``
-head, so an untrained ARD returns exactly the ``none`` refiner's map. Maps enter the network normalised
-by per-stream statistics (``calibrate``); the statistics only scale ``delta``, so they never break that
-identity.
+Public part (public summaries of the AnoRefiner paper, not its abstract): a stem (1x1 conv of the
+map -> 64 ch, concatenated with the features, 1x1 conv -> 256 ch), then upsampling stages that
+re-read the anomaly map at every stage ("anomaly-attention") and exchange information between a
+feature and an anomaly branch ("cross-residual bidirectional interaction"). Everything else is our
+reconstruction and a setting (docs/ard_pgt.md): per-stage x2 upsampling with a last resize to the
+input size, the attention formula, the block form, the pixel cues every stage reads (the image
+itself, ``rgb_skip``, and the pixel novelty of ``anorefine.refiners.novelty``, ``guidance``), and
+the residual head. With ``residual=True`` the output is ``baseline_map + scale * delta`` with a
+zero-initialised ``delta`` head, so an untrained ARD returns exactly the ``none`` refiner's map.
+Maps enter the network normalised by per-stream statistics (``calibrate``); the statistics only
+scale ``delta``, so they never break that identity.
 """
 
 from __future__ import annotations
