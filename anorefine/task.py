@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +25,7 @@ from anorefine.metrics import (
     score_parts,
 )
 from anorefine.metrics.bootstrap import IMAGE_METRICS, replicate_image_metrics, resample_counts
-from anorefine.metrics.breakdown import SIZE_METRICS, kind_selections, size_metrics
+from anorefine.metrics.breakdown import SIZE_METRICS, kind_selections, select_images, size_metrics
 from anorefine.refiners.base import Refiner, base_map
 from anorefine.run_folder import METRIC_KEYS, STAGES
 from anorefine.samples import SampleKeeper
@@ -73,18 +73,6 @@ class _Stored:
     masks: list[torch.Tensor] | None  # None: some image has no mask, or no GT region anywhere
     labels: torch.Tensor
     kinds: list[str] | None
-
-
-def select_images(parts: Sequence[torch.Tensor], selected: np.ndarray) -> list[torch.Tensor]:
-    """The selected images (a bool (N,) over the images of all parts, in order) of (N_i,H,W) parts;
-    parts left empty are dropped."""
-    chosen, start = [], 0
-    for part in parts:
-        rows = np.flatnonzero(selected[start : start + part.shape[0]])
-        start += part.shape[0]
-        if rows.size:
-            chosen.append(part[torch.from_numpy(rows).to(part.device)])
-    return chosen
 
 
 def image_delta_replicates(

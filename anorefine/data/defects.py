@@ -203,6 +203,27 @@ def _missing(base: np.ndarray, rng: np.random.Generator, donor: np.ndarray) -> t
     return alpha, ndimage.gaussian_filter(base, sigma=(rng.uniform(4.0, 8.0) * s,) * 2 + (0,), mode="reflect")
 
 
+def _ellipse_distance(
+    rng: np.random.Generator,
+    shape: Shape,
+    radius: float,
+    centre: tuple[float, float],
+    aspect: tuple[float, float],
+) -> np.ndarray:
+    """(H,W) squared distance to a random ellipse's centre in units of its axes: the centre drawn in
+    ``centre`` (fractions of each side), a random angle, the axis ratio log-uniform in ``aspect``,
+    the geometric mean of the axes ``radius``."""
+    height, width = shape
+    cy, cx = rng.uniform(*centre) * height, rng.uniform(*centre) * width
+    angle = rng.uniform(0, math.pi)
+    ratio = math.exp(rng.uniform(math.log(aspect[0]), math.log(aspect[1])))
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    yy, xx = yy - cy, xx - cx
+    u = (xx * math.cos(angle) + yy * math.sin(angle)) / (radius * math.sqrt(ratio))
+    v = (-xx * math.sin(angle) + yy * math.cos(angle)) * math.sqrt(ratio) / radius
+    return u**2 + v**2
+
+
 def _perlin_mask(rng: np.random.Generator, shape: Shape, area: float, line: bool) -> np.ndarray:
     """(H,W) bool mask covering ``area`` of the image: a Perlin blob or line near a random centre.
 
@@ -216,13 +237,8 @@ def _perlin_mask(rng: np.random.Generator, shape: Shape, area: float, line: bool
     with torch.random.fork_rng(devices=[]):  # anomalib draws from torch's global generator
         torch.manual_seed(int(rng.integers(0, 2**31)))
         noise = generate_perlin_noise(height, width, scale=(scale, scale), device=torch.device("cpu")).numpy()
-    cy, cx = rng.uniform(0.15, 0.85) * height, rng.uniform(0.15, 0.85) * width
-    angle, aspect = rng.uniform(0, math.pi), math.exp(rng.uniform(math.log(0.5), math.log(2.0)))
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    yy, xx = yy - cy, xx - cx
-    u = (xx * math.cos(angle) + yy * math.sin(angle)) / (radius * math.sqrt(aspect))
-    v = (-xx * math.sin(angle) + yy * math.cos(angle)) * math.sqrt(aspect) / radius
-    window = np.exp(-(u**2 + v**2) / (8.0 if line else 2.0))
+    distance = _ellipse_distance(rng, shape, radius, centre=(0.15, 0.85), aspect=(0.5, 2.0))
+    window = np.exp(-distance / (8.0 if line else 2.0))
     score = window - 4.0 * np.abs(noise) if line else window + noise
     count = max(1, round(area * height * width))
     return score >= np.partition(score.ravel(), score.size - count)[score.size - count]
@@ -359,13 +375,8 @@ def _region(rng: np.random.Generator, shape: Shape, count: int) -> np.ndarray:
         small = generate_perlin_noise(-(-height // shrink), -(-width // shrink), scale=(scale, scale),
                                       device=torch.device("cpu")).numpy()  # fmt: skip
     noise = ndimage.zoom(small, shrink, order=1)
-    cy, cx = rng.uniform(0.25, 0.75) * height, rng.uniform(0.25, 0.75) * width
-    angle, aspect = rng.uniform(0, math.pi), math.exp(rng.uniform(math.log(0.6), math.log(1.7)))
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    yy, xx = yy - cy, xx - cx
-    u = (xx * math.cos(angle) + yy * math.sin(angle)) / (radius * math.sqrt(aspect))
-    v = (-xx * math.sin(angle) + yy * math.cos(angle)) * math.sqrt(aspect) / radius
-    score = np.exp(-(u**2 + v**2) / 2.0) + 0.3 * noise[:height, :width]
+    distance = _ellipse_distance(rng, shape, radius, centre=(0.25, 0.75), aspect=(0.6, 1.7))
+    score = np.exp(-distance / 2.0) + 0.3 * noise[:height, :width]
     return score >= np.partition(score.ravel(), score.size - count)[score.size - count]
 
 

@@ -96,8 +96,9 @@ def kind_selections(kinds: Sequence[str]) -> dict[str, np.ndarray]:
     return {kind: good | (values == kind) for kind in sorted(set(kinds) - {GOOD})}
 
 
-def _select_parts(parts: Sequence[Tensor], selected: np.ndarray) -> list[Tensor]:
-    """The selected images of (N,H,W) parts, in order (parts left empty are dropped)."""
+def select_images(parts: Sequence[Tensor], selected: np.ndarray) -> list[Tensor]:
+    """The selected images (a bool (N,) over the images of all parts, in order) of (N_i,H,W) parts;
+    parts left empty are dropped."""
     chosen, start = [], 0
     for part in parts:
         rows = np.flatnonzero(selected[start : start + part.shape[0]])
@@ -126,8 +127,8 @@ def kind_metrics(
     for kind, selected in kind_selections(kinds).items():
         index = torch.from_numpy(np.flatnonzero(selected)).to(image_scores.device)
         results[kind] = score_parts(
-            _select_parts(maps, selected),
-            None if masks is None else _select_parts(masks, selected),
+            select_images(maps, selected),
+            None if masks is None else select_images(masks, selected),
             image_scores[index],
             None if labels is None else labels[index],
             aupro_limit,
