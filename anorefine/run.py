@@ -437,6 +437,6 @@ def run_experiment(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict
     if breakdowns:
         print(breakdowns)
     if results["smoke_only"]:
-        print("smoke-only: tiny random-weight CLIP models; these numbers measure nothing")
+        print("smoke-only: random weights (model.weights=random, tiny CLIP); these numbers measure nothing")
     print(f"wall time {results['timings']['total_s']:.0f} s; results: {run_dir / 'results.json'}")
     return results

@@ -34,13 +34,13 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from anorefine.detectors.backbones import backbone_weight_file, build_feature_extractor
+from anorefine.detectors.backbones import backbone_weight_file, detector_feature_extractor
 from anorefine.detectors.base import Detector, DetectorOutput
 from anorefine.detectors.clip_models import CLIP_MEAN, CLIP_STD, TINY, configured_clip_weight_file, load_clip
 from anorefine.detectors.cnn import stage_layers
 from anorefine.detectors.normalization import IMAGENET_MEAN, IMAGENET_STD, normalize
 from anorefine.errors import AnorefineError
-from anorefine.weights import resolve_weights_dir
+from anorefine.weights import PRETRAINED, RANDOM, WeightsSource, resolve_weights_dir
 
 #: Where the features come from: a timm CNN, an open_clip ViT, or a timm ViT (DINO, DINOv2).
 Family = Literal["cnn", "open_clip", "timm_vit"]
@@ -155,10 +155,12 @@ class MuscDetector(Detector):
         block_size: int = 16,
         matmul_dtype: MatmulDtype = "float32",
         weights_dir: str | None = None,
-        tiny_seed: int = 0,
+        weights: WeightsSource = PRETRAINED,
+        weights_seed: int = 0,
     ) -> None:
         """``layers``: CNN stages (null: strides 8 and 16); ``blocks``: ViT blocks, 1-based as in the
-        paper's configs (null: the published ones for the depth); ``pretrained``: the open_clip tag."""
+        paper's configs (null: the published ones for the depth); ``pretrained``: the open_clip tag;
+        ``weights=random`` (or the tiny CLIP): random weights from ``weights_seed``, smoke-only."""
         super().__init__()
         self.family, self.image_size, self.reference = family, image_size, reference
         self.stream_reference = reference == "stream"
@@ -170,14 +172,16 @@ class MuscDetector(Detector):
         self.subsets = subsets
         self.r_list, self.interval, self.k_list = tuple(r_list), tuple(interval), tuple(k_list)
         self.block_size, self.matmul_dtype = block_size, getattr(torch, matmul_dtype)
-        self.smoke_only = family == "open_clip" and backbone == TINY
+        self.smoke_only = (family == "open_clip" and backbone == TINY) or weights == RANDOM
         if family == "cnn":
             names = list(layers) if layers else stage_layers(backbone, (8, 16))
-            self.extractor = build_feature_extractor(backbone, names, resolve_weights_dir(weights_dir))
+            self.extractor = detector_feature_extractor(
+                backbone, names, resolve_weights_dir(weights_dir), weights, weights_seed
+            )
             self.stride = int(self.extractor.feature_extractor.feature_info.reduction()[0])
         elif family == "open_clip":
             self.clip = load_clip(
-                backbone, pretrained, resolve_weights_dir(weights_dir), image_size, 14, tiny_seed
+                backbone, pretrained, resolve_weights_dir(weights_dir), image_size, 14, weights_seed, weights
             )
             depth = len(self.clip.visual.transformer.resblocks)
             self.blocks = self._blocks(blocks, depth)
