@@ -214,3 +214,4 @@ def test_a_random_weight_run_reads_no_weights_and_is_marked_smoke_only(
     assert run.results["smoke_only"] is True and "smoke-only" in run.stdout
     assert run.results["config"]["model"]["weights"] == "random"
     assert not weights.exists()
+    assert "brick: scoring: " in run.stdout + run.stderr  # the test pass's progress line (anorefine.progress)
