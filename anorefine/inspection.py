@@ -37,6 +37,7 @@ from anorefine.data.dataset import read_rgb
 from anorefine.data.records import ImageRecord, is_image_file
 from anorefine.detectors.base import Detector
 from anorefine.errors import AnorefineError
+from anorefine.progress import ProgressLog
 from anorefine.refiners.base import Refiner
 from anorefine.results import git_commit
 from anorefine.run import (
@@ -283,6 +284,7 @@ def run_inspection(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
         thresholds = fit_and_calibrate(cfg, task, normals, stream, category, run_dir)
     writer = FolderWriter(stream.records, images_root, run_dir, thresholds)
     task.sink = writer
+    task.progress = ProgressLog(log, f"{category}: scoring", len(stream), "images")
     loader = DataLoader(stream, batch_size=int(cfg.dataset.batch_size))
     trainer_factory(cfg, False)().test(task, dataloaders=loader, verbose=False)
     writer.write_csv(run_dir / SCORES_FILE)

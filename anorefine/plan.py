@@ -15,6 +15,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from anorefine.errors import AnorefineError
+from anorefine.weights import RANDOM
 
 
 def check_components(cfg: DictConfig) -> None:
@@ -49,9 +50,11 @@ def check_accelerator(cfg: DictConfig) -> None:
 
 
 def check_weights(cfg: DictConfig) -> None:
-    """Every weight file the detector would read exists (one line naming it and how to get it)."""
-    settings = OmegaConf.to_container(cfg.model, resolve=True)
-    get_class(cfg.model._target_).check_weights(settings)
+    """Every weight file the detector would read exists (one line naming it and how to get it);
+    ``model.weights=random`` reads none."""
+    settings = OmegaConf.to_container(cfg.model, resolve=True, enum_to_str=True)
+    if settings.get("weights") != RANDOM:
+        get_class(cfg.model._target_).check_weights(settings)
 
 
 def check_config(cfg: DictConfig) -> None:

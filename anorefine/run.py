@@ -30,6 +30,7 @@ from anorefine.detectors.base import Detector, RunPreparation
 from anorefine.errors import AnorefineError, DataError
 from anorefine.metrics import category_seed
 from anorefine.metrics.breakdown import GOOD
+from anorefine.progress import ProgressLog
 from anorefine.refiners.base import Refiner
 from anorefine.results import (
     category_intervals,
@@ -266,6 +267,7 @@ def run_category(
         defect_kinds=defect_kinds(test_set.records).__getitem__,
         breakdown=bool(cfg.eval.breakdown),
         bootstrap=bootstrap,
+        progress=ProgressLog(log, f"{category}: scoring", len(test_set), "images"),
     )
     log.info(
         "%s: fit %.1f s; testing %d images (refiner %s, curriculum %s)",
@@ -437,6 +439,6 @@ def run_experiment(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict
     if breakdowns:
         print(breakdowns)
     if results["smoke_only"]:
-        print("smoke-only: tiny random-weight CLIP models; these numbers measure nothing")
+        print("smoke-only: random weights (model.weights=random, tiny CLIP); these numbers measure nothing")
     print(f"wall time {results['timings']['total_s']:.0f} s; results: {run_dir / 'results.json'}")
     return results

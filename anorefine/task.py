@@ -26,6 +26,7 @@ from anorefine.metrics import (
 )
 from anorefine.metrics.bootstrap import IMAGE_METRICS, replicate_image_metrics, resample_counts
 from anorefine.metrics.breakdown import SIZE_METRICS, kind_selections, select_images, size_metrics
+from anorefine.progress import ProgressLog
 from anorefine.refiners.base import Refiner, base_map
 from anorefine.run_folder import METRIC_KEYS, STAGES
 from anorefine.samples import SampleKeeper
@@ -114,7 +115,8 @@ class AnomalyTask(L.LightningModule):
     ``compute_all`` adds, from the same accumulated tensors: with ``breakdown`` the metrics per defect
     kind (``defect_kinds``: dataset index -> the image's kind, ``"good"`` for normal images; the task
     records each tested image's index) and per defect size, and with ``bootstrap`` the paired bootstrap
-    Δs of the category (docs/experiments.md).
+    Δs of the category (docs/experiments.md). ``progress``, when given, counts the scored test images
+    (a line per block of batches, at most every 30 s: a run without a terminal shows it is alive).
     """
 
     def __init__(
@@ -127,8 +129,10 @@ class AnomalyTask(L.LightningModule):
         defect_kinds: Callable[[int], str] | None = None,
         breakdown: bool = False,
         bootstrap: BootstrapSettings | None = None,
+        progress: ProgressLog | None = None,
     ) -> None:
         super().__init__()
+        self.progress = progress
         self.original_masks = original_masks
         self.sink = sink
         self.aupro_limit = aupro_limit
@@ -190,6 +194,13 @@ class AnomalyTask(L.LightningModule):
                 chosen = maps[pick.to(maps.device)].float()
                 full = F.interpolate(chosen, size=size, mode="bilinear", align_corners=False)
                 self.metrics[stage].update(full, masks, score[pick.to(score.device)], labels, has_mask)
+
+    def on_test_batch_end(
+        self, outputs: Any, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        """Count the batch's images as scored (``progress``)."""
+        if self.progress is not None:
+            self.progress.advance(len(batch["image"]))
 
     def compute_results(self) -> dict[str, Metrics]:
         """Metrics of every map seen so far, per stage; resets the accumulators."""

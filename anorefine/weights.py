@@ -1,11 +1,23 @@
-"""Where model weights live: one weights directory, searched before any download."""
+"""Where model weights come from: one weights directory, searched before any download, or nowhere
+(``model.weights=random``: the real architecture with seeded random weights, for rehearsals and speed
+measurements; its results are smoke-only)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
+
+import torch
 
 from anorefine.errors import WeightsError
+
+#: ``model.weights``: the released weights (the weights dir, or a package), or random ones.
+WeightsSource = Literal["pretrained", "random"]
+PRETRAINED = "pretrained"
+RANDOM = "random"
 
 #: Environment variable that overrides ``paths.weights_dir``.
 WEIGHTS_ENV = "ANOREFINE_WEIGHTS_DIR"
@@ -31,3 +43,12 @@ def find_weight_file(weights_dir: str | os.PathLike, relative_names: list[str], 
         f"run `{DOWNLOAD_HINT.format(dir=root)}` on a machine with internet and copy {root} over, "
         f"or set paths.weights_dir / ${WEIGHTS_ENV} to a folder that holds {relative_names[0]}"
     )
+
+
+@contextmanager
+def seeded_weights(seed: int) -> Iterator[None]:
+    """Torch's CPU random state seeded with ``seed`` inside and restored after: weights drawn inside
+    depend on the seed alone, and draw nothing that later steps of the run would miss."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield

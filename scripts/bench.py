@@ -307,18 +307,6 @@ def metric_verdict(results: dict[str, Measurement], official: float | None) -> l
 # ------------------------------------------------------------------------------- detectors, refiners
 
 
-def random_clip_weights() -> None:
-    """Build named open_clip architectures with random weights (no weight files are read)."""
-    import open_clip
-
-    from anorefine.detectors import clip_models
-
-    def named_clip(model: str, pretrained: str, weights_dir: Any) -> Any:
-        return open_clip.create_model(model, pretrained=None, force_quick_gelu=pretrained == "openai")
-
-    clip_models.named_clip = named_clip
-
-
 def best_images_per_second(
     runs: dict[str, Callable[[Any], Any]], size: int, batch: int, rounds: int, device: str = "cpu"
 ) -> dict[str, float]:
@@ -352,9 +340,10 @@ def fitted_patchcore(backbone: str, device: str = "cpu") -> Any:
     import torch
 
     from anorefine.detectors.patchcore import PatchCoreDetector
+    from anorefine.weights import RANDOM
 
     torch.manual_seed(0)
-    detector = PatchCoreDetector(backbone=backbone, pretrained=False, image_size=256).to(device).eval()
+    detector = PatchCoreDetector(backbone=backbone, weights=RANDOM, image_size=256).to(device).eval()
     with torch.no_grad():
         detector.fit([{"image": torch.rand(4, 3, 256, 256).to(device)} for _ in range(2)])
     return detector
@@ -368,9 +357,9 @@ def patchcore_speed(backbone: str, device: str = "cpu") -> dict[str, float]:
 def winclip_speed(device: str = "cpu") -> dict[str, float]:
     """Ours (WinClipDetector, map at the patch grid) and anomalib's WinClipModel.forward, same weights."""
     from anorefine.detectors.winclip import WinClipDetector
+    from anorefine.weights import RANDOM
 
-    random_clip_weights()
-    detector = WinClipDetector(image_size=240).to(device).eval()
+    detector = WinClipDetector(image_size=240, weights=RANDOM).to(device).eval()
     runs = {"ips": detector, "peer_ips": detector.model}
     return best_images_per_second(runs, 240, batch=2, rounds=2, device=device)
 
@@ -380,9 +369,9 @@ def anomalyclip_speed(device: str = "cpu", batch: int = 1, bf16: bool = False) -
     import torch
 
     from anorefine.detectors.anomalyclip import AnomalyClipDetector
+    from anorefine.weights import RANDOM
 
-    random_clip_weights()
-    detector = AnomalyClipDetector().to(device).eval()
+    detector = AnomalyClipDetector(weights=RANDOM).to(device).eval()
 
     def run(images: Any) -> Any:
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
@@ -684,9 +673,10 @@ def main() -> None:
     models_header = [
         "## Detectors and refiners",
         "",
-        "Real-size architectures with random weights (no weight files; `pretrained=False`, open_clip "
-        "models built without checkpoints), so speeds are real and scores meaningless. PatchCore is "
-        f"fitted on 8 random images (coreset 10%). PatchCore, ARD and F2PAD see batches of {RUN_BATCH} "
+        "Real-size architectures with random weights (`model.weights=random`: no weight files, timm "
+        "`pretrained=False`, open_clip models built without checkpoints), so speeds are real and scores "
+        "meaningless. PatchCore is fitted on 8 random images (coreset 10%). PatchCore, ARD and F2PAD see "
+        f"batches of {RUN_BATCH} "
         "images, as in a run; the CLIP models 1 or 2. Images/s: after one warm-up call, the fastest of 1–3 "
         "rounds in which the call and its peer take turns. The ratio is the time per image relative to the "
         "peer named (ARD and F2PAD: the refiner's cost on top of its detector, the peer being that "

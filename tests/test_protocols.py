@@ -91,7 +91,7 @@ def test_the_protocols_set_what_their_papers_do(overrides: list[str], expected: 
 def test_the_protocols_blur_border_reaches_the_detectors_base_map(overrides: list[str], padding: str) -> None:
     """The border is a str Enum in the config: the detector must receive its value, which the base
     map then applies (an enum's str() once sent every run to the default border)."""
-    cfg = compose_with([*overrides, "model.pretrained=false", "dataset.image_size=64", "model.image_size=64"])
+    cfg = compose_with([*overrides, "model.weights=random", "dataset.image_size=64", "model.image_size=64"])
     detector = build_detector(cfg, "brick")
     with torch.no_grad():
         detector.fit([{"image": torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))}])

@@ -21,7 +21,7 @@ from anorefine.detectors.clip_models import (
 )
 from anorefine.detectors.normalization import normalize
 from anorefine.errors import AnorefineError
-from anorefine.weights import resolve_weights_dir
+from anorefine.weights import PRETRAINED, RANDOM, WeightsSource, resolve_weights_dir
 
 #: Depth of the towers the layer settings refer to (ViT-L/14 vision, its text encoder).
 REFERENCE_DEPTH = (24, 12)
@@ -101,17 +101,21 @@ class AnomalyClipDetector(ClipCheckpoint, Detector):
         temperature: float = 0.07,
         prompt_ckpt: str | None = None,
         weights_dir: str | None = None,
-        tiny_seed: int = 0,
+        weights: WeightsSource = PRETRAINED,
+        weights_seed: int = 0,
         prompt_seed: int = 111,
     ) -> None:
         """``prompt_seed``: the prompt initialisation (the official seed); training is the run's
-        ``prepare`` stage (``anomalyclip_training.PromptTraining``)."""
+        ``prepare`` stage (``anomalyclip_training.PromptTraining``). ``weights=random`` (or
+        ``clip=tiny``): random CLIP weights from ``weights_seed``, smoke-only."""
         super().__init__()
-        self.clip = load_clip(clip, pretrained, resolve_weights_dir(weights_dir), image_size, 14, tiny_seed)
-        self.smoke_only = clip == TINY
+        self.clip = load_clip(
+            clip, pretrained, resolve_weights_dir(weights_dir), image_size, 14, weights_seed, weights
+        )
+        self.smoke_only = clip == TINY or weights == RANDOM
         vision_depth = len(self.clip.visual.transformer.resblocks)
         text_depth = len(self.clip.transformer.resblocks)
-        if self.smoke_only:  # the settings refer to ViT-L/14; map them onto the tiny towers
+        if clip == TINY:  # the settings refer to ViT-L/14; map them onto the tiny towers
             feature_layers = [rescale_layer(k, REFERENCE_DEPTH[0], vision_depth) for k in feature_layers]
             dpam_start_layer = rescale_layer(dpam_start_layer, REFERENCE_DEPTH[0], vision_depth)
             prompt_depth = rescale_layer(prompt_depth, REFERENCE_DEPTH[1], text_depth)
@@ -128,7 +132,8 @@ class AnomalyClipDetector(ClipCheckpoint, Detector):
             raise AnorefineError(
                 f"model.prompt_depth={prompt_depth}: {clip}'s text encoder has {text_depth} layers"
             )
-        self.clip_name = (clip, pretrained)
+        # what the prompts were trained on: the released weights, or random ones of a seed
+        self.clip_name = (clip, pretrained if weights == PRETRAINED else f"{RANDOM} (seed {weights_seed})")
         self.image_size = image_size
         self.feature_layers = tuple(sorted(feature_layers))
         self.dpam_start_layer = dpam_start_layer

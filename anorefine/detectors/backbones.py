@@ -1,4 +1,4 @@
-"""CNN backbones for feature-based detectors, with offline ImageNet weights."""
+"""CNN backbones for feature-based detectors, with offline ImageNet weights or seeded random ones."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import timm
 import torch
 from anomalib.models.components.feature_extractors import TimmFeatureExtractor
 
-from anorefine.weights import find_weight_file
+from anorefine.weights import RANDOM, WeightsSource, find_weight_file, seeded_weights
 
 #: Weight files looked up in the weights directory (written there by scripts/download.py weights).
 WEIGHT_FILES: dict[str, list[str]] = {
@@ -82,3 +82,14 @@ def build_feature_extractor(
             raise RuntimeError(f"{backbone}: weights lack {len(missing)} tensors, e.g. {sorted(missing)[:3]}")
         extractor.feature_extractor.load_state_dict({k: v for k, v in state.items() if k in own_keys})
     return extractor.eval()
+
+
+def detector_feature_extractor(
+    backbone: str, layers: Sequence[str], weights_dir: str | Path, weights: WeightsSource, seed: int
+) -> TimmFeatureExtractor:
+    """A detector's extractor as ``model.weights`` says: ImageNet weights (offline), or random ones
+    drawn from ``seed`` (timm ``pretrained=False``; no file looked up)."""
+    if weights == RANDOM:
+        with seeded_weights(seed):
+            return build_feature_extractor(backbone, layers, weights_dir, pretrained=False)
+    return build_feature_extractor(backbone, layers, weights_dir)

@@ -56,7 +56,8 @@ class Detector(nn.Module):
 
     #: True when ``fit`` must see normal training images (PatchCore, PaDiM, CFLOW).
     requires_fit: bool = False
-    #: True when results from this detector are not meaningful (random-weight test presets).
+    #: True when results from this detector are not meaningful (random weights: ``model.weights=random``,
+    #: the tiny CLIP preset).
     smoke_only: bool = False
     #: Pixels between feature cells, and the pixel side of one cell's receptive field (set by each detector).
     stride: int

@@ -1,4 +1,5 @@
-"""open_clip models for the CLIP detectors: named checkpoints from the weights dir, or the ``tiny`` preset."""
+"""open_clip models for the CLIP detectors: named checkpoints from the weights dir, named architectures
+with random weights (``model.weights=random``), or the ``tiny`` preset."""
 
 from __future__ import annotations
 
@@ -11,7 +12,14 @@ import torch.nn.functional as F
 from open_clip.transformer import VisionTransformer
 
 from anorefine.atomic import write_atomic
-from anorefine.weights import find_weight_file, resolve_weights_dir
+from anorefine.weights import (
+    PRETRAINED,
+    RANDOM,
+    WeightsSource,
+    find_weight_file,
+    resolve_weights_dir,
+    seeded_weights,
+)
 
 #: Normalisation of every CLIP model used here (OpenAI's statistics; LAION models were trained with them too).
 CLIP_MEAN = tuple(open_clip.OPENAI_DATASET_MEAN)
@@ -52,8 +60,7 @@ def tiny_clip(patch_size: int, seed: int = 0) -> open_clip.CLIP:
         "heads": 2,
         "layers": TINY_TEXT_LAYERS,
     }
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded_weights(seed):
         return open_clip.CLIP(embed_dim=32, vision_cfg=vision_cfg, text_cfg=text_cfg, quick_gelu=True)
 
 
@@ -81,11 +88,18 @@ class ClipCheckpoint:
         configured_clip_weight_file(settings, "clip")
 
 
-def named_clip(model: str, pretrained: str, weights_dir: str | Path) -> open_clip.CLIP:
-    """A released open_clip model whose weights are read from ``weights_dir`` (never downloaded here)."""
-    path = clip_weight_file(model, pretrained, weights_dir)
+def named_clip(
+    model: str, pretrained: str, weights_dir: str | Path, weights: WeightsSource, seed: int
+) -> open_clip.CLIP:
+    """A released open_clip model: its weights read from ``weights_dir`` (never downloaded here), or,
+    with ``weights=random``, drawn from ``seed`` (no file looked up)."""
     # OpenAI's checkpoints use QuickGELU; open_clip's configs of the same name default to GELU.
-    return open_clip.create_model(model, pretrained=str(path), force_quick_gelu=pretrained == "openai")
+    quick_gelu = pretrained == "openai"
+    if weights == RANDOM:
+        with seeded_weights(seed):
+            return open_clip.create_model(model, pretrained=None, force_quick_gelu=quick_gelu)
+    path = clip_weight_file(model, pretrained, weights_dir)
+    return open_clip.create_model(model, pretrained=str(path), force_quick_gelu=quick_gelu)
 
 
 def set_image_size(visual: VisionTransformer, image_size: int, mode: str = "bilinear") -> None:
@@ -117,9 +131,14 @@ def load_clip(
     image_size: int,
     tiny_patch_size: int = 16,
     seed: int = 0,
+    weights: WeightsSource = PRETRAINED,
 ) -> open_clip.CLIP:
-    """The frozen, eval-mode CLIP a detector runs at ``image_size``²: named (weights dir) or ``tiny``."""
-    clip = tiny_clip(tiny_patch_size, seed) if model == TINY else named_clip(model, pretrained, weights_dir)
+    """The frozen, eval-mode CLIP a detector runs at ``image_size``²: named (weights dir, or random
+    weights from ``seed``) or ``tiny`` (random from ``seed``)."""
+    if model == TINY:
+        clip = tiny_clip(tiny_patch_size, seed)
+    else:
+        clip = named_clip(model, pretrained, weights_dir, weights, seed)
     set_image_size(clip.visual, image_size)
     clip.requires_grad_(False)
     return clip.eval()

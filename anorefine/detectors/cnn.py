@@ -14,8 +14,9 @@ import timm
 import torch
 from anomalib.models.components.feature_extractors import TimmFeatureExtractor
 
-from anorefine.detectors.backbones import backbone_weight_file, build_feature_extractor
+from anorefine.detectors.backbones import backbone_weight_file, detector_feature_extractor
 from anorefine.detectors.base import Detector, DetectorOutput
+from anorefine.weights import PRETRAINED, RANDOM, WeightsSource
 
 
 def stage_layers(backbone: str, strides: Sequence[int]) -> list[str]:
@@ -45,8 +46,7 @@ class CnnDetector(Detector):
 
     @classmethod
     def check_weights(cls, settings: dict[str, Any]) -> None:
-        if settings.get("pretrained", True):
-            backbone_weight_file(settings["backbone"], settings.get("weights_dir") or "weights")
+        backbone_weight_file(settings["backbone"], settings.get("weights_dir") or "weights")
 
     def __init__(
         self,
@@ -55,20 +55,23 @@ class CnnDetector(Detector):
         image_size: int = 256,
         receptive_field: int | None = None,
         weights_dir: str = "weights",
-        pretrained: bool = True,
+        weights: WeightsSource = PRETRAINED,
+        weights_seed: int = 0,
     ) -> None:
-        """``receptive_field``: input pixels one grid cell sees (None: the detector's own estimate)."""
+        """``receptive_field``: input pixels one grid cell sees (None: the detector's own estimate);
+        ``weights=random``: the backbone's random weights drawn from ``weights_seed`` (smoke-only)."""
         super().__init__()
         self.backbone_name = backbone
         self.layers = list(layers) if layers else stage_layers(backbone, self.default_strides)
         self.image_size = image_size
         self.receptive_field_setting = receptive_field
-        self.weights_dir, self.pretrained = weights_dir, pretrained
+        self.weights_dir, self.weights, self.weights_seed = weights_dir, weights, weights_seed
+        self.smoke_only = weights == RANDOM
 
     def build_extractor(self) -> TimmFeatureExtractor:
-        """The backbone with offline weights; sets ``stride`` (finest layer) and ``receptive_field``."""
-        extractor = build_feature_extractor(
-            self.backbone_name, self.layers, self.weights_dir, self.pretrained
+        """The backbone (offline or random weights); sets ``stride`` (finest layer), ``receptive_field``."""
+        extractor = detector_feature_extractor(
+            self.backbone_name, self.layers, self.weights_dir, self.weights, self.weights_seed
         )
         reductions = [int(r) for r in extractor.feature_extractor.feature_info.reduction()]
         self.stride = reductions[0]

@@ -28,20 +28,23 @@ folder (``good`` and every defect type) shuffled and dealt round the subsets as 
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 
-from anorefine.detectors.backbones import backbone_weight_file, build_feature_extractor
+from anorefine.detectors.backbones import backbone_weight_file, detector_feature_extractor
 from anorefine.detectors.base import Detector, DetectorOutput
 from anorefine.detectors.clip_models import CLIP_MEAN, CLIP_STD, TINY, configured_clip_weight_file, load_clip
 from anorefine.detectors.cnn import stage_layers
 from anorefine.detectors.normalization import IMAGENET_MEAN, IMAGENET_STD, normalize
 from anorefine.errors import AnorefineError
-from anorefine.weights import resolve_weights_dir
+from anorefine.progress import ProgressLog
+from anorefine.weights import PRETRAINED, RANDOM, WeightsSource, resolve_weights_dir
 
+log = logging.getLogger(__name__)
 #: Where the features come from: a timm CNN, an open_clip ViT, or a timm ViT (DINO, DINOv2).
 Family = Literal["cnn", "open_clip", "timm_vit"]
 #: ``category``: every other test image of the category; ``stream``: earlier images and the own group.
@@ -155,10 +158,12 @@ class MuscDetector(Detector):
         block_size: int = 16,
         matmul_dtype: MatmulDtype = "float32",
         weights_dir: str | None = None,
-        tiny_seed: int = 0,
+        weights: WeightsSource = PRETRAINED,
+        weights_seed: int = 0,
     ) -> None:
         """``layers``: CNN stages (null: strides 8 and 16); ``blocks``: ViT blocks, 1-based as in the
-        paper's configs (null: the published ones for the depth); ``pretrained``: the open_clip tag."""
+        paper's configs (null: the published ones for the depth); ``pretrained``: the open_clip tag;
+        ``weights=random`` (or the tiny CLIP): random weights from ``weights_seed``, smoke-only."""
         super().__init__()
         self.family, self.image_size, self.reference = family, image_size, reference
         self.stream_reference = reference == "stream"
@@ -170,14 +175,16 @@ class MuscDetector(Detector):
         self.subsets = subsets
         self.r_list, self.interval, self.k_list = tuple(r_list), tuple(interval), tuple(k_list)
         self.block_size, self.matmul_dtype = block_size, getattr(torch, matmul_dtype)
-        self.smoke_only = family == "open_clip" and backbone == TINY
+        self.smoke_only = (family == "open_clip" and backbone == TINY) or weights == RANDOM
         if family == "cnn":
             names = list(layers) if layers else stage_layers(backbone, (8, 16))
-            self.extractor = build_feature_extractor(backbone, names, resolve_weights_dir(weights_dir))
+            self.extractor = detector_feature_extractor(
+                backbone, names, resolve_weights_dir(weights_dir), weights, weights_seed
+            )
             self.stride = int(self.extractor.feature_extractor.feature_info.reduction()[0])
         elif family == "open_clip":
             self.clip = load_clip(
-                backbone, pretrained, resolve_weights_dir(weights_dir), image_size, 14, tiny_seed
+                backbone, pretrained, resolve_weights_dir(weights_dir), image_size, 14, weights_seed, weights
             )
             depth = len(self.clip.visual.transformer.resblocks)
             self.blocks = self._blocks(blocks, depth)
@@ -194,6 +201,11 @@ class MuscDetector(Detector):
         self._maps: dict[str, torch.Tensor] = {}  # key -> (1,h,w) map of a scored reference image
         self._scores: dict[str, torch.Tensor] = {}  # key -> its image score (RsCIN when first scored)
         self._reference: list[str] = []
+        self.progress_label = "MuSc mutual scoring"
+
+    def setup_category(self, category: str) -> None:
+        """Name the category in the progress lines of its mutual scoring."""
+        self.progress_label = f"{category}: MuSc mutual scoring"
 
     @staticmethod
     def _blocks(blocks: list[int] | None, depth: int) -> tuple[int, ...]:
@@ -276,8 +288,13 @@ class MuscDetector(Detector):
         first time; under ``reference=stream`` the newly arrived ones, against what has arrived so far
         (scores given earlier are kept). RsCIN re-scores over the reference set (its subset)."""
         keys = self.features_of(images)
-        for members in self.subset_members(folders, len(keys)):
-            self._score_within([keys[i] for i in members])
+        members = self.subset_members(folders, len(keys))
+        progress = None
+        if not self.stream_reference:  # a stream scores one group a call: PGT's progress lines cover it
+            passes = len(self.r_list) * sum(key not in self._maps for key in keys)
+            progress = ProgressLog(log, self.progress_label, passes, "image passes (one per r)")
+        for subset in members:
+            self._score_within([keys[i] for i in subset], progress)
         self._reference = keys
 
     def subset_members(self, folders: list[str] | None, count: int) -> list[list[int]]:
@@ -303,12 +320,14 @@ class MuscDetector(Detector):
                 )
         return members
 
-    def _score_within(self, keys: list[str]) -> None:
+    def _score_within(self, keys: list[str], progress: ProgressLog | None) -> None:
         """MSM maps of the not yet scored images among ``keys`` against the others, RsCIN over ``keys``."""
         new = [i for i, key in enumerate(keys) if key not in self._maps]
         layers = self.reference_layers(keys)
         queries = [layers_of(layers, i) for i in new]
-        for i, patch_map in zip(new, self.msm_maps(layers, queries, exclude=new), strict=True):
+        for i, patch_map in zip(
+            new, self.msm_maps(layers, queries, exclude=new, progress=progress), strict=True
+        ):
             self._maps[keys[i]] = patch_map
         peaks = torch.stack([self._maps[key].amax() for key in keys])
         rescored = rscin(peaks, self.reference_embeddings(keys), self.k_list)
@@ -324,10 +343,15 @@ class MuscDetector(Detector):
         return torch.stack([self._features[key][1] for key in (self._reference if keys is None else keys)])
 
     def msm_maps(
-        self, reference: list[torch.Tensor], queries: list[list[torch.Tensor]], exclude: list[int] | None
+        self,
+        reference: list[torch.Tensor],
+        queries: list[list[torch.Tensor]],
+        exclude: list[int] | None,
+        progress: ProgressLog | None = None,
     ) -> list[torch.Tensor]:
         """(1,h,w) MSM maps of ``queries`` (each its per-layer (1,C,h,w) features) against the reference;
-        with ``exclude``, query q is reference image ``exclude[q]`` and is not compared with itself."""
+        with ``exclude``, query q is reference image ``exclude[q]`` and is not compared with itself.
+        ``progress`` counts one pass per query and r."""
         height, width = reference[0].shape[-2:]
         total = torch.zeros(len(queries), height * width)
         for r in self.r_list:
@@ -337,6 +361,8 @@ class MuscDetector(Detector):
                 for z, own in zip(ref, mine, strict=True):
                     others = z if exclude is None else torch.cat([z[: exclude[q]], z[exclude[q] + 1 :]])
                     total[q] += mutual_scores(own[0], others, self.interval, self.block_size)
+                if progress is not None:
+                    progress.advance()
         total /= len(self.r_list) * len(reference)
         return list(total.view(len(queries), 1, height, width))
 

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from anorefine.detectors.base import Detector, DetectorOutput
 from anorefine.detectors.clip_models import CLIP_MEAN, CLIP_STD, TINY, ClipCheckpoint, load_clip
 from anorefine.detectors.normalization import normalize
-from anorefine.weights import resolve_weights_dir
+from anorefine.weights import PRETRAINED, RANDOM, WeightsSource, resolve_weights_dir
 
 
 class BackboneWinClipModel(WinClipModel):
@@ -64,17 +64,19 @@ class WinClipDetector(ClipCheckpoint, Detector):
         scales: tuple[int, ...] = (2, 3),
         class_name: str = "object",
         weights_dir: str | None = None,
-        tiny_seed: int = 0,
+        weights: WeightsSource = PRETRAINED,
+        weights_seed: int = 0,
     ) -> None:
+        """``weights=random`` (or ``clip=tiny``): random CLIP weights from ``weights_seed``, smoke-only."""
         super().__init__()
         backbone = load_clip(
-            clip, pretrained, resolve_weights_dir(weights_dir), image_size, tiny_patch_size=16, seed=tiny_seed
+            clip, pretrained, resolve_weights_dir(weights_dir), image_size, 16, weights_seed, weights
         )
         self.model = BackboneWinClipModel(backbone, scales)
         self.image_size = image_size
         self.k_shot = k_shot
         self.requires_fit = k_shot > 0
-        self.smoke_only = clip == TINY
+        self.smoke_only = clip == TINY or weights == RANDOM
         self.stride = int(backbone.visual.patch_size[0])
         # A patch's score mixes every window covering it: up to (2·max scale − 1) patches per side.
         self.receptive_field = (2 * max(scales) - 1) * self.stride

@@ -44,7 +44,7 @@ COLUMNS = {
     "boundary_f1": "B-F1",
 }
 SMOKE_MARK = "†"
-SMOKE_NOTE = f"{SMOKE_MARK} smoke-only run (tiny random CLIP weights): the numbers are not meaningful."
+SMOKE_NOTE = f"{SMOKE_MARK} smoke-only run (random weights): the numbers are not meaningful."
 #: After a Δ whose bootstrap interval contains 0 (``anorefine.results.CONTAINS_ZERO_MARK``).
 ZERO_MARK = CONTAINS_ZERO_MARK
 ZERO_NOTE = (
