@@ -11,19 +11,21 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
-from anorefine.data.defects import DEFECT_KINDS, paint_defect
 from anorefine.data.generated import ensure_generated, save_png
 from anorefine.data.layouts import MVTEC_LAYOUTS, VISA_LAYOUTS, CategoryLayout
 from anorefine.data.mvtec import GOOD
-from anorefine.data.textures import TEXTURES, load_texture, normal_image
 from anorefine.data.visa import CSV_COLUMNS, SPLIT_CSV
 from anorefine.errors import DataError
+
+if TYPE_CHECKING:
+    from anorefine.data.standin_images import CategoryPainter
 
 LAYOUTS: dict[str, dict[str, CategoryLayout]] = {"mvtec": MVTEC_LAYOUTS, "visa": VISA_LAYOUTS}
 GENERATOR, VERSION = "anorefine.data.standin", 1
@@ -31,10 +33,6 @@ GENERATOR, VERSION = "anorefine.data.standin", 1
 VISA_MASK_VALUES = (255, 1)
 #: The painters need images of at least this many pixels on the short side.
 MIN_SIDE = 32
-#: Kinds that keep luminance: invisible once a greyscale category is converted to mode L.
-_LUMA_KEEPING = frozenset({"colour"})
-
-Rng = Callable[[int, int], np.random.Generator]
 
 
 def scaled_count(count: int, fraction: float) -> int:
@@ -80,49 +78,20 @@ def check_options(
     return chosen
 
 
-def _defect_kind(position: int, mode: str) -> str:
-    """The painter kind at ``position`` of a cycle through the kinds that show in ``mode``."""
-    kinds = [kind for kind in DEFECT_KINDS if mode == "RGB" or kind not in _LUMA_KEEPING]
-    return kinds[position % len(kinds)]
-
-
-class _Painter:
-    """Draws one category's images at its size and mode from a texture; ``rng(stream, i)`` gives the
-    random stream of image ``i`` of a stream."""
-
-    def __init__(self, layout: CategoryLayout, texture: str, size_scale: float, seed: int, rng: Rng) -> None:
-        self.texture, self.tint = load_texture(texture, seed)
-        self.size, self.mode, self.rng = scaled_size(layout, size_scale), layout.mode, rng
-
-    def normal(self, stream: int, i: int) -> np.ndarray:
-        """A texture crop zoomed to fill the category's size (its centre kept, aspect unchanged)."""
-        return self._zoom(normal_image(self.texture, self.tint, self.rng(stream, i)))
-
-    def _zoom(self, square: np.ndarray) -> np.ndarray:
-        (width, height), side = self.size, square.shape[0]
-        crop_w, crop_h = side * min(1.0, width / height), side * min(1.0, height / width)
-        box = ((side - crop_w) / 2, (side - crop_h) / 2, (side + crop_w) / 2, (side + crop_h) / 2)
-        return np.asarray(Image.fromarray(square).resize(self.size, Image.Resampling.BILINEAR, box=box))
-
-    def defective(self, stream: int, i: int, kind: str) -> tuple[Image.Image, np.ndarray]:
-        """A normal image with one ``kind`` defect painted on it: (image in the category's mode, mask)."""
-        painted, mask = paint_defect(self.normal(stream, i), kind, self.rng(stream, i))
-        return self.finish(painted), mask
-
-    def finish(self, rgb: np.ndarray) -> Image.Image:
-        """An RGB array as an image in the category's mode."""
-        return Image.fromarray(rgb).convert(self.mode)
-
-
-def _painter(dataset: str, category: str, size_scale: float, seed: int) -> _Painter:
+def _painter(dataset: str, category: str, size_scale: float, seed: int) -> CategoryPainter:
     """The painter of ``category``: texture and random streams fixed by its place in the fact table,
     so a category looks the same whichever others are written with it."""
+    from anorefine.data.standin_images import CategoryPainter  # torch (Perlin noise), only when drawing
+    from anorefine.data.textures import TEXTURES
+
+    layout = LAYOUTS[dataset][category]
     index, dataset_index = list(LAYOUTS[dataset]).index(category), list(LAYOUTS).index(dataset)
 
     def rng(stream: int, i: int) -> np.random.Generator:
         return np.random.default_rng([seed, dataset_index, index, stream, i])
 
-    return _Painter(LAYOUTS[dataset][category], TEXTURES[index % len(TEXTURES)], size_scale, seed, rng)
+    texture = TEXTURES[index % len(TEXTURES)]
+    return CategoryPainter(texture, scaled_size(layout, size_scale), layout.mode, seed, rng)
 
 
 def _kind_offset(dataset: str, category: str) -> int:
@@ -145,12 +114,11 @@ def write_mvtec_category(dest: Path, category: str, fraction: float, size_scale:
     layout, painter = MVTEC_LAYOUTS[category], _painter("mvtec", category, size_scale, seed)
     for stream, folder, count in ((0, "train", layout.train_good), (1, "test", layout.test_good)):
         for i in range(scaled_count(count, fraction)):
-            _save(painter.finish(painter.normal(stream, i)), dest / folder / GOOD / f"{i:03d}.png")
+            _save(painter.normal(stream, i), dest / folder / GOOD / f"{i:03d}.png")
     first = _kind_offset("mvtec", category)
     for j, (defect, count) in enumerate(layout.defects):
-        kind = _defect_kind(first + j, layout.mode)
         for i in range(scaled_count(count, fraction)):
-            image, mask = painter.defective(2 + j, i, kind)
+            image, mask = painter.defective(2 + j, i, first + j)  # one painter kind per defect type
             _save(image, dest / "test" / defect / f"{i:03d}.png")
             save_png(mask.astype(np.uint8) * 255, dest / "ground_truth" / defect / f"{i:03d}_mask.png")
 
@@ -165,15 +133,13 @@ def write_visa_category(
     n_train = scaled_count(layout.train_good, fraction)
     for i in range(n_train + scaled_count(layout.test_good, fraction)):
         image = data / "Images" / "Normal" / f"{i:04d}.JPG"
-        _save(painter.finish(painter.normal(0, i)), root / image)
+        _save(painter.normal(0, i), root / image)
         rows.append((category, "train" if i < n_train else "test", "normal", image.as_posix(), ""))
     first = _kind_offset("visa", category)  # VisA's anomalies are of several kinds: one per image
     for i in range(scaled_count(layout.test_defective, fraction)):
-        image, mask = (
-            data / "Images" / "Anomaly" / f"{i:03d}.JPG",
-            data / "Masks" / "Anomaly" / f"{i:03d}.png",
-        )
-        painted, pixels = painter.defective(1, i, _defect_kind(first + i, layout.mode))
+        image = data / "Images" / "Anomaly" / f"{i:03d}.JPG"
+        mask = data / "Masks" / "Anomaly" / f"{i:03d}.png"
+        painted, pixels = painter.defective(1, i, first + i)
         _save(painted, root / image)
         save_png(pixels.astype(np.uint8) * mask_value, root / mask)
         rows.append((category, "test", "anomaly", image.as_posix(), mask.as_posix()))
