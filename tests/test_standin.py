@@ -25,8 +25,9 @@ REPO = Path(__file__).resolve().parent.parent
 FRACTION, SIZE_SCALE = 0.1, 0.05  # images of 45-75 px
 MVTEC = ("bottle", "grid")  # grid is greyscale
 VISA = ("candle", "pcb3")  # pcb3's 905 train images scale to 90.5: rounded half up to 91
-#: Image counts of the VisA paper's table: (normal, anomalous) per category.
-VISA_PUBLISHED = {
+#: (normal, anomalous) images per VisA category as released (the VisA README's table gives pcb3 100
+#: anomalous images and a total of 1,200: docs/datasets.md).
+VISA_TOTALS = {
     "candle": (1000, 100), "capsules": (602, 100), "cashew": (500, 100), "chewinggum": (503, 100),
     "fryum": (500, 100), "macaroni1": (1000, 100), "macaroni2": (1000, 100), "pcb1": (1004, 100),
     "pcb2": (1001, 100), "pcb3": (1006, 101), "pcb4": (1005, 100), "pipe_fryum": (500, 100),
@@ -62,7 +63,7 @@ def test_the_fact_table_adds_up() -> None:
         assert [d for d, _ in layout.defects] == sorted(d for d, _ in layout.defects)
         assert layout.size[0] == layout.size[1]
     published = {c: (v.train_good + v.test_good, v.test_defective) for c, v in VISA_LAYOUTS.items()}
-    assert published == VISA_PUBLISHED
+    assert published == VISA_TOTALS
     assert all(layout.mode == "RGB" for layout in VISA_LAYOUTS.values())
 
 
@@ -236,3 +237,23 @@ def test_a_paper_command_runs_on_a_standin(mvtec_root: Path, tmp_path: Path) -> 
     assert run.returncode == 0, run.stderr[-3000:]
     metrics = run.results["metrics"]["grid"]["base"]
     assert 0.0 <= metrics["pixel_auroc"] <= 1.0 and 0.0 <= metrics["image_auroc"] <= 1.0, metrics
+
+
+def test_the_docs_tables_state_the_fact_table() -> None:
+    """docs/datasets.md's two tables, row by row, equal anorefine/data/layouts.py."""
+    rows = [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in (REPO / "docs" / "datasets.md").read_text().splitlines()
+        if line.startswith("| ") and not line.startswith("| category")
+    ]
+    mvtec = {
+        c: [f"{v.size[0]}×{v.size[1]}", v.mode, str(v.train_good), str(v.test_good),
+            ", ".join(f"{d} {n}" for d, n in v.defects)]
+        for c, v in MVTEC_LAYOUTS.items()
+    }  # fmt: skip
+    visa = {
+        c: [f"{v.size[0]}×{v.size[1]}", *map(str, (*VISA_TOTALS[c], v.train_good, v.test_good))]
+        for c, v in VISA_LAYOUTS.items()
+    }
+    assert {row[0]: row[1:] for row in rows if row[0] in mvtec} == mvtec
+    assert {row[0]: row[1:] for row in rows if row[0] in visa} == visa
