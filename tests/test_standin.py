@@ -212,6 +212,8 @@ def run_script(*args: str) -> subprocess.CompletedProcess:
         (["mvtec", "--fraction", "1.5"], "fraction 1.5 is not in (0, 1]"),
         (["mvtec", "--fraction", "0"], "fraction 0.0 is not in (0, 1]"),
         (["mvtec", "--size-scale", "0.01"], "size scale 0.01"),
+        (["mvtec", "--size-scale", "inf"], "size scale inf"),
+        (["mvtec", "--seed", "-1"], "seed -1"),
         (["visa", "--visa-mask-values", "2"], "2"),
         (["kolektor"], "'kolektor'"),
     ],

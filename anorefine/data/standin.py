@@ -50,6 +50,7 @@ def check_options(
     categories: Sequence[str] | None,
     fraction: float,
     size_scale: float,
+    seed: int = 0,
     visa_mask_value: int = 255,
 ) -> list[str]:
     """The categories to write (all when None), after checking every option; DataError names the bad
@@ -57,7 +58,7 @@ def check_options(
     if dataset not in LAYOUTS:
         raise DataError(f"unknown dataset '{dataset}': use one of {', '.join(LAYOUTS)}")
     layouts = LAYOUTS[dataset]
-    chosen = list(layouts) if categories is None else list(categories)
+    chosen = list(layouts) if categories is None else list(dict.fromkeys(categories))
     for category in chosen:
         if category not in layouts:
             raise DataError(
@@ -68,11 +69,13 @@ def check_options(
     if not 0.0 < fraction <= 1.0:
         raise DataError(f"fraction {fraction} is not in (0, 1]: use e.g. 0.05 (1 writes the released counts)")
     smallest = min(min(layouts[c].size) for c in chosen)
-    if not math.isfinite(size_scale) or round(smallest * size_scale) < MIN_SIDE:
+    if not (math.isfinite(size_scale) and round(smallest * size_scale) >= MIN_SIDE):
         raise DataError(
-            f"size scale {size_scale} makes images smaller than {MIN_SIDE} px (the painters' minimum): "
-            f"use a size scale of at least {MIN_SIDE / smallest:.3f} for these categories"
+            f"size scale {size_scale} does not give images of at least {MIN_SIDE} px (the painters' "
+            f"minimum): use a finite size scale of at least {MIN_SIDE / smallest:.3f} for these categories"
         )
+    if seed < 0:
+        raise DataError(f"seed {seed} is negative: use a seed of 0 or more")
     if visa_mask_value not in VISA_MASK_VALUES:
         raise DataError(f"VisA mask value {visa_mask_value} is not one of {VISA_MASK_VALUES}: use 255 or 1")
     return chosen
@@ -157,7 +160,7 @@ def write_standin(
 ) -> Path:
     """Write the stand-in of ``dataset`` ("mvtec" or "visa") into ``root`` unless the same one is there
     (a tree of other options is replaced, a folder not written by anorefine refused); return root."""
-    chosen = check_options(dataset, categories, fraction, size_scale, visa_mask_value)
+    chosen = check_options(dataset, categories, fraction, size_scale, seed, visa_mask_value)
     marker = {"generator": GENERATOR, "version": VERSION, "dataset": dataset, "categories": chosen}
     marker |= {"fraction": fraction, "size_scale": size_scale, "seed": seed}
     if dataset == "visa":
