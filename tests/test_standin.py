@@ -69,6 +69,7 @@ def test_the_fact_table_adds_up() -> None:
 
 def test_counts_are_scaled_half_up_and_never_below_one() -> None:
     assert scaled_count(18, 0.25) == 5  # 4.5 rounds up (Python's round would give 4)
+    assert scaled_count(90, 0.35) == 32  # 31.499999999999996 in floating point: still 31.5
     assert scaled_count(209, 0.1) == 21 and scaled_count(22, 0.05) == 1 and scaled_count(8, 0.01) == 1
     assert scaled_count(3629, 1.0) == 3629
     assert scaled_size(VISA_LAYOUTS["candle"], 0.05) == (64, 58)

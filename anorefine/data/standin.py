@@ -36,8 +36,9 @@ MIN_SIDE = 32
 
 
 def scaled_count(count: int, fraction: float) -> int:
-    """``count × fraction`` rounded half up, at least 1 (every split and defect type keeps an image)."""
-    return max(1, math.floor(count * fraction + 0.5))
+    """``count × fraction`` rounded half up, at least 1 (every split and defect type keeps an image);
+    the product is first rounded to 9 decimals, so 90 × 0.35 (31.4999… in floating point) gives 32."""
+    return max(1, math.floor(round(count * fraction, 9) + 0.5))
 
 
 def scaled_size(layout: CategoryLayout, size_scale: float) -> tuple[int, int]:
