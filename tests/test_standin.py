@@ -78,7 +78,12 @@ def test_counts_are_scaled_half_up_and_never_below_one() -> None:
 
 def test_mvtec_layout_counts_sizes_modes_and_masks(mvtec_root: Path) -> None:
     assert names(mvtec_root) == [MARKER, *MVTEC]
-    assert [len(list((mvtec_root / "bottle" / s / "good").iterdir())) for s in ("train", "test")] == [21, 2]
+    for category, expected in (("bottle", [21, 2, 2, 2, 2]), ("grid", [26, 2, 1, 1, 1, 1, 1])):
+        folders = [mvtec_root / category / "train" / "good", mvtec_root / category / "test" / "good"]
+        folders += [mvtec_root / category / "test" / d for d, _ in MVTEC_LAYOUTS[category].defects]
+        assert [len(list(folder.iterdir())) for folder in folders] == expected
+    with Image.open(mvtec_root / "grid" / "train" / "good" / "000.png") as img:
+        assert (img.size, img.mode) == ((51, 51), "L")
     for category in MVTEC:
         layout, cat = MVTEC_LAYOUTS[category], mvtec_root / category
         defects = [d for d, _ in layout.defects]
@@ -232,14 +237,26 @@ def test_a_foreign_folder_is_refused(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
-@pytest.mark.slow
-def test_a_paper_command_runs_on_a_standin(mvtec_root: Path, tmp_path: Path) -> None:
-    """The rehearsal docs/datasets.md describes: train.py dataset=mvtec on the stand-in's root."""
-    args = ["dataset=mvtec", f"dataset.root={mvtec_root}", "dataset.categories=[grid]", *TINY_RUN]
-    run = run_train(args, tmp_path / "run")
+def check_train_runs(args: list[str], category: str, run_dir: Path) -> None:
+    """train.py with ``args`` ends well and scores ``category`` at each image's own size."""
+    run = run_train(
+        [*args, f"dataset.categories=[{category}]", "eval.resolution=original", *TINY_RUN], run_dir
+    )
     assert run.returncode == 0, run.stderr[-3000:]
-    metrics = run.results["metrics"]["grid"]["base"]
+    metrics = run.results["metrics"][category]["base"]
     assert 0.0 <= metrics["pixel_auroc"] <= 1.0 and 0.0 <= metrics["image_auroc"] <= 1.0, metrics
+
+
+@pytest.mark.slow
+def test_a_paper_command_runs_on_the_mvtec_standin(mvtec_root: Path, tmp_path: Path) -> None:
+    """The rehearsal docs/datasets.md describes: train.py dataset=mvtec on the stand-in's root."""
+    check_train_runs(["dataset=mvtec", f"dataset.root={mvtec_root}"], "grid", tmp_path / "run")
+
+
+@pytest.mark.slow
+def test_a_paper_command_runs_on_the_visa_standin(visa: tuple[Path, int], tmp_path: Path) -> None:
+    """The same on VisA, with masks 0/255 and 0/1."""
+    check_train_runs(["dataset=visa", f"dataset.root={visa[0]}"], "candle", tmp_path / "run")
 
 
 def test_the_docs_tables_state_the_fact_table() -> None:
