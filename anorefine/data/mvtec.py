@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from anorefine.data.layouts import MVTEC_LAYOUTS
 from anorefine.data.records import IMAGE_SUFFIXES, ImageRecord, is_image_file
 from anorefine.errors import DataError
 
-MVTEC_CATEGORIES: tuple[str, ...] = (
-    "bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut",
-    "pill", "screw", "tile", "toothbrush", "transistor", "wood", "zipper",
-)  # fmt: skip
+MVTEC_CATEGORIES: tuple[str, ...] = tuple(MVTEC_LAYOUTS)
 
 GOOD = "good"
 

@@ -5,13 +5,11 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from anorefine.data.layouts import VISA_LAYOUTS
 from anorefine.data.records import ImageRecord
 from anorefine.errors import DataError
 
-VISA_CATEGORIES: tuple[str, ...] = (
-    "candle", "capsules", "cashew", "chewinggum", "fryum", "macaroni1", "macaroni2",
-    "pcb1", "pcb2", "pcb3", "pcb4", "pipe_fryum",
-)  # fmt: skip
+VISA_CATEGORIES: tuple[str, ...] = tuple(VISA_LAYOUTS)
 
 SPLIT_CSV = Path("split_csv") / "1cls.csv"
 CSV_COLUMNS = ("object", "split", "label", "image", "mask")
