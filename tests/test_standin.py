@@ -25,12 +25,12 @@ REPO = Path(__file__).resolve().parent.parent
 FRACTION, SIZE_SCALE = 0.1, 0.05  # images of 45-75 px
 MVTEC = ("bottle", "grid")  # grid is greyscale
 VISA = ("candle", "pcb3")  # pcb3's 905 train images scale to 90.5: rounded half up to 91
-#: (normal, anomalous) images per VisA category as released (the VisA README's table gives pcb3 100
-#: anomalous images and a total of 1,200: docs/datasets.md).
+#: (normal, anomalous) images per VisA category as released (the VisA README: 9,621 normal, 1,200
+#: anomalous in all).
 VISA_TOTALS = {
     "candle": (1000, 100), "capsules": (602, 100), "cashew": (500, 100), "chewinggum": (503, 100),
     "fryum": (500, 100), "macaroni1": (1000, 100), "macaroni2": (1000, 100), "pcb1": (1004, 100),
-    "pcb2": (1001, 100), "pcb3": (1006, 101), "pcb4": (1005, 100), "pipe_fryum": (500, 100),
+    "pcb2": (1001, 100), "pcb3": (1006, 100), "pcb4": (1005, 100), "pipe_fryum": (500, 100),
 }  # fmt: skip
 register_configs()
 
