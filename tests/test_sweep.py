@@ -227,6 +227,28 @@ def test_every_experiment_composes(name: str, compose: Callable[..., DictConfig]
             assert composed.dataset.name == "demo"
 
 
+def test_the_anorefiner_table_runs_each_detector_at_its_published_settings(
+    compose: Callable[..., DictConfig],
+) -> None:
+    """MuSc on ViT-L-14-336 at 518² with RsCIN k 1/2/3 on MVTec AD and 1/8/9 on VisA (not the offline
+    default backbone); WinCLIP and AnomalyCLIP on their configs' published CLIPs."""
+    jobs = expected_jobs(compose(["experiment=anorefiner"], return_hydra_config=True))
+    assert len(jobs) == 18
+    seen = {}
+    for job in jobs:
+        if "+experiment/method=none" in job["overrides"]:
+            config = compose(job["overrides"])
+            seen[(config.dataset.name, config.model.name)] = config.model
+    assert len(seen) == 6
+    for dataset, k_list in (("mvtec", [1, 2, 3]), ("visa", [1, 8, 9])):
+        musc = seen[(dataset, "musc")]
+        assert (musc.backbone, musc.image_size, list(musc.k_list)) == ("ViT-L-14-336", 518, k_list)
+        assert (seen[(dataset, "winclip")].clip, seen[(dataset, "anomalyclip")].clip) == (
+            "ViT-B-16-plus-240",
+            "ViT-L-14-336",
+        )
+
+
 #: Presets that already run offline on generated data, so they need no demo twin.
 OFFLINE_EXPERIMENTS = {"transfer"}
 
