@@ -231,14 +231,16 @@ def test_the_anorefiner_table_runs_each_detector_at_its_published_settings(
     compose: Callable[..., DictConfig],
 ) -> None:
     """MuSc on ViT-L-14-336 at 518² with RsCIN k 1/2/3 on MVTec AD and 1/8/9 on VisA (not the offline
-    default backbone); WinCLIP and AnomalyCLIP on their configs' published CLIPs."""
+    default backbone); WinCLIP and AnomalyCLIP on their configs' published CLIPs; every job under the
+    protocol of its published row, so the leaderboard can join them."""
     jobs = expected_jobs(compose(["experiment=anorefiner"], return_hydra_config=True))
     assert len(jobs) == 18
-    seen = {}
+    seen, protocols = {}, {}
     for job in jobs:
         if "+experiment/method=none" in job["overrides"]:
             config = compose(job["overrides"])
             seen[(config.dataset.name, config.model.name)] = config.model
+            protocols[(config.dataset.name, config.model.name)] = config.eval.protocol
     assert len(seen) == 6
     for dataset, k_list in (("mvtec", [1, 2, 3]), ("visa", [1, 8, 9])):
         musc = seen[(dataset, "musc")]
@@ -247,6 +249,13 @@ def test_the_anorefiner_table_runs_each_detector_at_its_published_settings(
             "ViT-B-16-plus-240",
             "ViT-L-14-336",
         )
+        assert seen[(dataset, "winclip")].image_size == 240
+    # each job under the evaluation of the published row it is compared with (conf/paper/*.yaml)
+    assert set(protocols.values()) == {"anomalyclip", "musc"}
+    assert all(
+        protocol == ("musc" if model == "musc" else "anomalyclip")
+        for (_, model), protocol in protocols.items()
+    )
 
 
 #: Presets that already run offline on generated data, so they need no demo twin.
@@ -388,3 +397,17 @@ def test_ddp_on_two_cpu_processes_trains_together_and_writes_once(demo_root: Pat
     groups = read_json(tmp_path / "ddp" / "categories" / "brick.json")["curriculum"]["groups"]
     indices = sorted(i for group in groups for i in group["indices"])
     assert indices == list(range(len(indices)))
+
+
+def test_the_f2pad_table_is_scored_by_the_official_mvtec_evaluation(
+    compose: Callable[..., DictConfig],
+) -> None:
+    jobs = expected_jobs(compose(["experiment=f2pad"], return_hydra_config=True))
+    assert len(jobs) == 6
+    for job in jobs:
+        config = compose(job["overrides"])
+        assert (config.dataset.name, config.eval.protocol, config.eval.resolution) == (
+            "mvtec",
+            "mvtec",
+            "original",
+        )
