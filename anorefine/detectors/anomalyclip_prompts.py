@@ -153,7 +153,7 @@ def check_settings(found: PromptShape, expected: PromptShape, path: Path) -> Non
         raise AnorefineError(
             f"model.prompt_ckpt={path}: it holds {found.depth - 1} deep prompt tensors (depth "
             f"{found.depth}), model.prompt_depth gives depth {expected.depth}: set model.prompt_depth to "
-            "the checkpoint's"
+            "the depth it was trained with (the released checkpoints: 9)"
         )
     if found.depth > 1 and found.length != expected.length:
         raise AnorefineError(
