@@ -102,6 +102,7 @@ class PromptFile:
 
 
 def bad_file(path: Path, problem: str) -> AnorefineError:
+    """The one-line error for a file that is not a usable prompt checkpoint."""
     return AnorefineError(f"model.prompt_ckpt={path}: {problem}; {FIX}")
 
 
