@@ -3,9 +3,9 @@
 The checks stop a run in seconds, with one line that names the setting or file and the fix,
 where it would otherwise fail (or silently do nothing) after minutes of fitting: a trainable
 refiner no curriculum trains, a curriculum with nothing to train, an image size recorded for one
-component and used by another, a GPU that is not there, a missing weight file, and any selected
-category whose splits, masks or image files are missing, unreadable or mismatched. Every such error is an
-``AnorefineError`` (exit status 2 from ``train.py``).
+component and used by another, a GPU that is not there, a missing weight file, a prompt checkpoint
+that does not fit, and any selected category whose splits, masks or image files are missing,
+unreadable or mismatched. Every such error is an ``AnorefineError`` (exit status 2 from ``train.py``).
 """
 
 from __future__ import annotations
@@ -50,11 +50,14 @@ def check_accelerator(cfg: DictConfig) -> None:
 
 
 def check_weights(cfg: DictConfig) -> None:
-    """Every weight file the detector would read exists (one line naming it and how to get it);
-    ``model.weights=random`` reads none."""
+    """Every weight file the detector would read exists (one line naming it and how to get it;
+    ``model.weights=random`` reads no pre-trained one), and a trained state it loads (AnomalyCLIP's
+    ``model.prompt_ckpt``) fits the configured detector."""
     settings = OmegaConf.to_container(cfg.model, resolve=True, enum_to_str=True)
+    detector = get_class(cfg.model._target_)
     if settings.get("weights") != RANDOM:
-        get_class(cfg.model._target_).check_weights(settings)
+        detector.check_weights(settings)
+    detector.check_files(settings)
 
 
 def check_config(cfg: DictConfig) -> None:

@@ -211,25 +211,6 @@ def test_prompt_checkpoint_round_trip(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["prompts.pt"]  # the atomic write left no temp file
 
 
-def test_official_prompt_checkpoints_load(tmp_path: Path, tiny: AnomalyClipDetector) -> None:
-    """The official train.py saves {"prompt_learner": ...} with ctx_pos/ctx_neg (1,1,n_ctx,width) and more."""
-    generator = torch.Generator().manual_seed(0)
-    official = {
-        "ctx_pos": torch.randn(1, 1, 12, 64, generator=generator).half(),
-        "ctx_neg": torch.randn(1, 1, 12, 64, generator=generator).half(),
-        "compound_prompts_text.0": torch.randn(4, 64, generator=generator).half(),
-        "compound_prompts_text.1": torch.randn(4, 64, generator=generator).half(),
-        "compound_prompt_projections.0.weight": torch.randn(896, 64).half(),
-        "token_prefix_pos": torch.randn(1, 1, 1, 64).half(),
-    }
-    torch.save({"prompt_learner": official}, tmp_path / "epoch_15.pth")
-    model = detector(prompt_ckpt=str(tmp_path / "epoch_15.pth"))
-    assert model.load_prompts(tmp_path / "epoch_15.pth") == {}
-    assert torch.equal(model.prompt_learner.ctx_normal, official["ctx_pos"][0, 0].float())
-    assert torch.equal(model.prompt_learner.ctx_anomalous, official["ctx_neg"][0, 0].float())
-    assert torch.equal(model.prompt_learner.deep_prompts[1], official["compound_prompts_text.1"].float())
-
-
 def fit_trainer(purpose: str = "evaluate", **overrides: Any) -> L.Trainer:
     return Trainer(**overrides)
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from anorefine.detectors.anomalyclip_prompts import PromptShape, read_prompt_file
 from anorefine.detectors.base import Detector, DetectorOutput
 from anorefine.detectors.clip_models import (
     CLIP_MEAN,
@@ -17,6 +18,7 @@ from anorefine.detectors.clip_models import (
     TINY,
     ClipCheckpoint,
     load_clip,
+    text_tower,
     torch_save_atomic,
 )
 from anorefine.detectors.normalization import normalize
@@ -46,6 +48,19 @@ def rescale_layer(layer: int, reference: int, depth: int) -> int:
     return 1 + round((layer - 1) * (depth - 1) / (reference - 1))
 
 
+def tower_layer(clip: str, layer: int, reference: int, depth: int) -> int:
+    """A layer setting given for ViT-L/14's ``reference``-deep tower, on ``clip``'s ``depth``-deep one:
+    the tiny preset rescales it, real models take it as is."""
+    return rescale_layer(layer, reference, depth) if clip == TINY else layer
+
+
+def configured_prompt_shape(settings: dict[str, Any]) -> PromptShape:
+    """The prompt sizes of a detector built from resolved ``settings``, without building it."""
+    width, text_depth = text_tower(settings["clip"])
+    depth = tower_layer(settings["clip"], settings["prompt_depth"], REFERENCE_DEPTH[1], text_depth)
+    return PromptShape(settings["n_ctx"], depth, settings["prompt_length"], width)
+
+
 class PromptLearner(nn.Module):
     """Object-agnostic prompts "[X]×n object." / "[X]×n damaged object." plus deep text tokens.
 
@@ -57,6 +72,7 @@ class PromptLearner(nn.Module):
     def __init__(self, clip: open_clip.CLIP, n_ctx: int, depth: int, length: int, seed: int) -> None:
         super().__init__()
         width = clip.ln_final.weight.shape[0]
+        self.shape = PromptShape(n_ctx, depth, length, width)
         generator = torch.Generator().manual_seed(seed)
 
         def init(*shape: int) -> nn.Parameter:
@@ -105,9 +121,11 @@ class AnomalyClipDetector(ClipCheckpoint, Detector):
         weights_seed: int = 0,
         prompt_seed: int = 111,
     ) -> None:
-        """``prompt_seed``: the prompt initialisation (the official seed); training is the run's
-        ``prepare`` stage (``anomalyclip_training.PromptTraining``). ``weights=random`` (or
-        ``clip=tiny``): random CLIP weights from ``weights_seed``, smoke-only."""
+        """``prompt_ckpt``: trained prompts to load, ours or the officially released ones
+        (``anomalyclip_prompts``); null: the run's ``prepare`` stage trains them
+        (``anomalyclip_training.PromptTraining``). ``prompt_seed``: the prompt initialisation (the
+        official seed). ``weights=random`` (or ``clip=tiny``): random CLIP weights from
+        ``weights_seed``, smoke-only."""
         super().__init__()
         self.clip = load_clip(
             clip, pretrained, resolve_weights_dir(weights_dir), image_size, 14, weights_seed, weights
@@ -115,10 +133,9 @@ class AnomalyClipDetector(ClipCheckpoint, Detector):
         self.smoke_only = clip == TINY or weights == RANDOM
         vision_depth = len(self.clip.visual.transformer.resblocks)
         text_depth = len(self.clip.transformer.resblocks)
-        if clip == TINY:  # the settings refer to ViT-L/14; map them onto the tiny towers
-            feature_layers = [rescale_layer(k, REFERENCE_DEPTH[0], vision_depth) for k in feature_layers]
-            dpam_start_layer = rescale_layer(dpam_start_layer, REFERENCE_DEPTH[0], vision_depth)
-            prompt_depth = rescale_layer(prompt_depth, REFERENCE_DEPTH[1], text_depth)
+        feature_layers = [tower_layer(clip, k, REFERENCE_DEPTH[0], vision_depth) for k in feature_layers]
+        dpam_start_layer = tower_layer(clip, dpam_start_layer, REFERENCE_DEPTH[0], vision_depth)
+        prompt_depth = tower_layer(clip, prompt_depth, REFERENCE_DEPTH[1], text_depth)
         if not feature_layers or not all(1 <= k <= vision_depth for k in feature_layers):
             raise AnorefineError(
                 f"model.feature_layers={list(feature_layers)}: {clip} has layers 1..{vision_depth}"
@@ -146,6 +163,12 @@ class AnomalyClipDetector(ClipCheckpoint, Detector):
         self.prompt_ckpt = prompt_ckpt
         if prompt_ckpt:
             self.load_prompts(prompt_ckpt)
+
+    @classmethod
+    def check_files(cls, settings: dict[str, Any]) -> None:
+        """``model.prompt_ckpt``, when set, is a prompt checkpoint that fits the configured prompts."""
+        if settings.get("prompt_ckpt"):
+            read_prompt_file(settings["prompt_ckpt"], configured_prompt_shape(settings))
 
     def train(self, mode: bool = True) -> AnomalyClipDetector:
         """Only the prompt learner ever trains; CLIP stays in eval mode."""
@@ -228,16 +251,16 @@ class AnomalyClipDetector(ClipCheckpoint, Detector):
 
     def prompt_config(self) -> dict[str, Any]:
         """Everything trained prompts depend on in the model: CLIP, layers, prompt shapes and seed."""
-        learner = self.prompt_learner
+        shape = self.prompt_learner.shape
         return {
             "clip": list(self.clip_name),
             "image_size": self.image_size,
             "feature_layers": list(self.feature_layers),
             "dpam_start_layer": self.dpam_start_layer,
             "temperature": self.temperature,
-            "n_ctx": learner.ctx_normal.shape[0],
-            "prompt_depth": len(learner.deep_prompts) + 1,
-            "prompt_length": learner.deep_prompts[0].shape[0] if len(learner.deep_prompts) else 0,
+            "n_ctx": shape.n_ctx,
+            "prompt_depth": shape.depth,
+            "prompt_length": shape.length if shape.depth > 1 else 0,
             "prompt_seed": self.prompt_seed,
         }
 
@@ -247,36 +270,8 @@ class AnomalyClipDetector(ClipCheckpoint, Detector):
         return torch_save_atomic({"prompt_learner": state, "config": config, "steps": steps}, path)
 
     def load_prompts(self, path: str | Path) -> dict[str, Any]:
-        """Load prompts written by ``save_prompts`` or by the official AnomalyCLIP ``train.py``.
-
-        Returns the config stored with them (empty for official checkpoints).
-        """
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        state = payload["prompt_learner"]
-        if "ctx_pos" in state:
-            state = official_prompt_state(state)
-        try:
-            self.prompt_learner.load_state_dict(state)
-        except RuntimeError as error:
-            raise AnorefineError(
-                f"prompt checkpoint {path} does not fit this AnomalyCLIP (n_ctx, prompt_depth, "
-                f"prompt_length or CLIP width differ): {str(error).splitlines()[-1].strip()}"
-            ) from error
-        return payload.get("config", {})
-
-
-def official_prompt_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename an official AnomalyCLIP prompt-learner state dict to ``PromptLearner``'s keys.
-
-    Official: ``ctx_pos``/``ctx_neg`` (1,1,n_ctx,width), ``compound_prompts_text.i``; its unused
-    ``compound_prompt_projections`` and its token buffers are dropped.
-    """
-    renamed = {
-        "ctx_normal": state["ctx_pos"].reshape(-1, state["ctx_pos"].shape[-1]).float(),
-        "ctx_anomalous": state["ctx_neg"].reshape(-1, state["ctx_neg"].shape[-1]).float(),
-    }
-    prefix = "compound_prompts_text."
-    for key, value in state.items():
-        if key.startswith(prefix):
-            renamed[f"deep_prompts.{key[len(prefix) :]}"] = value.float()
-    return renamed
+        """Load prompts written by ``save_prompts`` or released by the AnomalyCLIP authors (checked
+        key by key); returns the config stored with them (empty for official checkpoints)."""
+        prompts = read_prompt_file(path, self.prompt_learner.shape)
+        self.prompt_learner.load_state_dict(prompts.state)
+        return prompts.config

@@ -85,6 +85,12 @@ class Detector(nn.Module):
         """Raise ``WeightsError`` (naming the file and how to get it) when a weight file a detector
         built from ``settings`` would read is missing; called before any model is built."""
 
+    @classmethod
+    def check_files(cls, settings: dict[str, Any]) -> None:
+        """Raise ``AnorefineError`` when a file ``settings`` name besides the pre-trained weights (a
+        trained state, e.g. AnomalyCLIP's prompts) is missing or does not fit the configured detector;
+        called before any model is built, also with random weights."""
+
     def setup_category(self, category: str) -> None:
         """Called once per category before its fit and test (WinCLIP puts the name in its prompts)."""
 

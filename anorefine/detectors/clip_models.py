@@ -9,9 +9,11 @@ from typing import Any
 import open_clip
 import torch
 import torch.nn.functional as F
+from open_clip.model import CLIPTextCfg
 from open_clip.transformer import VisionTransformer
 
 from anorefine.atomic import write_atomic
+from anorefine.errors import AnorefineError
 from anorefine.weights import (
     PRETRAINED,
     RANDOM,
@@ -30,6 +32,8 @@ TINY = "tiny"
 #: Depth of the tiny preset's towers (vision, text); detectors scale their layer settings to it.
 TINY_VISION_LAYERS = 4
 TINY_TEXT_LAYERS = 4
+#: Width of both of the tiny preset's towers.
+TINY_WIDTH = 64
 #: Grid side the tiny preset is built at (as if pre-trained there); other sizes interpolate its pos-embed.
 TINY_NATIVE_GRID = 4
 
@@ -49,19 +53,30 @@ def tiny_clip(patch_size: int, seed: int = 0) -> open_clip.CLIP:
     vision_cfg = {
         "image_size": patch_size * TINY_NATIVE_GRID,
         "patch_size": patch_size,
-        "width": 64,
+        "width": TINY_WIDTH,
         "head_width": 32,
         "layers": TINY_VISION_LAYERS,
     }
     text_cfg = {
         "context_length": 77,
         "vocab_size": 49408,
-        "width": 64,
+        "width": TINY_WIDTH,
         "heads": 2,
         "layers": TINY_TEXT_LAYERS,
     }
     with seeded_weights(seed):
         return open_clip.CLIP(embed_dim=32, vision_cfg=vision_cfg, text_cfg=text_cfg, quick_gelu=True)
+
+
+def text_tower(model: str) -> tuple[int, int]:
+    """Width and depth of the text tower of ``model`` (an open_clip name or ``tiny``), without building it."""
+    if model == TINY:
+        return TINY_WIDTH, TINY_TEXT_LAYERS
+    config = open_clip.get_model_config(model)
+    if config is None:
+        raise AnorefineError(f"model.clip={model} is not an open_clip model: see open_clip.list_models()")
+    text = CLIPTextCfg(**config["text_cfg"])
+    return text.width, text.layers
 
 
 def clip_weight_file(model: str, pretrained: str, weights_dir: str | Path) -> Path | None:
