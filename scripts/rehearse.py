@@ -83,6 +83,7 @@ class Job:
 
 def compose_config(overrides: list[str], hydra: bool = False) -> DictConfig:
     """train.yaml composed with ``overrides`` (and the hydra node, for job listings)."""
+    register_configs()  # idempotent
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         return compose("train", overrides=overrides, return_hydra_config=hydra)
 
@@ -251,7 +252,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs is not None and args.jobs < 1:
         parser.error(f"--jobs {args.jobs}: give 1 or more (or leave it out for every job)")
     doc = args.doc or REPO / "docs" / "reproduce_rehearsal.md"
-    register_configs()
     load_start, started = os.getloadavg()[0], datetime.now(timezone.utc)
     scale = QUICK_SIZE_SCALE if args.quick else 1.0
     roots = {
