@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 OUTPUTS ?= outputs
 
-.PHONY: setup browser cluster demo test test-fast lint bench bench-gpu leaderboard transfer clean
+.PHONY: setup browser cluster demo test test-fast lint bench bench-gpu leaderboard transfer rehearse clean
 
 setup: $(STAMP)
 
@@ -51,6 +51,9 @@ bench-gpu: $(VENV)/.bench-installed  # on a GPU machine: rewrites the GPU sectio
 
 transfer: setup  # the leave-one-kind-out transfer matrix; rewrites the table of docs/transfer.md (ARGS: overrides)
 	$(PY) scripts/transfer.py $(if $(ARGS),-- $(ARGS))
+
+rehearse: setup  # the paper commands on stand-ins with random weights: cost per stage and per table (ARGS=--quick)
+	$(PY) scripts/rehearse.py $(ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import resource
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -53,6 +55,7 @@ from anorefine.run_folder import (
     config_hash,
     write_json_atomic,
 )
+from anorefine.stages import StageClock, maxrss_mb
 from anorefine.task import AnomalyTask, BootstrapSettings
 
 log = logging.getLogger(__name__)
@@ -112,15 +115,18 @@ def dataset_root(cfg: DictConfig) -> Path:
     return root
 
 
-def split_dataset(cfg: DictConfig, root: Path, category: str, split: str) -> data.AnomalyImageDataset:
-    """The images of one split of one category, resized to the model's input size."""
+def split_dataset(
+    cfg: DictConfig, root: Path, category: str, split: str, clock: StageClock | None = None
+) -> data.AnomalyImageDataset:
+    """The images of one split of one category, resized to the model's input size (each read charged
+    to ``clock``'s ``read`` stage)."""
     records = data.read_split(cfg.dataset.name, root, category, split)
     if split == "test":
         records = data.select_defect_types(records, cfg.dataset.defect_types)
     if not records:
         raise DataError(f"no {split} images for category {category!r} under {root}")
     return data.AnomalyImageDataset(
-        records, cfg.dataset.image_size, cfg.dataset.image_resize, cfg.dataset.mask_resize
+        records, cfg.dataset.image_size, cfg.dataset.image_resize, cfg.dataset.mask_resize, clock
     )
 
 
@@ -234,6 +240,14 @@ def defect_kinds(records: list[data.ImageRecord]) -> list[str]:
     return [GOOD if record.label == 0 else record.defect_type for record in records]
 
 
+def peak_memory() -> dict[str, float]:
+    """This process's peak resident memory so far, and its peak CUDA allocation when CUDA is up (MB)."""
+    peaks = {"peak_rss_mb": maxrss_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        peaks["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated() / (1 << 20)
+    return peaks
+
+
 def run_category(
     cfg: DictConfig, root: Path, category: str, logger: Logger | bool, run_dir: Path
 ) -> dict[str, Any]:
@@ -241,12 +255,15 @@ def run_category(
     Δs the interval of the mean needs), curriculum extras, timings and flags."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     device = device_of(cfg)
+    clock = StageClock(sync=functools.partial(torch.cuda.synchronize, device) if uses_gpu(cfg) else None)
     detector = build_detector(cfg, category)
     started = time.perf_counter()
     if detector.requires_fit:
-        train_set = split_dataset(cfg, root, category, "train")
+        with clock.stage("read", count=0):
+            train_set = split_dataset(cfg, root, category, "train", clock)
         log.info("%s: fitting %s on %d normal images", category, cfg.model.name, len(train_set))
-        fit_detector(cfg, detector, train_set, category)
+        with clock.stage("fit", count=len(train_set)):
+            fit_detector(cfg, detector, train_set, category)
     fitted = time.perf_counter()
     # Seeded again: the refiner's draws must not depend on how many the detector's fit made, and the
     # detector's fit must not depend on which refiner is configured (same base map in every row).
@@ -254,7 +271,8 @@ def run_category(
     refiner: Refiner = build_component(cfg.refiner).to(device)
     refiner.attach(detector)
     curriculum: Curriculum = build_component(cfg.curriculum)
-    test_set = split_dataset(cfg, root, category, "test")
+    with clock.stage("read", count=0):
+        test_set = split_dataset(cfg, root, category, "test", clock)
     original_masks = test_set.original_mask if cfg.eval.resolution == "original" else None
     sink = map_files.MapSaver(test_set.records, run_dir / MAPS_DIR / category) if cfg.eval.save_maps else None
     bootstrap = bootstrap_settings(cfg, category)
@@ -268,6 +286,7 @@ def run_category(
         breakdown=bool(cfg.eval.breakdown),
         bootstrap=bootstrap,
         progress=ProgressLog(log, f"{category}: scoring", len(test_set), "images"),
+        clock=clock,
     )
     log.info(
         "%s: fit %.1f s; testing %d images (refiner %s, curriculum %s)",
@@ -299,6 +318,8 @@ def run_category(
             "test_ms_per_image": 1000 * (tested - fitted) / len(test_set),
             **scored.seconds,
             **({"refiner": refiner_timing} if refiner_timing else {}),
+            "stages": clock.as_dict(),  # exclusive seconds and count per stage (anorefine.stages)
+            **peak_memory(),
         },
         "smoke_only": bool(detector.smoke_only),
         "zero_shot": not detector.requires_fit,  # never read the category's train/ images
@@ -354,7 +375,9 @@ def run_experiment(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict
         for split in plan.splits_read(cfg):
             split_dataset(cfg, root, category, split).check_files()
     logger = build_logger(cfg, run_dir)
+    preparing = time.perf_counter()
     cfg = prepare_run(cfg, run_dir, trainer_factory(cfg, logger))
+    prepare_s = time.perf_counter() - preparing
     per_category: dict[str, dict[str, Any]] = {}
     reused_s = 0.0
     for number, category in enumerate(categories, 1):
@@ -423,6 +446,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict
         "timings": {
             # this process's time, plus the categories an earlier, interrupted process finished
             "total_s": time.perf_counter() - started + reused_s,
+            "prepare_s": prepare_s,  # the once-per-run stage (AnomalyCLIP's prompt training; 0 without)
             "per_category": {name: entry["timings"] for name, entry in per_category.items()},
         },
         "versions": package_versions(),

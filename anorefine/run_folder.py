@@ -52,7 +52,8 @@ dict of a map, ``None`` where undefined::
   ``breakdown``, ``intervals`` and ``replicate_deltas`` (``{<k>: [Δ per replicate, 6 decimals, null
   when undefined]}``, the ``all`` view, which the interval of the mean reads, so that a resumed run
   gives the same one), ``curriculum``, ``timings`` (``metrics_s``, ``breakdown_s`` and
-  ``bootstrap_s``, parts of ``test_s``, among them).
+  ``bootstrap_s``, parts of ``test_s``, among them; ``stages``, per stage ``{"seconds", "count"}``
+  (``anorefine.stages``); ``peak_rss_mb`` and, with CUDA, ``cuda_max_allocated_mb``).
 """
 
 from __future__ import annotations

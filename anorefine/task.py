@@ -30,6 +30,7 @@ from anorefine.progress import ProgressLog
 from anorefine.refiners.base import Refiner, base_map
 from anorefine.run_folder import METRIC_KEYS, STAGES
 from anorefine.samples import SampleKeeper
+from anorefine.stages import StageClock
 
 #: Receives each test batch with its maps: (batch, base map, refined map, refined image score).
 MapSink = Callable[[dict[str, Any], torch.Tensor, torch.Tensor, torch.Tensor], None]
@@ -117,6 +118,8 @@ class AnomalyTask(L.LightningModule):
     records each tested image's index) and per defect size, and with ``bootstrap`` the paired bootstrap
     Δs of the category (docs/experiments.md). ``progress``, when given, counts the scored test images
     (a line per block of batches, at most every 30 s: a run without a terminal shows it is alive).
+    ``clock`` times the detector's and the refiner's forward (``detector_maps``, ``refine``); a
+    curriculum charges its own stages to it.
     """
 
     def __init__(
@@ -130,9 +133,11 @@ class AnomalyTask(L.LightningModule):
         breakdown: bool = False,
         bootstrap: BootstrapSettings | None = None,
         progress: ProgressLog | None = None,
+        clock: StageClock | None = None,
     ) -> None:
         super().__init__()
         self.progress = progress
+        self.clock = clock or StageClock()
         self.original_masks = original_masks
         self.sink = sink
         self.aupro_limit = aupro_limit
@@ -155,9 +160,13 @@ class AnomalyTask(L.LightningModule):
 
     def predict_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(base map, refined map, image score) at the images' resolution."""
-        output = self.detector(images)
-        base = base_map(output, tuple(images.shape[-2:]))
-        refined = base if self.returns_base_map else self.refiner(images, output)
+        with self.clock.stage("detector_maps", len(images)):
+            output = self.detector(images)
+            base = base_map(output, tuple(images.shape[-2:]))
+        if self.returns_base_map:
+            return base, base, output.image_score
+        with self.clock.stage("refine", len(images)):
+            refined = self.refiner(images, output)
         return base, refined, output.image_score
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:

@@ -201,10 +201,11 @@ class _Session:
 
     def train(self, groups: list[list[int]], records: list[dict[str, Any]], steps: int) -> None:
         """Train the ARD on synthetic anomalies painted on the pseudo-normals of ``groups``."""
-        settings, refiner = self.settings, self.refiner
+        settings, refiner, clock = self.settings, self.refiner, self.task.clock
         pools = []
         for group, record in zip(groups, records, strict=True):
-            pool, indices, forced = self.pseudo_normals(group)
+            with clock.stage("pgt_pool"):
+                pool, indices, forced = self.pseudo_normals(group)
             record.update(pseudo_normals=indices, forced_anomalous=forced)
             pools.append(pool)
         pool = collate_outputs(pools)
@@ -216,8 +217,10 @@ class _Session:
             self.calibrated = True
         if settings.mode == "scratch" or not refiner.is_built:
             refiner.build(as_output, size)
-        images, masks = settings.synthesis(pool["image"], settings.synthetic_per_group * len(groups))
-        synthetic = self.detect([{"image": image} for image in images])
+        with clock.stage("pgt_synthesis", len(groups)):
+            images, masks = settings.synthesis(pool["image"], settings.synthetic_per_group * len(groups))
+        with clock.stage("pgt_detector_maps", len(groups)):
+            synthetic = self.detect([{"image": image} for image in images])
         grid = pool["anomaly_map"].shape[-1]
         all_images = torch.cat([images, pool["image"]])
         all_maps = torch.cat([synthetic["anomaly_map"], pool["anomaly_map"]])
@@ -237,7 +240,8 @@ class _Session:
         trainer = self.make_trainer(purpose="fit", max_steps=steps, log_every_n_steps=log_every)
         per_epoch = max(1, len(loader) // trainer.world_size)  # a rank's share under DDP
         trainer.fit_loop.max_epochs = -(-steps // per_epoch)  # reaches max_steps; the bar reads "Epoch k/N"
-        trainer.fit(module, loader)
+        with clock.stage("pgt_train", len(groups)):
+            trainer.fit(module, loader)
         tail = module.losses[-max(1, len(module.losses) // 5) :]
         for record in records:
             record["train_loss"] = sum(tail) / len(tail)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from torch.utils.data import Dataset
 
 from anorefine.data.records import ImageRecord, ImageResize, MaskResize
 from anorefine.errors import DataError
+from anorefine.stages import StageClock
 
 _PIL_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
@@ -88,10 +90,13 @@ class AnomalyImageDataset(Dataset):
         image_size: int,
         image_resize: ImageResize = "bilinear",
         mask_resize: MaskResize = "nearest",
+        clock: StageClock | None = None,
     ) -> None:
+        """``clock``: charges each item's reading to its ``read`` stage (in the loading process)."""
         self.records = list(records)
         self.image_size = int(image_size)
         self.image_resize, self.mask_resize = image_resize, mask_resize
+        self.clock = clock
 
     def __len__(self) -> int:
         return len(self.records)
@@ -139,6 +144,10 @@ class AnomalyImageDataset(Dataset):
         return torch.zeros(size[1], size[0], dtype=torch.bool)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        with nullcontext() if self.clock is None else self.clock.stage("read"):
+            return self._item(index)
+
+    def _item(self, index: int) -> dict[str, Any]:
         record = self.records[index]
         img = _open(record.image_path, "image")
         height, width = img.height, img.width

@@ -1,0 +1,148 @@
+"""The cost of a full paper table projected from a rehearsal (``make rehearse``, scripts/rehearse.py).
+
+A rehearsal runs each job of a preset on one stand-in category with small budgets (``BUDGETS``) and
+records its stage timings (``anorefine.stages``). A job's projected seconds on the same machine are
+
+    fixed + prepare × S_real / S_rehearsal
+          + Σ over the dataset's categories c of Σ over stages of seconds × scale(stage, c) + other
+
+where ``fixed`` is the job's wall time outside its categories and prepare stage (start-up, checks),
+S the prompt-training steps of AnomalyCLIP's prepare stage, ``other`` a category's time outside its
+stages and metrics (kept as measured), and scale: for ``fit`` the ratio of train images (times the
+ratio of each budget setting that grows it, CFLOW's epochs), for ``read`` of all images read (train
+and test for a detector that fits, test otherwise), for ``detector_maps`` of test images (its square
+for a transductive detector, MuSc, whose every image is scored against all the others), for
+``reference``, ``refine`` and the metrics of test images, for a PGT stage the ratio of training rounds
+(groups − 1, at least 1) times the ratio of the budget setting it grows with.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from anorefine.data.layouts import CategoryLayout
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A setting a rehearsal lowers in every job whose config has it, and the stages it scales."""
+
+    key: str
+    rehearsal: int
+    quick: int
+    stages: tuple[str, ...] = ()
+
+
+#: The rehearsal's budgets (``--quick``: the smallest); the full run's values come from the job's config.
+BUDGETS: tuple[Budget, ...] = (
+    Budget("curriculum.group_size", 2, 2, ("pgt_pool",)),
+    Budget("curriculum.steps_per_group", 2, 1, ("pgt_train",)),
+    Budget("curriculum.synthetic_per_group", 2, 2, ("pgt_synthesis", "pgt_detector_maps")),
+    Budget("model.epochs", 1, 1, ("fit",)),  # CFLOW-AD's training epochs
+    Budget("prepare.epochs", 1, 1),  # AnomalyCLIP's prompt training, projected by its steps
+    Budget("prepare.max_steps", 1, 1),
+)
+PGT_STAGES = ("pgt_pool", "pgt_synthesis", "pgt_detector_maps", "pgt_train")
+#: The metric passes of a category's timings, scaled with its test images.
+METRIC_TIMINGS = ("metrics_s", "breakdown_s", "bootstrap_s")
+
+
+@dataclass(frozen=True)
+class Population:
+    """A category's train and test image counts."""
+
+    train: int
+    test: int
+
+    @classmethod
+    def of(cls, layout: CategoryLayout) -> Population:
+        return cls(layout.train_good, layout.test_good + layout.test_defective)
+
+
+def has_setting(cfg: DictConfig, key: str) -> bool:
+    """True when the dotted ``key`` exists in ``cfg`` (its value may be null)."""
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    return isinstance(node, DictConfig) and leaf in node
+
+
+def prompt_steps(cfg: DictConfig, aux_test_images: int) -> int:
+    """Optimiser steps of AnomalyCLIP's prompt training: epochs × batches, capped by ``max_steps``."""
+    prepare = cfg.prepare
+    steps = prepare.epochs * math.ceil(aux_test_images / prepare.batch_size)
+    return steps if prepare.max_steps is None else min(steps, prepare.max_steps)
+
+
+def pgt_rounds(test_images: int, group_size: int) -> int:
+    """PGT's training rounds on a category (progressive mode: every group but the last, at least one)."""
+    return max(1, math.ceil(test_images / group_size) - 1)
+
+
+def stage_scale(
+    stage: str, real_cfg: DictConfig, run_cfg: DictConfig, real: Population, measured: Population, fits: bool,
+    transductive: bool,
+) -> float:  # fmt: skip
+    """How much longer ``stage`` takes on a real category than it took in the rehearsal."""
+    budgets = math.prod(
+        OmegaConf.select(real_cfg, b.key) / OmegaConf.select(run_cfg, b.key)
+        for b in BUDGETS
+        if stage in b.stages and has_setting(run_cfg, b.key)
+    )
+    if stage in PGT_STAGES:
+        size = "curriculum.group_size"
+        rounds = pgt_rounds(real.test, OmegaConf.select(real_cfg, size))
+        return budgets * rounds / pgt_rounds(measured.test, OmegaConf.select(run_cfg, size))
+    test = real.test / measured.test
+    if stage == "fit":
+        return budgets * real.train / measured.train
+    if stage == "read" and fits:
+        return (real.train + real.test) / (measured.train + measured.test)
+    if stage == "detector_maps" and transductive:
+        return test**2
+    return test
+
+
+def project_category(
+    timing: dict[str, Any], real_cfg: DictConfig, run_cfg: DictConfig, real: Population, measured: Population,
+    fits: bool, transductive: bool,
+) -> float:  # fmt: skip
+    """Projected seconds of one real category from one rehearsed category's ``timings`` entry."""
+    stages = timing.get("stages", {})
+    metrics = sum(timing.get(key, 0.0) for key in METRIC_TIMINGS)
+    other = max(
+        0.0, timing["fit_s"] + timing["test_s"] - metrics - sum(s["seconds"] for s in stages.values())
+    )
+    scaled = sum(
+        entry["seconds"] * stage_scale(name, real_cfg, run_cfg, real, measured, fits, transductive)
+        for name, entry in stages.items()
+    )
+    return scaled + metrics * real.test / measured.test + other
+
+
+def project_job(
+    results: dict[str, Any], wall_s: float, real_cfg: DictConfig, layouts: Iterable[CategoryLayout],
+    measured: Population, transductive: bool, prepare_steps: tuple[int, int] | None = None,
+) -> float:  # fmt: skip
+    """Projected seconds of a job over every category of its real dataset (``layouts``), from the
+    rehearsal's ``results`` of one category; ``prepare_steps``: (real, rehearsal) prompt steps."""
+    run_cfg = OmegaConf.create(results["config"])
+    timings = results["timings"]
+    (timing,) = timings["per_category"].values()
+    prepare = timings.get("prepare_s", 0.0)
+    fixed = max(0.0, wall_s - prepare - timing["fit_s"] - timing["test_s"])
+    if prepare_steps:
+        prepare *= prepare_steps[0] / prepare_steps[1]
+    fits = not results["zero_shot"]
+    return (
+        fixed
+        + prepare
+        + sum(
+            project_category(timing, real_cfg, run_cfg, Population.of(layout), measured, fits, transductive)
+            for layout in layouts
+        )
+    )

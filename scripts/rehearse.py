@@ -1,0 +1,302 @@
+"""``make rehearse``: the paper commands on stand-in data with real-size random-weight models, to measure
+their cost on this machine before spending GPU hours on them.
+
+Writes stand-ins of MVTec AD and VisA (one category each) under ``--out``, runs every job of the paper
+presets (``experiment=anorefiner``, ``experiment=f2pad``) as its own ``python train.py`` with
+``model.weights=random``, that category and small budgets (``anorefine.projection.BUDGETS``), and
+writes a Markdown report (``--doc``): per job its status, wall time, peak RSS and stage rates, then each
+table's projected cost on this machine. A job whose results.json exists is not run again; a failing
+job is recorded and the others go on. ``--quick``: tiny images, the smallest budgets and the tiny
+random CLIP (for tests; its numbers measure the pipeline, not the paper's models).
+
+python scripts/rehearse.py [--quick] [--only anorefiner|f2pad] [--jobs N] [--out DIR] [--doc PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from hydra import compose, initialize_config_dir
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
+
+from anorefine import data
+from anorefine.config import CONF_DIR, register_configs
+from anorefine.data.standin import LAYOUTS, write_standin
+from anorefine.detectors.anomalyclip_training import resolve_aux_dataset
+from anorefine.projection import BUDGETS, Population, has_setting, project_job, prompt_steps
+from anorefine.results import git_commit
+from anorefine.run_folder import RESULTS_FILE
+from anorefine.stages import UNITS, maxrss_mb
+from anorefine.sweep import expected_jobs
+
+PRESETS = ("anorefiner", "f2pad")
+#: The stand-in category of each dataset.
+CATEGORIES = {"mvtec": "bottle", "visa": "candle"}
+FRACTION = 0.02  # of every split and defect type (at least one image each): 4 test images per category
+QUICK_SIZE_SCALE = 0.1
+QUICK_IMAGE_SIZE = 128
+#: --quick: the tiny random CLIP instead of the published ones (the CNNs keep their architectures).
+QUICK_MODELS = {
+    "winclip": ["model.clip=tiny"],
+    "anomalyclip": ["model.clip=tiny"],
+    "musc": ["model.backbone=tiny"],
+}
+#: Every job: random weights, no logger, no progress bar, no shared fit cache.
+COMMON = ["model.weights=random", "logger=none", "trainer.enable_progress_bar=false", "paths.fit_cache=null"]
+TAIL_LINES = 8
+#: Runs a command and writes its peak RSS (``ru_maxrss``) to argv[1]: a small parent, since a child's
+#: ``ru_maxrss`` starts at the resident size of the process it was forked from (here, one with torch).
+LAUNCHER = (
+    "import os, subprocess, sys; child = subprocess.Popen(sys.argv[2:]); "
+    "_, status, usage = os.wait4(child.pid, 0); open(sys.argv[1], 'w').write(str(usage.ru_maxrss)); "
+    "sys.exit(os.waitstatus_to_exitcode(status) % 256)"
+)
+RECORD_FILE = "rehearsal.json"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job of a preset: its folder key and its Hydra overrides (the preset's own listing)."""
+
+    preset: str
+    key: str
+    overrides: list[str]
+
+    @property
+    def name(self) -> str:
+        return f"{self.preset}/{self.key}"
+
+
+def compose_config(overrides: list[str], hydra: bool = False) -> DictConfig:
+    """train.yaml composed with ``overrides`` (and the hydra node, for job listings)."""
+    register_configs()  # idempotent
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=overrides, return_hydra_config=hydra)
+
+
+def list_jobs(preset: str) -> list[Job]:
+    """The jobs ``python train.py -m experiment=PRESET`` launches (``anorefine.sweep.expected_jobs``)."""
+    jobs = expected_jobs(compose_config([f"experiment={preset}"], hydra=True)) or []
+    return [Job(preset, job["dir"], list(job["overrides"])) for job in jobs]
+
+
+def job_overrides(job: Job, cfg: DictConfig, roots: dict[str, Path], quick: bool, run_dir: Path) -> list[str]:
+    """The job's own overrides plus the rehearsal's: stand-in data, random weights, small budgets."""
+    dataset = cfg.dataset.name
+    extra = [*COMMON, f"dataset.root={roots[dataset]}", f"dataset.categories=[{CATEGORIES[dataset]}]"]
+    extra += [f"{b.key}={b.quick if quick else b.rehearsal}" for b in BUDGETS if has_setting(cfg, b.key)]
+    if has_setting(cfg, "prepare.aux_roots"):
+        extra += [f"prepare.aux_roots.{name}={root}" for name, root in roots.items()]
+    if quick:
+        extra += [f"model.image_size={QUICK_IMAGE_SIZE}", *QUICK_MODELS.get(cfg.model.name, [])]
+    # one job of the preset's sweep, run on its own: the sweep's parameters are cleared
+    return [
+        *job.overrides,
+        *extra,
+        "hydra.sweeper.params=null",
+        f"hydra.run.dir='{run_dir}'",
+    ]  # quoted: job keys hold = and ,
+
+
+def run_job(overrides: list[str], run_dir: Path) -> dict[str, Any]:
+    """Run train.py in a child process; its status, wall time, peak RSS and, on failure, its last lines."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_path, rss_path = run_dir / "rehearse.log", run_dir / "rehearse.maxrss"
+    command = [
+        sys.executable,
+        "-c",
+        LAUNCHER,
+        str(rss_path),
+        sys.executable,
+        str(REPO / "train.py"),
+        *overrides,
+    ]
+    started = time.perf_counter()
+    with log_path.open("w") as log:
+        done = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=False)
+    record: dict[str, Any] = {"wall_s": time.perf_counter() - started}
+    if rss_path.exists():
+        record["peak_rss_mb"] = maxrss_mb(int(rss_path.read_text()))
+    if done.returncode == 0:
+        return {"status": "done", **record}
+    tail = log_path.read_text(errors="replace").strip().splitlines()[-TAIL_LINES:]
+    return {"status": f"failed (exit {done.returncode})", "error": tail, **record}
+
+
+def standin_population(kind: str, root: Path, category: str) -> Population:
+    """Train and test image counts of a stand-in category."""
+    train, test = (len(data.read_split(kind, root, category, split)) for split in ("train", "test"))
+    return Population(train, test)
+
+
+def aux_test_images(kind: str, root: Path) -> int:
+    """Test images of every category of a dataset folder (what AnomalyCLIP's prompts train on)."""
+    return sum(len(data.read_split(kind, root, c, "test")) for c in data.list_categories(kind, root))
+
+
+def projected_seconds(
+    job_cfg: DictConfig, results: dict[str, Any], wall_s: float, roots: dict[str, Path]
+) -> float:
+    """The job's projected seconds over its real dataset (``anorefine.projection``)."""
+    dataset = job_cfg.dataset.name
+    measured = standin_population(dataset, roots[dataset], CATEGORIES[dataset])
+    steps = None
+    if has_setting(job_cfg, "prepare.epochs"):
+        aux = resolve_aux_dataset(job_cfg.prepare.aux_dataset, dataset)
+        real_aux = sum(Population.of(layout).test for layout in LAYOUTS[aux].values())
+        run_cfg = OmegaConf.create(results["config"])
+        steps = (prompt_steps(job_cfg, real_aux), prompt_steps(run_cfg, aux_test_images(aux, roots[aux])))
+    transductive = bool(get_class(job_cfg.model._target_).transductive)
+    return project_job(results, wall_s, job_cfg, LAYOUTS[dataset].values(), measured, transductive, steps)
+
+
+def machine() -> str:
+    """CPU model and cores."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), None)
+    return f"{model or platform.processor() or 'unknown CPU'}, {os.cpu_count()} cores"
+
+
+def stage_rows(results: dict[str, Any]) -> list[str]:
+    """A job's stage table: seconds, count, unit and seconds per unit (each category of the run)."""
+    rows = ["| category | stage | seconds | count | unit | s per unit |", "|---|---|---:|---:|---|---:|"]
+    if results["config"].get("prepare"):
+        rows.append(f"| (run) | prepare | {results['timings']['prepare_s']:.1f} | 1 | run | - |")
+    for category, timing in results["timings"]["per_category"].items():
+        for name, entry in timing.get("stages", {}).items():
+            rate = f"{entry['seconds'] / entry['count']:.3f}" if entry["count"] else "-"
+            unit = UNITS.get(name, "")
+            rows.append(
+                f"| {category} | {name} | {entry['seconds']:.2f} | {entry['count']} | {unit} | {rate} |"
+            )
+    return rows
+
+
+def write_report(
+    doc: Path, jobs: list[Job], records: dict[str, dict[str, Any]], projections: dict[str, float],
+    header: dict[str, str], run_dirs: dict[str, Path],
+) -> None:  # fmt: skip
+    """The Markdown report: header, the jobs table, each job's stages, the projection per table."""
+    lines = ["# Rehearsal of the paper commands", "", *(f"- {k}: {v}" for k, v in header.items()), ""]
+    lines += ["## Jobs", "", "| job | status | wall s | peak RSS MB |", "|---|---|---:|---:|"]
+    for job in jobs:
+        record = records.get(job.name, {"status": "not run"})
+        wall, rss = (f"{record[k]:.0f}" if k in record else "-" for k in ("wall_s", "peak_rss_mb"))
+        lines.append(f"| {job.name} | {record['status']} | {wall} | {rss} |")
+    lines += ["", "## Stages per job", ""]
+    for job in jobs:
+        record = records.get(job.name, {})
+        lines += [f"### {job.name}", "", f"`python train.py {' '.join(job.overrides)}`", ""]
+        if record.get("status") == "done":
+            lines += stage_rows(json.loads((run_dirs[job.name] / RESULTS_FILE).read_text()))
+        elif "error" in record:
+            lines += ["Last lines of its output:", "", "```", *record["error"], "```"]
+        else:
+            lines.append("Not run.")
+        lines.append("")
+    lines += [
+        "## Projection",
+        "",
+        "Each full table's cost on this machine: per job, the measured stage seconds scaled from the "
+        "rehearsed category to every category of the real dataset (anorefine/data/layouts.py), then "
+        "summed over the table's jobs: `fixed + prepare × S_real/S_rehearsal + Σ_categories (Σ_stages "
+        "seconds × scale + other)`, scale being the ratio of images (train for `fit`, test for the "
+        "maps, the square of it for a transductive detector's `detector_maps`) or, for PGT, of "
+        "training rounds times the ratio of the budget setting the stage grows with "
+        "(anorefine/projection.py has the details). A lower bound where a cost grows faster than assumed.",
+        "",
+        "| table | jobs measured | projected hours on this machine |",
+        "|---|---:|---:|",
+    ]
+    for preset in sorted({job.preset for job in jobs}):
+        names = [job.name for job in jobs if job.preset == preset]
+        done = [name for name in names if name in projections]
+        hours = f"{sum(projections[n] for n in done) / 3600:.2f}" if done else "-"
+        lines.append(f"| experiment={preset} | {len(done)} of {len(names)} | {hours} |")
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text("\n".join(lines) + "\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny images, smallest budgets, tiny CLIP")
+    parser.add_argument("--only", choices=PRESETS, help="rehearse one preset (default: all)")
+    parser.add_argument("--jobs", type=int, default=None, help="run at most N jobs (default: all)")
+    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "rehearsal", help="output folder")
+    parser.add_argument(
+        "--doc", type=Path, default=None, help="report path (default docs/reproduce_rehearsal.md)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.jobs is not None and args.jobs < 1:
+        parser.error(f"--jobs {args.jobs}: give 1 or more (or leave it out for every job)")
+    doc = args.doc or REPO / "docs" / "reproduce_rehearsal.md"
+    load_start, started = os.getloadavg()[0], datetime.now(timezone.utc)
+    scale = QUICK_SIZE_SCALE if args.quick else 1.0
+    roots = {
+        kind: write_standin(kind, args.out / "data" / kind, [category], FRACTION, scale)
+        for kind, category in CATEGORIES.items()
+    }
+    jobs = [job for preset in ([args.only] if args.only else PRESETS) for job in list_jobs(preset)]
+    jobs = jobs[: args.jobs]
+    record_path = args.out / RECORD_FILE
+    records: dict[str, dict[str, Any]] = json.loads(record_path.read_text()) if record_path.exists() else {}
+    projections: dict[str, float] = {}
+    run_dirs = {job.name: args.out / "jobs" / job.preset / job.key for job in jobs}
+    for number, job in enumerate(jobs, 1):
+        cfg = compose_config(job.overrides)
+        run_dir = run_dirs[job.name]
+        if not (run_dir / RESULTS_FILE).exists():
+            print(f"[{number}/{len(jobs)}] {job.name}", flush=True)
+            records[job.name] = run_job(job_overrides(job, cfg, roots, args.quick, run_dir), run_dir)
+            record_path.write_text(json.dumps(records, indent=1))
+        else:
+            print(f"[{number}/{len(jobs)}] {job.name}: finished earlier, skipped", flush=True)
+        record = records.get(job.name, {})
+        if (run_dir / RESULTS_FILE).exists() and "wall_s" in record:
+            results = json.loads((run_dir / RESULTS_FILE).read_text())
+            projections[job.name] = projected_seconds(cfg, results, record["wall_s"], roots)
+    mode = (
+        "quick (tiny images and the tiny random CLIP: measures the pipeline, not the models)"
+        if args.quick
+        else "full"
+    )
+    header = {
+        "date": f"{started:%Y-%m-%d %H:%M} UTC",
+        "commit": git_commit() or "unknown",
+        "machine": machine(),
+        "load average (1 min)": f"{load_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end",
+        "mode": mode,
+        "stand-ins": ", ".join(f"{kind} {c}" for kind, c in CATEGORIES.items())
+        + f" at fraction {FRACTION}, size scale {scale}",
+        "budgets": ", ".join(f"{b.key}={b.quick if args.quick else b.rehearsal}" for b in BUDGETS),
+    }
+    write_report(doc, jobs, records, projections, header, run_dirs)
+    failed = [name for name in run_dirs if records.get(name, {}).get("status", "done") != "done"]
+    print(f"report: {doc}" + (f"; {len(failed)} job(s) failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
