@@ -56,7 +56,7 @@ VIT_BLOCKS = {24: (5, 11, 17, 23), 12: (2, 5, 8, 11)}
 MIN_REFERENCE = 5
 #: On a CPU, the most similarities one MSM matmul writes: 2^20 (4 MiB in fp32) stays in cache, where
 #: 16 images of 32×32 patches (64 MiB, past glibc's mmap threshold) were page-faulted afresh on every
-#: block and made MSM 2.3–3.9× slower (docs/clip_detectors.md, "Where MuSc's time goes under PGT").
+#: block and made MSM 2.4–3.9× slower (docs/clip_detectors.md, "Where MuSc's time goes under PGT").
 CPU_BLOCK_SIMILARITIES = 1 << 20
 #: The seed of the official ``divide_num`` split (``random.seed(42)`` in its datasets).
 SUBSET_SEED = 42
@@ -343,8 +343,8 @@ class MuscDetector(Detector):
 
     def reference_patches(self, keys: list[str]) -> dict[int, list[torch.Tensor]]:
         """Per r, per layer (N, h·w, C) contiguous LNAMD patches of the images ``keys`` in the matmul
-        dtype: built once per reference set and reused by every later query (one set is kept:
-        N·h·w·ΣC·len(r_list) values, |r_list|× the raw features already kept)."""
+        dtype, on the finest grid: built once per reference set and reused by every later query (one
+        set is kept: N·h·w·ΣC·len(r_list) values)."""
         if self._patches[0] != keys:
             per_image = [self._features[key][0] for key in keys]
             layers = [torch.stack([f[k] for f in per_image]) for k in range(len(per_image[0]))]
