@@ -468,7 +468,7 @@ def msm_case(patches: int, channels: int, device: str = "cpu") -> Any:
 
 
 def msm_blocked(patches: int, channels: int, device: str = "cpu") -> dict[str, float]:
-    """Ours: nearest distances by blocked matmuls (block 16), for MSM_QUERIES images vs the other 99."""
+    """Ours: nearest distances by blocked matmuls (block 16, capped on a CPU), MSM_QUERIES images vs 99."""
     import torch
 
     from anorefine.detectors.musc import mutual_scores
@@ -691,8 +691,9 @@ def main() -> None:
         f"One layer and one aggregation degree of MSM with {MSM_IMAGES} reference images of random unit "
         f"features: each of {MSM_QUERIES} query images against the other {MSM_IMAGES - 1} (a category of "
         f"{MSM_IMAGES} costs {MSM_IMAGES}× this per layer and r). Ours computes nearest distances by "
-        "blocked matmuls (16 images a block, bounded memory); the peer is the official fast form, one cdist "
-        "against every other image at once. Both give the same scores (tests/test_musc.py).",
+        "blocked matmuls (16 images a block, on a CPU at most 2^20 similarities); the peer is the official "
+        "fast form, one cdist against every other image at once. Both give the same scores "
+        "(tests/test_musc.py).",
         "",
     ]
     coreset_header = [

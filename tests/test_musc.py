@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from conftest import run_train
 
-from anorefine.detectors.musc import MuscDetector, lnamd, mutual_scores, rscin
+from anorefine.detectors import musc
+from anorefine.detectors.musc import MuscDetector, image_key, interval_mean, lnamd, mutual_scores, rscin
 from anorefine.errors import AnorefineError
 
 
@@ -168,3 +169,71 @@ def test_subsets_need_a_category_reference_and_five_images_each() -> None:
         MuscDetector(image_size=64, reference="stream", subsets=2)
     with pytest.raises(AnorefineError, match=r"got 4.*model\.subsets=2"):
         MuscDetector(image_size=64, subsets=2).set_reference(images(8, seed=7), ["good"] * 8)
+
+
+def straightforward_map(
+    detector: MuscDetector, query: list[torch.Tensor], reference: list[torch.Tensor], exclude: int | None
+) -> torch.Tensor:
+    """MSM recomputed from scratch: the reference's LNAMD for this query alone, the image itself cut out
+    of the reference, every nearest-patch distance from one unblocked matmul."""
+    total = torch.zeros(query[0].shape[-2:].numel())
+    for r in detector.r_list:
+        for z, own in zip(detector.aggregated(reference, r), detector.aggregated(query, r), strict=True):
+            others = z if exclude is None else torch.cat([z[:exclude], z[exclude + 1 :]])
+            sims = own[0] @ others.reshape(-1, others.shape[-1]).T
+            best = sims.view(len(own[0]), len(others), -1).amax(-1)
+            total += interval_mean((2.0 - 2.0 * best).clamp_min(0.0).sqrt(), detector.interval)
+    return (total / (len(detector.r_list) * len(reference))).view(1, *query[0].shape[-2:])
+
+
+@pytest.mark.parametrize("block_similarities", [musc.CPU_BLOCK_SIMILARITIES, 2 * 8 * 8])
+def test_cached_reference_patches_leave_every_map_and_score_unchanged(
+    monkeypatch: pytest.MonkeyPatch, block_similarities: int
+) -> None:
+    """Reference and outside (synthetic) images, with the CPU's block cap as is and at two images a
+    block: maps and scores equal those recomputed from scratch."""
+    monkeypatch.setattr(musc, "CPU_BLOCK_SIMILARITIES", block_similarities)
+    batch, synthetic = images(7, seed=10), images(3, seed=11)
+    detector = MuscDetector(image_size=64)
+    detector.set_reference(batch)
+    reference, embeddings = detector.layer_features(batch)
+    expected = [
+        straightforward_map(detector, [f[i : i + 1] for f in reference], reference, exclude=i)
+        for i in range(7)
+    ]
+    peaks = torch.stack([m.amax() for m in expected])
+    assert torch.allclose(detector(batch).anomaly_map, torch.stack(expected), atol=1e-6)
+    assert torch.allclose(detector(batch).image_score, rscin(peaks, embeddings, detector.k_list), atol=1e-6)
+    for image in synthetic:
+        query, embedding = detector.layer_features(image[None])
+        patch_map = straightforward_map(detector, query, reference, exclude=None)
+        score = rscin(
+            torch.cat([peaks, patch_map.amax()[None]]), torch.cat([embeddings, embedding]), detector.k_list
+        )
+        output = detector(image[None])
+        assert torch.allclose(output.anomaly_map[0], patch_map, atol=1e-6)
+        assert torch.allclose(output.image_score[0], score[-1], atol=1e-6)
+
+
+def test_the_reference_patches_are_built_once_per_reference_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scoring the references and three batches of outside images aggregates the reference once per r;
+    a new reference set replaces the kept one (N·h·w·ΣC values per r)."""
+    detector = MuscDetector(image_size=64)
+    aggregated, built = detector.aggregated, []
+    monkeypatch.setattr(
+        detector, "aggregated", lambda layers, r: built.append(len(layers[0]) > 1) or aggregated(layers, r)
+    )
+    first, second = images(6, seed=12), images(8, seed=13)
+    detector.set_reference(first)
+    for seed in (14, 15, 16):
+        detector(images(2, seed=seed))
+    detector(first)
+    assert sum(built) == len(detector.r_list)
+    detector.set_reference(second)
+    detector(images(2, seed=17))
+    assert sum(built) == 2 * len(detector.r_list)
+    patches = detector.reference_patches([image_key(image) for image in second])
+    assert [[tuple(z.shape) for z in patches[r]] for r in detector.r_list] == [
+        [(8, 64, 40), (8, 64, 112)]
+    ] * 3
+    assert sum(built) == 2 * len(detector.r_list)

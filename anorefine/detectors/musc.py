@@ -54,6 +54,10 @@ MatmulDtype = Literal["float32", "bfloat16", "float16"]
 #: The published layers: blocks 5, 11, 17, 23 of a 24-block ViT, 2, 5, 8, 11 of a 12-block one.
 VIT_BLOCKS = {24: (5, 11, 17, 23), 12: (2, 5, 8, 11)}
 MIN_REFERENCE = 5
+#: On a CPU, the most similarities one MSM matmul writes: 2^20 (4 MiB in fp32) stays in cache, where
+#: 16 images of 32×32 patches (64 MiB, past glibc's mmap threshold) were page-faulted afresh on every
+#: block and made MSM 2.4–3.9× slower (docs/clip_detectors.md, "Where MuSc's time goes under PGT").
+CPU_BLOCK_SIMILARITIES = 1 << 20
 #: The seed of the official ``divide_num`` split (``random.seed(42)`` in its datasets).
 SUBSET_SEED = 42
 
@@ -69,11 +73,15 @@ def lnamd(features: torch.Tensor, r: int) -> torch.Tensor:
 
 def nearest_distances(query: torch.Tensor, references: torch.Tensor, block_size: int) -> torch.Tensor:
     """(L,C) unit patches of one image, (M,L',C) unit patches of M images -> (L,M) distance of each
-    query patch to its nearest patch in each reference image, ``block_size`` images at a time.
+    query patch to its nearest patch in each reference image, ``block_size`` images at a time (on a
+    CPU at most ``CPU_BLOCK_SIMILARITIES`` similarities a block).
 
     For unit vectors |a−b|² = 2 − 2a·b, so the nearest patch is the largest dot product: one matmul
     per block, in the reference's dtype (bf16/fp16 on a GPU), the reduction in fp32.
     """
+    if references.device.type == "cpu":
+        per_image = query.shape[0] * references.shape[1]
+        block_size = max(1, min(block_size, CPU_BLOCK_SIMILARITIES // per_image))
     out = []
     for start in range(0, references.shape[0], block_size):
         chunk = references[start : start + block_size]
@@ -201,6 +209,7 @@ class MuscDetector(Detector):
         self._maps: dict[str, torch.Tensor] = {}  # key -> (1,h,w) map of a scored reference image
         self._scores: dict[str, torch.Tensor] = {}  # key -> its image score (RsCIN when first scored)
         self._reference: list[str] = []
+        self._patches: tuple[list[str], dict[int, list[torch.Tensor]]] = ([], {})  # keys -> r -> patches
         self.progress_label = "MuSc mutual scoring"
 
     def setup_category(self, category: str) -> None:
@@ -323,47 +332,57 @@ class MuscDetector(Detector):
     def _score_within(self, keys: list[str], progress: ProgressLog | None) -> None:
         """MSM maps of the not yet scored images among ``keys`` against the others, RsCIN over ``keys``."""
         new = [i for i, key in enumerate(keys) if key not in self._maps]
-        layers = self.reference_layers(keys)
-        queries = [layers_of(layers, i) for i in new]
-        for i, patch_map in zip(
-            new, self.msm_maps(layers, queries, exclude=new, progress=progress), strict=True
-        ):
+        queries = [[f[None] for f in self._features[keys[i]][0]] for i in new]
+        maps = self.msm_maps(keys, queries, exclude=new, progress=progress)
+        for i, patch_map in zip(new, maps, strict=True):
             self._maps[keys[i]] = patch_map
         peaks = torch.stack([self._maps[key].amax() for key in keys])
         rescored = rscin(peaks, self.reference_embeddings(keys), self.k_list)
         for i in new:
             self._scores[keys[i]] = rescored[i]
 
-    def reference_layers(self, keys: list[str] | None = None) -> list[torch.Tensor]:
-        """Per layer (N,C,h,w) raw features of the reference set (or of the images ``keys``)."""
-        per_image = [self._features[key][0] for key in (self._reference if keys is None else keys)]
-        return [torch.stack([layers[k] for layers in per_image]) for k in range(len(per_image[0]))]
+    def reference_patches(self, keys: list[str]) -> dict[int, list[torch.Tensor]]:
+        """Per r, per layer (N, h·w, C) contiguous LNAMD patches of the images ``keys`` in the matmul
+        dtype, on the finest grid: built once per reference set and reused by every later query (one
+        set is kept: N·h·w·ΣC·len(r_list) values)."""
+        if self._patches[0] != keys:
+            per_image = [self._features[key][0] for key in keys]
+            layers = [torch.stack([f[k] for f in per_image]) for k in range(len(per_image[0]))]
+            patches = {
+                r: [z.to(self.matmul_dtype).contiguous() for z in self.aggregated(layers, r)]
+                for r in self.r_list
+            }
+            self._patches = (list(keys), patches)
+        return self._patches[1]
 
     def reference_embeddings(self, keys: list[str] | None = None) -> torch.Tensor:
         return torch.stack([self._features[key][1] for key in (self._reference if keys is None else keys)])
 
     def msm_maps(
         self,
-        reference: list[torch.Tensor],
+        keys: list[str],
         queries: list[list[torch.Tensor]],
         exclude: list[int] | None,
         progress: ProgressLog | None = None,
     ) -> list[torch.Tensor]:
-        """(1,h,w) MSM maps of ``queries`` (each its per-layer (1,C,h,w) features) against the reference;
-        with ``exclude``, query q is reference image ``exclude[q]`` and is not compared with itself.
-        ``progress`` counts one pass per query and r."""
-        height, width = reference[0].shape[-2:]
+        """(1,h,w) MSM maps of ``queries`` (each its per-layer (1,C,h,w) features) against the reference
+        images ``keys``; with ``exclude``, query q is reference image ``exclude[q]`` and its distances
+        to itself are dropped. ``progress`` counts one pass per query and r."""
+        if not queries:
+            return []
+        height, width = queries[0][0].shape[-2:]
+        reference = self.reference_patches(keys)
         total = torch.zeros(len(queries), height * width)
         for r in self.r_list:
-            ref = [z.to(self.matmul_dtype) for z in self.aggregated(reference, r)]
             for q, query in enumerate(queries):
-                mine = self.aggregated(query, r)
-                for z, own in zip(ref, mine, strict=True):
-                    others = z if exclude is None else torch.cat([z[: exclude[q]], z[exclude[q] + 1 :]])
-                    total[q] += mutual_scores(own[0], others, self.interval, self.block_size)
+                for z, own in zip(reference[r], self.aggregated(query, r), strict=True):
+                    distances = nearest_distances(own[0], z, self.block_size)
+                    if exclude is not None:
+                        distances = torch.cat([distances[:, : exclude[q]], distances[:, exclude[q] + 1 :]], 1)
+                    total[q] += interval_mean(distances, self.interval)
                 if progress is not None:
                     progress.advance()
-        total /= len(self.r_list) * len(reference)
+        total /= len(self.r_list) * len(queries[0])
         return list(total.view(len(queries), 1, height, width))
 
     def forward(self, images: torch.Tensor) -> DetectorOutput:
@@ -372,28 +391,24 @@ class MuscDetector(Detector):
         if not self._reference:
             raise RuntimeError("MuSc has no reference images: the curriculum calls set_reference first")
         keys = [image_key(image) for image in images]
-        reference = self.reference_layers()
-        grid = reference[0].shape[-2:]
         outside = [i for i, key in enumerate(keys) if key not in self._maps]
-        fresh = dict(zip(outside, self._outside(images[outside], reference), strict=True)) if outside else {}
+        fresh = dict(zip(outside, self._outside(images[outside]), strict=True)) if outside else {}
         maps, scores, features = [], [], []
         for i, key in enumerate(keys):
             known = (self._features[key][0], self._maps[key], self._scores[key]) if i not in fresh else None
             layers, patch_map, score = fresh.get(i, known)
             maps.append(patch_map)
             scores.append(score)
-            features.append(torch.cat([resize(f[None], grid)[0] for f in layers]))
+            features.append(torch.cat([resize(f[None], layers[0].shape[-2:])[0] for f in layers]))
         device = images.device
         stacked = torch.stack(maps).float(), torch.stack(scores).float(), torch.stack(features)
         return self.output(*(t.to(device) for t in stacked))
 
-    def _outside(
-        self, images: torch.Tensor, reference: list[torch.Tensor]
-    ) -> list[tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]]:
-        """(layers, map, score) of images outside the reference set; nothing is kept."""
+    def _outside(self, images: torch.Tensor) -> list[tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]]:
+        """(layers, map, score) of images outside the reference set; nothing of theirs is kept."""
         layers, embeddings = self.layer_features(images)
-        queries = [layers_of(layers, i) for i in range(len(images))]
-        maps = self.msm_maps(reference, queries, exclude=None)
+        queries = [[layer[i : i + 1] for layer in layers] for i in range(len(images))]
+        maps = self.msm_maps(self._reference, queries, exclude=None)
         peaks = torch.stack([self._maps[key].amax() for key in self._reference])
         known = self.reference_embeddings()
         out = []
@@ -409,8 +424,3 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-
-
-def layers_of(layers: list[torch.Tensor], index: int) -> list[torch.Tensor]:
-    """Image ``index``'s per-layer (1,C,h,w) features."""
-    return [layer[index : index + 1] for layer in layers]
