@@ -232,8 +232,24 @@ def test_the_reference_patches_are_built_once_per_reference_set(monkeypatch: pyt
     detector.set_reference(second)
     detector(images(2, seed=17))
     assert sum(built) == 2 * len(detector.r_list)
-    patches = detector.reference_patches([image_key(image) for image in second])
-    assert [[tuple(z.shape) for z in patches[r]] for r in detector.r_list] == [
+    keys = [image_key(image) for image in second]
+    assert [[tuple(z.shape) for z in detector.reference_patches(keys, r)] for r in detector.r_list] == [
         [(8, 64, 40), (8, 64, 112)]
     ] * 3
     assert sum(built) == 2 * len(detector.r_list)
+
+
+def test_reference_patches_past_their_memory_budget_keep_one_r_and_the_same_maps() -> None:
+    """model.reference_cache_mb bounds what is kept between queries (N·h·w·ΣC values per r): past it
+    only one r's patches stay, rebuilt per query batch, and every map and score is unchanged."""
+    reference, outside = images(6, seed=12), images(2, seed=14)
+    outputs = []
+    for budget in (4096, 0):
+        detector = MuscDetector(image_size=64, reference_cache_mb=budget)
+        detector.set_reference(reference)
+        outputs.append((detector(reference), detector(outside)))
+        kept = detector._patches[1]
+        assert sorted(kept) == (sorted(detector.r_list) if budget else [detector.r_list[-1]])
+    for cached, bounded in zip(*outputs, strict=True):
+        torch.testing.assert_close(bounded.anomaly_map, cached.anomaly_map, rtol=0, atol=0)
+        torch.testing.assert_close(bounded.image_score, cached.image_score, rtol=0, atol=0)

@@ -165,13 +165,16 @@ class MuscDetector(Detector):
         subsets: int = 1,
         block_size: int = 16,
         matmul_dtype: MatmulDtype = "float32",
+        reference_cache_mb: float = 4096,
         weights_dir: str | None = None,
         weights: WeightsSource = PRETRAINED,
         weights_seed: int = 0,
     ) -> None:
         """``layers``: CNN stages (null: strides 8 and 16); ``blocks``: ViT blocks, 1-based as in the
         paper's configs (null: the published ones for the depth); ``pretrained``: the open_clip tag;
-        ``weights=random`` (or the tiny CLIP): random weights from ``weights_seed``, smoke-only."""
+        ``weights=random`` (or the tiny CLIP): random weights from ``weights_seed``, smoke-only;
+        ``reference_cache_mb``: the most memory the reference patches of every r may keep between
+        queries (beyond it only one r's are kept: N·h·w·ΣC values)."""
         super().__init__()
         self.family, self.image_size, self.reference = family, image_size, reference
         self.stream_reference = reference == "stream"
@@ -183,6 +186,7 @@ class MuscDetector(Detector):
         self.subsets = subsets
         self.r_list, self.interval, self.k_list = tuple(r_list), tuple(interval), tuple(k_list)
         self.block_size, self.matmul_dtype = block_size, getattr(torch, matmul_dtype)
+        self.reference_cache_mb = reference_cache_mb
         self.smoke_only = (family == "open_clip" and backbone == TINY) or weights == RANDOM
         if family == "cnn":
             names = list(layers) if layers else stage_layers(backbone, (8, 16))
@@ -341,19 +345,23 @@ class MuscDetector(Detector):
         for i in new:
             self._scores[keys[i]] = rescored[i]
 
-    def reference_patches(self, keys: list[str]) -> dict[int, list[torch.Tensor]]:
-        """Per r, per layer (N, h·w, C) contiguous LNAMD patches of the images ``keys`` in the matmul
-        dtype, on the finest grid: built once per reference set and reused by every later query (one
-        set is kept: N·h·w·ΣC·len(r_list) values)."""
-        if self._patches[0] != keys:
+    def reference_patches(self, keys: list[str], r: int) -> list[torch.Tensor]:
+        """Per layer (N, h·w, C) contiguous LNAMD patches at ``r`` of the images ``keys`` in the matmul
+        dtype, on the finest grid. Kept for every later query of the same reference set: all r while
+        they fit ``reference_cache_mb`` (N·h·w·ΣC·len(r_list) values), else only the last r built."""
+        cached_keys, patches = self._patches
+        if cached_keys != keys:
+            patches = {}
+        if r not in patches:
             per_image = [self._features[key][0] for key in keys]
             layers = [torch.stack([f[k] for f in per_image]) for k in range(len(per_image[0]))]
-            patches = {
-                r: [z.to(self.matmul_dtype).contiguous() for z in self.aggregated(layers, r)]
-                for r in self.r_list
-            }
+            built = [z.to(self.matmul_dtype).contiguous() for z in self.aggregated(layers, r)]
+            megabytes = sum(z.numel() * z.element_size() for z in built) / 2**20
+            if megabytes * len(self.r_list) > self.reference_cache_mb:
+                patches = {}
+            patches[r] = built
             self._patches = (list(keys), patches)
-        return self._patches[1]
+        return patches[r]
 
     def reference_embeddings(self, keys: list[str] | None = None) -> torch.Tensor:
         return torch.stack([self._features[key][1] for key in (self._reference if keys is None else keys)])
@@ -371,11 +379,11 @@ class MuscDetector(Detector):
         if not queries:
             return []
         height, width = queries[0][0].shape[-2:]
-        reference = self.reference_patches(keys)
         total = torch.zeros(len(queries), height * width)
         for r in self.r_list:
+            reference = self.reference_patches(keys, r)
             for q, query in enumerate(queries):
-                for z, own in zip(reference[r], self.aggregated(query, r), strict=True):
+                for z, own in zip(reference, self.aggregated(query, r), strict=True):
                     distances = nearest_distances(own[0], z, self.block_size)
                     if exclude is not None:
                         distances = torch.cat([distances[:, : exclude[q]], distances[:, exclude[q] + 1 :]], 1)
