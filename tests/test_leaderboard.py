@@ -80,6 +80,29 @@ def test_seeds_are_averaged_with_sample_std_and_delta(tmp_path: Path) -> None:
     assert not board.problems
 
 
+def test_a_key_that_follows_the_seed_merges_seeds_even_where_other_runs_lack_it(tmp_path: Path) -> None:
+    """A seed=0,1,2 sweep over none and ARD + PGT: PGT's order_seed follows the seed (none runs have no
+    such key), so each refiner is one row of 3 runs, not one row per seed."""
+    for seed in (0, 1, 2):
+        write_run(tmp_path / f"none{seed}", results(seed=seed, value=0.5))
+        ard = results(
+            refiner="ard",
+            seed=seed,
+            value=0.5,
+            delta=0.01 * seed,
+            overrides=(f"curriculum.order_seed={seed}",),
+        )
+        write_run(tmp_path / f"ard{seed}", ard)
+    build_leaderboard([tmp_path], tmp_path)
+    rows = [row for row in csv_rows(tmp_path) if row["table"] == "main"]
+    assert sorted((row["method"], row["runs"], row["seeds"]) for row in rows) == [
+        ("ard+pgt", "3", "0 1 2"),
+        ("none", "3", "0 1 2"),
+    ]
+    (ard,) = [row for row in rows if row["method"] == "ard+pgt"]
+    assert float(ard["pixel_ap_delta"]) == pytest.approx(0.01)
+
+
 def test_the_same_config_found_twice_counts_once(tmp_path: Path) -> None:
     for sweep in ("sweep_a", "sweep_b"):
         write_run(tmp_path / sweep / "job", results(config_hash="abc", value=0.5))

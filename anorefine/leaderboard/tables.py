@@ -256,8 +256,9 @@ def flat_settings(node: dict[str, Any], prefix: str = "") -> dict[str, str]:
 def differing_settings(runs: list[Run]) -> dict[int, tuple[tuple[str, str], ...]]:
     """Per run (by ``id``): the resolved settings that differ between ``runs``.
 
-    Placing keys, the seed and keys that follow it (equal to it in every run) are left out; a key of a
-    component (``model.*``, ``refiner.*``, ...) counts only where runs of that component differ in it.
+    Placing keys, the seed and keys that follow it (equal to it in every run that has them) are left
+    out; a key of a component (``model.*``, ``refiner.*``, ...) counts only where runs of that
+    component differ in it.
     """
     flats = {id(run): flat_settings(run.results.get("config", {})) for run in runs}
 
@@ -273,7 +274,9 @@ def differing_settings(runs: list[Run]) -> dict[int, tuple[tuple[str, str], ...]
         for key, where in list(values):
             if where == scope(flat, key):
                 values[key, where].add(flat.get(key, "–"))
-    seeded = {k for k, _ in values if k != "seed" and all(f.get(k) == f.get("seed") for f in flats.values())}
+    seeded = {  # a key that follows the seed in every run that has it (a refiner=none run has no order_seed)
+        k for k, _ in values if k != "seed" and all(f[k] == f.get("seed") for f in flats.values() if k in f)
+    }
     shown = {(k, w) for (k, w), seen in values.items() if len(seen) > 1 and k not in PLACING_KEYS | seeded}
     return {
         run_id: tuple(sorted((k, flat.get(k, "–")) for k, w in shown if w == scope(flat, k)))
