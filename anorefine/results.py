@@ -45,6 +45,15 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+def cpu_model() -> str:
+    """The CPU model from /proc/cpuinfo (or the platform's processor string), for a report's machine."""
+    cpuinfo = Path("/proc/cpuinfo")
+    for line in cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
 def git_commit(repo_dir: Path | None = None) -> str | None:
     """The checked-out commit of the source tree, or None outside a git checkout."""
     where = repo_dir or Path(__file__).resolve().parent.parent

@@ -97,14 +97,9 @@ def machine() -> str:
     """CPU model, cores, memory and software versions."""
     import torch
 
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor() or "unknown CPU",
-    )
+    from anorefine.results import cpu_model
+
+    model = cpu_model()
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / (1 << 30)
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return (

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -38,7 +37,7 @@ from anorefine.config import CONF_DIR, register_configs
 from anorefine.data.standin import LAYOUTS, write_standin
 from anorefine.detectors.anomalyclip_training import resolve_aux_dataset
 from anorefine.projection import BUDGETS, Population, has_setting, project_job, prompt_steps
-from anorefine.results import git_commit
+from anorefine.results import cpu_model, git_commit
 from anorefine.run_folder import RESULTS_FILE
 from anorefine.stages import UNITS, maxrss_mb
 from anorefine.sweep import expected_jobs
@@ -166,10 +165,7 @@ def projected_seconds(
 
 def machine() -> str:
     """CPU model and cores."""
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), None)
-    return f"{model or platform.processor() or 'unknown CPU'}, {os.cpu_count()} cores"
+    return f"{cpu_model()}, {os.cpu_count()} cores"
 
 
 def stage_rows(results: dict[str, Any]) -> list[str]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -22,18 +21,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from anorefine.results import git_commit
+from anorefine.results import cpu_model, git_commit
 from anorefine.transfer_matrix import read_cells, render
 
 BEGIN, END = "<!-- transfer:begin -->", "<!-- transfer:end -->"
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo (or the platform's processor string)."""
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def write_section(doc: Path, section: str) -> None:
@@ -73,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     context = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": ", ".join(sorted(c[:7] for c in commits)) or str(git_commit()),
-        "machine": f"{cpu_name()}, {os.cpu_count()} cores, no GPU",
+        "machine": f"{cpu_model()}, {os.cpu_count()} cores, no GPU",
         "load average at start": f"{load_before:.1f}",
     }
     if not args.table_only:
