@@ -34,8 +34,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from anorefine import data
 from anorefine.config import CONF_DIR, register_configs
-from anorefine.data.standin import LAYOUTS, write_standin
+from anorefine.data.standin import LAYOUTS, scaled_count, write_standin
 from anorefine.detectors.anomalyclip_training import resolve_aux_dataset
+from anorefine.detectors.musc import MIN_REFERENCE
 from anorefine.projection import BUDGETS, Population, has_setting, project_job, prompt_steps
 from anorefine.results import cpu_model, git_commit
 from anorefine.run_folder import RESULTS_FILE
@@ -45,7 +46,9 @@ from anorefine.sweep import expected_jobs
 PRESETS = ("anorefiner", "f2pad")
 #: The stand-in category of each dataset.
 CATEGORIES = {"mvtec": "bottle", "visa": "candle"}
-FRACTION = 0.02  # of every split and defect type (at least one image each): 4 test images per category
+FRACTION = 0.02  # of every split and defect type (at least one image each), raised by standin_fraction
+#: MuSc scores each test image against the others of its category, at least MIN_REFERENCE of them.
+MIN_TEST_IMAGES = MIN_REFERENCE + 1
 QUICK_SIZE_SCALE = 0.1
 QUICK_IMAGE_SIZE = 128
 #: --quick: the tiny random CLIP instead of the published ones (the CNNs keep their architectures).
@@ -163,6 +166,27 @@ def projected_seconds(
     return project_job(results, wall_s, job_cfg, LAYOUTS[dataset].values(), measured, transductive, steps)
 
 
+def count_test_images(dataset: str, category: str, fraction: float) -> int:
+    """Test images of the stand-in category at ``fraction``."""
+    layout = LAYOUTS[dataset][category]
+    return sum(scaled_count(n, fraction) for n in (layout.test_good, *(n for _, n in layout.defects)))
+
+
+def standin_fraction(dataset: str, category: str) -> float:
+    """``FRACTION``, raised by 0.01 until the stand-in category has ``MIN_TEST_IMAGES`` test images."""
+    fraction = FRACTION
+    while count_test_images(dataset, category, fraction) < MIN_TEST_IMAGES:
+        fraction = round(fraction + 0.01, 2)
+    return fraction
+
+
+def standin_text(dataset: str, category: str) -> str:
+    """How the report names a stand-in: dataset, category, fraction and its test images."""
+    fraction = standin_fraction(dataset, category)
+    images = count_test_images(dataset, category, fraction)
+    return f"{dataset} {category} at fraction {fraction} ({images} test images)"
+
+
 def machine() -> str:
     """CPU model and cores."""
     return f"{cpu_model()}, {os.cpu_count()} cores"
@@ -251,7 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     load_start, started = os.getloadavg()[0], datetime.now(timezone.utc)
     scale = QUICK_SIZE_SCALE if args.quick else 1.0
     roots = {
-        kind: write_standin(kind, args.out / "data" / kind, [category], FRACTION, scale)
+        kind: write_standin(
+            kind, args.out / "data" / kind, [category], standin_fraction(kind, category), scale
+        )
         for kind, category in CATEGORIES.items()
     }
     jobs = [job for preset in ([args.only] if args.only else PRESETS) for job in list_jobs(preset)]
@@ -284,8 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "load average (1 min)": f"{load_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end",
         "mode": mode,
-        "stand-ins": ", ".join(f"{kind} {c}" for kind, c in CATEGORIES.items())
-        + f" at fraction {FRACTION}, size scale {scale}",
+        "stand-ins": ", ".join(standin_text(kind, c) for kind, c in CATEGORIES.items())
+        + f", size scale {scale}",
         "budgets": ", ".join(f"{b.key}={b.quick if args.quick else b.rehearsal}" for b in BUDGETS),
     }
     write_report(doc, jobs, records, projections, header, run_dirs)

@@ -45,6 +45,18 @@ def test_stages_scale_with_images_groups_and_budgets() -> None:
     assert project_category(timing, real, run, full, measured, True, False) == pytest.approx(expected)
 
 
+def test_each_stand_in_category_has_enough_test_images_for_musc() -> None:
+    """MuSc needs MIN_REFERENCE other test images: bottle needs fraction 0.08 (2 of each of its four
+    test folders), candle 0.03 (3 normal and 3 anomalous)."""
+    assert rehearse.standin_fraction("mvtec", "bottle") == 0.08
+    assert rehearse.count_test_images("mvtec", "bottle", 0.08) == 8
+    assert rehearse.standin_fraction("visa", "candle") == 0.03
+    assert rehearse.count_test_images("visa", "candle", 0.03) == 6
+    for dataset, category in rehearse.CATEGORIES.items():
+        fraction = rehearse.standin_fraction(dataset, category)
+        assert rehearse.count_test_images(dataset, category, fraction) >= rehearse.MIN_REFERENCE + 1
+
+
 def test_bad_options_exit_with_status_2(capsys: pytest.CaptureFixture[str]) -> None:
     for argv in (["--jobs", "0"], ["--only", "nope"]):
         with pytest.raises(SystemExit) as raised:
