@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs is not None and args.jobs < 1:
         parser.error(f"--jobs {args.jobs}: give 1 or more (or leave it out for every job)")
     doc = args.doc or REPO / "docs" / "reproduce_rehearsal.md"
-    load_start, started = os.getloadavg()[0], datetime.now(timezone.utc)
+    load_start, started, commit = os.getloadavg()[0], datetime.now(timezone.utc), git_commit() or "unknown"
     scale = QUICK_SIZE_SCALE if args.quick else 1.0
     roots = {
         kind: write_standin(
@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     header = {
         "date": f"{started:%Y-%m-%d %H:%M} UTC",
-        "commit": git_commit() or "unknown",
+        "commit": f"{commit} (at the start)",
         "machine": machine(),
         "load average (1 min)": f"{load_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end",
         "mode": mode,
