@@ -10,12 +10,17 @@ unreadable or mismatched. Every such error is an ``AnorefineError`` (exit status
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from anorefine.errors import AnorefineError
 from anorefine.weights import RANDOM
+
+if TYPE_CHECKING:
+    from anorefine.data.records import ImageRecord
 
 
 def check_components(cfg: DictConfig) -> None:
@@ -58,6 +63,12 @@ def check_weights(cfg: DictConfig) -> None:
     if settings.get("weights") != RANDOM:
         detector.check_weights(settings)
     detector.check_files(settings)
+
+
+def check_test_split(cfg: DictConfig, category: str, records: list[ImageRecord]) -> None:
+    """The detector's check of a category's test split (e.g. enough images for MuSc's mutual scoring)."""
+    settings = OmegaConf.to_container(cfg.model, resolve=True)
+    get_class(cfg.model._target_).check_test_split(settings, category, [r.defect_type for r in records])
 
 
 def check_config(cfg: DictConfig) -> None:

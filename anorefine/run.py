@@ -373,7 +373,10 @@ def run_experiment(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict
     plan.check_weights(cfg)
     for category in categories:  # every file of the run checked before any model is built
         for split in plan.splits_read(cfg):
-            split_dataset(cfg, root, category, split).check_files()
+            files = split_dataset(cfg, root, category, split)
+            files.check_files()
+            if split == "test":
+                plan.check_test_split(cfg, category, files.records)
     logger = build_logger(cfg, run_dir)
     preparing = time.perf_counter()
     cfg = prepare_run(cfg, run_dir, trainer_factory(cfg, logger))

@@ -12,7 +12,15 @@ import torch.nn.functional as F
 from conftest import run_train
 
 from anorefine.detectors import musc
-from anorefine.detectors.musc import MuscDetector, image_key, interval_mean, lnamd, mutual_scores, rscin
+from anorefine.detectors.musc import (
+    MuscDetector,
+    image_key,
+    interval_mean,
+    lnamd,
+    mutual_scores,
+    rscin,
+    subset_members,
+)
 from anorefine.errors import AnorefineError
 
 
@@ -152,7 +160,7 @@ def test_subsets_score_each_image_within_its_own_subset_only() -> None:
     batch = images(12, seed=6)
     folders = ["good"] * 6 + ["scratch"] * 6
     split = MuscDetector(image_size=64, r_list=(1,), subsets=2)
-    members = split.subset_members(folders, len(batch))
+    members = subset_members(split.subsets, folders, len(batch), split.reference)
     assert sorted(i for subset in members for i in subset) == list(range(12))
     assert all(sum(folders[i] == "good" for i in subset) == 3 for subset in members)  # interleaved
     split.set_reference(batch, folders)
@@ -253,3 +261,14 @@ def test_reference_patches_past_their_memory_budget_keep_one_r_and_the_same_maps
     for cached, bounded in zip(*outputs, strict=True):
         torch.testing.assert_close(bounded.anomaly_map, cached.anomaly_map, rtol=0, atol=0)
         torch.testing.assert_close(bounded.image_score, cached.image_score, rtol=0, atol=0)
+
+
+def test_a_test_split_too_small_for_mutual_scoring_fails_before_any_model_is_built() -> None:
+    """Each subset needs MIN_REFERENCE images; the check reads only the split's folders, so the run
+    stops before a backbone is loaded (model.reference=stream is judged by its stream instead)."""
+    MuscDetector.check_test_split({"reference": "category"}, "bottle", ["good"] * 5)
+    with pytest.raises(AnorefineError, match=r"bottle: MuSc needs at least 5 reference images, got 4"):
+        MuscDetector.check_test_split({"reference": "category"}, "bottle", ["good", "a", "b", "c"])
+    with pytest.raises(AnorefineError, match=r"got 4: model.reference=category \(model.subsets=2\)"):
+        MuscDetector.check_test_split({"reference": "category", "subsets": 2}, "bottle", ["good"] * 9)
+    MuscDetector.check_test_split({"reference": "stream"}, "bottle", ["good"] * 3)

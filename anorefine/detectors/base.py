@@ -91,6 +91,12 @@ class Detector(nn.Module):
         trained state, e.g. AnomalyCLIP's prompts) is missing or does not fit the configured detector;
         called before any model is built, also with random weights."""
 
+    @classmethod
+    def check_test_split(cls, settings: dict[str, Any], category: str, folders: list[str]) -> None:
+        """Raise ``AnorefineError`` when the category's test split (each image's test folder) cannot be
+        scored by the configured detector (MuSc: too few images to score against); called before any
+        model is built."""
+
     def setup_category(self, category: str) -> None:
         """Called once per category before its fit and test (WinCLIP puts the name in its prompts)."""
 

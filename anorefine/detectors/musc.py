@@ -301,7 +301,7 @@ class MuscDetector(Detector):
         first time; under ``reference=stream`` the newly arrived ones, against what has arrived so far
         (scores given earlier are kept). RsCIN re-scores over the reference set (its subset)."""
         keys = self.features_of(images)
-        members = self.subset_members(folders, len(keys))
+        members = subset_members(self.subsets, folders, len(keys), self.reference)
         progress = None
         if not self.stream_reference:  # a stream scores one group a call: PGT's progress lines cover it
             passes = len(self.r_list) * sum(key not in self._maps for key in keys)
@@ -310,28 +310,14 @@ class MuscDetector(Detector):
             self._score_within([keys[i] for i in subset], progress)
         self._reference = keys
 
-    def subset_members(self, folders: list[str] | None, count: int) -> list[list[int]]:
-        """The indices of each reference subset: all images for ``subsets=1``; otherwise each folder's
-        images shuffled (seed 42) and dealt in turn to subsets 0..K-1, as the official ``divide_num``."""
-        if self.subsets == 1:
-            members = [list(range(count))]
-        else:
-            if folders is None or len(folders) != count:
-                raise AnorefineError(f"model.subsets={self.subsets} needs each reference image's test folder")
-            rng, members = random.Random(SUBSET_SEED), [[] for _ in range(self.subsets)]
-            for folder in dict.fromkeys(folders):
-                ids = [i for i, name in enumerate(folders) if name == folder]
-                rng.shuffle(ids)
-                for position, i in enumerate(ids):
-                    members[position % self.subsets].append(i)
-        for subset in members:
-            if len(subset) < MIN_REFERENCE:
-                raise AnorefineError(
-                    f"MuSc needs at least {MIN_REFERENCE} reference images, got {len(subset)}: "
-                    f"model.reference={self.reference} (model.subsets={self.subsets}) scores an image "
-                    "against the others of its category (or its stream so far)"
-                )
-        return members
+    @classmethod
+    def check_test_split(cls, settings: dict[str, Any], category: str, folders: list[str]) -> None:
+        """With ``reference=category`` every subset of the test split must hold ``MIN_REFERENCE`` images."""
+        if settings.get("reference", "category") == "category":
+            try:
+                subset_members(int(settings.get("subsets", 1)), folders, len(folders), "category")
+            except AnorefineError as error:
+                raise AnorefineError(f"{category}: {error}") from None
 
     def _score_within(self, keys: list[str], progress: ProgressLog | None) -> None:
         """MSM maps of the not yet scored images among ``keys`` against the others, RsCIN over ``keys``."""
@@ -425,6 +411,31 @@ class MuscDetector(Detector):
             score = rscin(torch.cat([peaks, patch_map.amax()[None]]), joined, self.k_list)[-1]
             out.append(([layer[i] for layer in layers], patch_map, score))
         return out
+
+
+def subset_members(subsets: int, folders: list[str] | None, count: int, reference: str) -> list[list[int]]:
+    """The indices of each reference subset: all images for ``subsets=1``; otherwise each folder's images
+    shuffled (seed 42) and dealt in turn to subsets 0..K-1, as the official ``divide_num``. Each must
+    hold ``MIN_REFERENCE`` images."""
+    if subsets == 1:
+        members = [list(range(count))]
+    else:
+        if folders is None or len(folders) != count:
+            raise AnorefineError(f"model.subsets={subsets} needs each reference image's test folder")
+        rng, members = random.Random(SUBSET_SEED), [[] for _ in range(subsets)]
+        for folder in dict.fromkeys(folders):
+            ids = [i for i, name in enumerate(folders) if name == folder]
+            rng.shuffle(ids)
+            for position, i in enumerate(ids):
+                members[position % subsets].append(i)
+    for subset in members:
+        if len(subset) < MIN_REFERENCE:
+            raise AnorefineError(
+                f"MuSc needs at least {MIN_REFERENCE} reference images, got {len(subset)}: "
+                f"model.reference={reference} (model.subsets={subsets}) scores an image against the others "
+                "of its category (or its stream so far); use a larger test split or fewer subsets"
+            )
+    return members
 
 
 def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
