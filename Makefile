@@ -37,17 +37,17 @@ test-fast: setup  # without the tests marked slow (train.py in a subprocess)
 	$(PY) -m pytest -m "not slow"
 
 leaderboard: setup  # LEADERBOARD.{md,csv,tex} from every run under $(OUTPUTS)
-	$(PY) scripts/leaderboard.py $(OUTPUTS)
+	$(VENV)/bin/anorefine leaderboard $(OUTPUTS)
 
 $(VENV)/.bench-installed: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[dev,bench]"
 	touch $@
 
 bench: $(VENV)/.bench-installed  # rewrites docs/benchmarks.md (ARGS=--quick for a fast subset)
-	$(PY) scripts/bench.py $(ARGS)
+	$(VENV)/bin/anorefine bench $(ARGS)
 
 bench-gpu: $(VENV)/.bench-installed  # on a GPU machine: rewrites the GPU section of docs/benchmarks.md
-	$(PY) scripts/bench_gpu.py $(ARGS)
+	$(VENV)/bin/anorefine bench --gpu $(ARGS)
 
 transfer: setup  # the leave-one-kind-out transfer matrix; rewrites the table of docs/transfer.md (ARGS: overrides)
 	$(PY) scripts/transfer.py $(if $(ARGS),-- $(ARGS))

@@ -1,19 +1,8 @@
-"""Entry point: `python train.py [overrides]` (see conf/train.yaml and README.md)."""
+"""``python train.py [overrides]``: the same as ``anorefine train`` (README.md, conf/train.yaml)."""
 
-import hydra
-from omegaconf import DictConfig
+import sys
 
-from anorefine.cli import main_with_one_line_errors, train
-from anorefine.config import register_configs
-
-register_configs()
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> None:
-    """Compose the config and run it."""
-    train(cfg)
-
+from anorefine.cli import run_train
 
 if __name__ == "__main__":
-    main_with_one_line_errors(main)
+    run_train(sys.argv[1:])

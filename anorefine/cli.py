@@ -1,4 +1,5 @@
-"""The body of ``train.py``: Hydra config in, one run out; bad input exits with one line.
+"""``anorefine train`` and ``anorefine predict`` (and the ``train.py``/``predict.py`` shims): Hydra
+config in, one run out; bad input exits with one line.
 
 A job whose folder already holds results.json for the same resolved config is skipped. A failing
 job writes ``failure.json`` (error and traceback); in a multirun it then returns so the sweep goes
@@ -13,6 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from hydra.types import RunMode
@@ -20,7 +22,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from anorefine import cli_help  # noqa: F401  (registers the --help resolver)
-from anorefine.config import is_multiprocess
+from anorefine.config import is_multiprocess, register_configs
 from anorefine.errors import AnorefineError
 
 #: The exit status of every bad-input error (a config value, a missing file): one line on stderr.
@@ -133,3 +135,21 @@ def train(cfg: DictConfig) -> None:
         raise
     if is_rank_zero():
         clear_failure(run_dir)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def hydra_main(cfg: DictConfig) -> None:
+    """Compose the config (``conf/train.yaml``, or another root with ``--config-name``) and run it."""
+    train(cfg)
+
+
+def run_train(argv: list[str]) -> None:
+    """``anorefine train [overrides]``: one run, or a sweep with ``-m``."""
+    register_configs()
+    sys.argv = [sys.argv[0], *argv]
+    main_with_one_line_errors(hydra_main)
+
+
+def run_predict(argv: list[str]) -> None:
+    """``anorefine predict predict.images=DIR [overrides]``: ``conf/predict.yaml``, inspection mode."""
+    run_train(["--config-name", "predict", *argv])

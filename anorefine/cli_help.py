@@ -11,7 +11,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+from anorefine.conf import CONF_DIR
+
 #: The groups a user picks from, in the order a command line reads.
 USER_GROUPS = (
     "dataset", "model", "refiner", "refiner/guidance", "curriculum", "protocol",
@@ -42,7 +43,7 @@ def help_text() -> str:
     ]
     for group in USER_GROUPS:
         lines.append(f"{group}:")
-        for path in sorted((CONF / group).glob("*.yaml")):
+        for path in sorted((CONF_DIR / group).glob("*.yaml")):
             lines.append(f"  {path.stem:<28} {description(path)}")
         lines.append("")
     lines.append("Every setting: python train.py --cfg job   (the composed config; override any key=value)")

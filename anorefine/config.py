@@ -18,11 +18,11 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from anorefine import run_folder  # noqa: F401 (registers the resolvers conf/train.yaml uses)
+from anorefine.conf import CONF_DIR
 from anorefine.data import records
 from anorefine.data.records import DATASET_KINDS
 from anorefine.settings import register_component_schemas
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 EVAL_RESOLUTIONS = ("input", "original")
 LOGGERS = ("csv", "wandb", "none")
 

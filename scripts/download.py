@@ -14,6 +14,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from anorefine.conf import CONF_DIR
 from anorefine.data.download import ARCHIVES, download_dataset
 from anorefine.errors import AnorefineError
 from anorefine.weights import resolve_weights_dir
@@ -32,7 +33,7 @@ def _download_dataset(args: argparse.Namespace) -> None:
 
 def _download_weights(args: argparse.Namespace) -> None:
     weights_dir = resolve_weights_dir(args.dir)
-    clips = configured_clips(REPO / "conf" / "model")
+    clips = configured_clips(CONF_DIR / "model")
     try:
         paths = download_clip_weights(weights_dir, clips) + download_backbone_weights(weights_dir)
     except OSError as error:

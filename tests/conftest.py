@@ -11,6 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from anorefine.conf import CONF_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 #: Overrides that make an end-to-end run take seconds on a 2-core CPU.
@@ -54,6 +58,15 @@ def run_train(
         command, cwd=REPO, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
     )
     return TrainRun(done.returncode, done.stdout, done.stderr, run_dir)
+
+
+def compose_with(overrides: list[str], config_name: str = "train") -> DictConfig:
+    """conf/train.yaml (or ``config_name``) composed with ``overrides``, schemas registered."""
+    from anorefine.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides)
 
 
 @pytest.fixture(scope="session")

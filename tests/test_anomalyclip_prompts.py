@@ -15,13 +15,13 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from anorefine import plan
+from anorefine.conf import CONF_DIR
 from anorefine.config import register_configs
 from anorefine.detectors.anomalyclip import AnomalyClipDetector
 from anorefine.detectors.anomalyclip_prompts import OFFICIAL, read_prompt_file
 from anorefine.detectors.anomalyclip_training import PromptTraining
 from anorefine.errors import AnorefineError
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
 SIZE = 70  # a 5×5 grid of the tiny CLIP's 14-px patches
 #: The official settings (n_ctx 12, depth 9, length 4) on the tiny CLIP: width 64, depth 9 -> 3 of 4.
 N_CTX, DEPTH, LENGTH, WIDTH = 12, 3, 4, 64
@@ -60,7 +60,7 @@ def official(tmp_path: Path) -> Path:
 
 
 def composed(*overrides: str) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("train", overrides=["model=anomalyclip", *overrides])
 
 

@@ -2,51 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-import torch.nn.functional as F
+from conftest import compose_with
+from fakes import FakeDetector, fake_output
 
-from anorefine.detectors.base import Detector, DetectorOutput
 from anorefine.refiners.ard import ArdRefiner, stage_sizes
 from anorefine.refiners.baseline import BaselineRefiner
 from anorefine.task import AnomalyTask
-
-
-class FakeDetector(Detector):
-    """A contract-complete detector in microseconds: the map is how far a cell's colour is from grey.
-
-    Features: the cell's mean colour and the colour spread, projected to ``channels`` with a fixed
-    random matrix, so they are deterministic and differ between normal and painted cells.
-    """
-
-    def __init__(self, stride: int = 8, channels: int = 12) -> None:
-        super().__init__()
-        self.stride = stride
-        self.projection = torch.nn.Parameter(
-            torch.randn(channels, 6, generator=torch.Generator().manual_seed(0))
-        )
-        self.projection.requires_grad_(False)
-
-    def forward(self, images: torch.Tensor) -> DetectorOutput:
-        grid = images.shape[-1] // self.stride
-        mean = F.adaptive_avg_pool2d(images, grid)
-        spread = F.adaptive_avg_pool2d(images**2, grid) - mean**2
-        stats = torch.cat([mean, spread], 1)
-        anomaly_map = (mean - 0.5).abs().sum(1, keepdim=True) + spread.sum(1, keepdim=True)
-        features = torch.einsum("oc,bchw->bohw", self.projection, stats)
-        return DetectorOutput(
-            anomaly_map, anomaly_map.flatten(1).amax(1), features, self.stride, 3 * self.stride
-        )
-
-
-def fake_output(batch: int, size: int, stride: int, channels: int = 16, seed: int = 0) -> DetectorOutput:
-    generator = torch.Generator().manual_seed(seed)
-    grid = round(size / stride)
-    anomaly_map = 10 + 3 * torch.rand(batch, 1, grid, grid, generator=generator)
-    features = torch.randn(batch, channels, grid, grid, generator=generator)
-    return DetectorOutput(anomaly_map, anomaly_map.flatten(1).amax(1), features, stride, 3 * stride)
 
 
 @pytest.mark.parametrize(("size", "stride"), [(64, 8), (56, 14), (64, 16), (70, 14), (48, 16)])
@@ -198,14 +161,8 @@ def test_paper_ard_reads_no_pixel_cues_is_the_base_until_trained_then_its_own_ca
 
 
 def test_the_paper_preset_composes_its_decoder_and_pgt_group_rule() -> None:
-    from hydra import compose, initialize_config_dir
-
-    from anorefine.config import register_configs
-
-    register_configs()
-    with initialize_config_dir(version_base="1.3", config_dir=str(Path(__file__).parents[1] / "conf")):
-        cfg = compose("train", overrides=["refiner=ard_paper"])
-        default = compose("train", overrides=["refiner=ard", "curriculum=pgt"])
+    cfg = compose_with(["refiner=ard_paper"])
+    default = compose_with(["refiner=ard", "curriculum=pgt"])
     assert cfg.refiner.name == "ard_paper" and cfg.refiner.guidance is None
     assert cfg.curriculum.name == "pgt"  # the one switch selects PGT itself
     assert {key: cfg.refiner[key] for key in PAPER_ARD} == PAPER_ARD

@@ -16,8 +16,8 @@ REPO = Path(__file__).resolve().parent.parent
 def test_gpu_bench_fills_its_section_and_keeps_the_cpu_ones(tmp_path: Path) -> None:
     output = tmp_path / "benchmarks.md"
     output.write_text("# Benchmarks\n\nthe CPU tables\n\n## GPU\n\nan older GPU section\n")
-    script = str(REPO / "scripts" / "bench_gpu.py")
-    command = [sys.executable, script, "--device", "cpu", "--quick", "--output", str(output)]
+    command = [sys.executable, "-m", "anorefine", "bench", "--gpu", "--device", "cpu", "--quick"]
+    command += ["--output", str(output)]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     text = output.read_text()
@@ -36,6 +36,6 @@ def test_without_a_gpu_it_refuses_before_any_work(tmp_path: Path) -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: the refusal cannot happen")
     output = tmp_path / "benchmarks.md"
-    command = [sys.executable, str(REPO / "scripts" / "bench_gpu.py"), "--output", str(output)]
+    command = [sys.executable, "-m", "anorefine", "bench", "--gpu", "--output", str(output)]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "no CUDA device is visible" in done.stderr and not output.exists()

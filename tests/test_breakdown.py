@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from metric_references import aupro_mvtec, label_image, trapezoid_area
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from anorefine.errors import MetricError
 from anorefine.metrics import METRIC_NAMES, SIZE_BINS, compute_metrics, kind_metrics, size_metrics
 from anorefine.metrics.breakdown import size_bin_index
+from anorefine.metrics.references import aupro_mvtec, label_image, trapezoid_area
 
 TOL = 1e-6
 # the bins of the definition, written out: share of the image's pixels, low <= share < high

@@ -8,18 +8,17 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import run_train
-from hydra import compose, initialize_config_dir
+from conftest import compose_with, run_train
 from hydra.errors import ConfigCompositionException
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
 from anorefine.cli_help import help_text
+from anorefine.conf import CONF_DIR
 from anorefine.config import register_configs
 from anorefine.run import build_component, build_logger
 from anorefine.settings import COMPONENT_GROUPS, signature_settings, yaml_target
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
 #: Options that need a value the user must give (or a tiny model, since real weights are offline).
 NEEDS = {
     ("dataset", "folder"): ["dataset.root=/some/folder"],
@@ -33,14 +32,9 @@ def group_options() -> list[tuple[str, str]]:
     """(group, option) for every yaml file of every config group except experiment presets."""
     return sorted(
         (path.parent.name, path.stem)
-        for path in CONF.glob("*/*.yaml")
+        for path in CONF_DIR.glob("*/*.yaml")
         if path.parent.name not in ("experiment", "paper", "hydra", "common")
     )
-
-
-def compose_with(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides)
 
 
 @pytest.mark.parametrize(("group", "option"), group_options())
@@ -74,7 +68,9 @@ def test_misspelt_key_fails_naming_it() -> None:
 
 
 def component_yamls() -> list[Path]:
-    return sorted(p for group in COMPONENT_GROUPS for p in (CONF / group).glob("*.yaml") if yaml_target(p))
+    return sorted(
+        p for group in COMPONENT_GROUPS for p in (CONF_DIR / group).glob("*.yaml") if yaml_target(p)
+    )
 
 
 def reference_settings(cls: type) -> dict[str, object]:

@@ -8,22 +8,21 @@ receptive field that match its grid, and give the same output for the same seed.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 import pytest
 import torch
+from fakes import FakeDetector
 from hydra import compose, initialize_config_dir
-from test_ard import FakeDetector
 from torch.utils.data import DataLoader, Dataset
 
+from anorefine.conf import CONF_DIR
 from anorefine.config import register_configs
 from anorefine.detectors.base import Detector, DetectorOutput
 from anorefine.refiners.base import Refiner, baseline_map
 from anorefine.run import build_component
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
 #: Overrides that make a model or refiner option small enough to build and fit in seconds, offline.
 SMALL: dict[str, list[str]] = {
     "patchcore": ["model.image_size=64"],
@@ -39,11 +38,11 @@ register_configs()
 
 
 def options(group: str) -> list[str]:
-    return sorted(path.stem for path in (CONF / group).glob("*.yaml"))
+    return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
 
 
 def build(group: str, option: str, *extra: str, seed: int = 0) -> Any:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[f"{group}={option}", *SMALL.get(option, []), *extra])
     L.seed_everything(seed, verbose=False)
     return build_component(cfg[group]), cfg

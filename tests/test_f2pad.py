@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import run_train
 
+from anorefine.conf import CONF_DIR
 from anorefine.data import read_split
 from anorefine.detectors.base import Detector, DetectorOutput
 from anorefine.refiners.base import baseline_map
@@ -202,7 +203,7 @@ def test_config_builds_the_refiner() -> None:
     from anorefine.run import build_component
 
     register_configs()
-    conf_dir = str((Path(__file__).parent.parent / "conf").resolve())
+    conf_dir = str(CONF_DIR)
     with initialize_config_dir(version_base="1.3", config_dir=conf_dir):
         cfg = compose(
             "train", overrides=["refiner=f2pad", "refiner.guidance.pretrained=false", "refiner.steps=7"]

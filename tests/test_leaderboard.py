@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO
 from leaderboard_fixture import resolved_config
 
 from anorefine.data import MVTEC_CATEGORIES
@@ -235,11 +234,8 @@ def test_helpers() -> None:
 def test_cli_writes_the_three_files_and_reports_problems(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    import importlib.util
+    from anorefine.leaderboard import command as cli
 
-    spec = importlib.util.spec_from_file_location("leaderboard_cli", REPO / "scripts" / "leaderboard.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
     write_run(tmp_path / "runs" / "ok", results())
     write_run(tmp_path / "more" / "sweep" / "ard", results(refiner="ard"))
     write_json_atomic(tmp_path / "runs" / "bad" / "failure.json", {"error": "ValueError: boom"})

@@ -5,17 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from metric_references import (
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+
+from anorefine.errors import MetricError
+from anorefine.metrics import METRIC_NAMES, AnomalyMetrics, boundary_f1, compute_metrics, ranking
+from anorefine.metrics.references import (
     aupro_loop,
     aupro_mvtec,
     boundary_f1_edt,
     f1_iou_max_loop,
     pro_compat_loop,
 )
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
-
-from anorefine.errors import MetricError
-from anorefine.metrics import METRIC_NAMES, AnomalyMetrics, boundary_f1, compute_metrics, ranking
 
 TOL = 1e-6
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY_RUN, run_train
+from fakes import FakeDetector
 from PIL import Image
-from test_ard import FakeDetector
 from torch.utils.data import Dataset
 
 from anorefine.curriculum.pgt import ProgressiveGroupTraining, stream_groups

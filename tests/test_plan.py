@@ -14,17 +14,17 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from anorefine import plan
+from anorefine.conf import CONF_DIR
 from anorefine.config import register_configs
 from anorefine.data.dataset import AnomalyImageDataset
 from anorefine.data.records import ImageRecord
 from anorefine.errors import AnorefineError, DataError
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
 register_configs()
 
 
 def composed(*overrides: str):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("train", overrides=list(overrides))
 
 

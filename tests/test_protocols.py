@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms.functional as TF
+from conftest import compose_with
 from PIL import Image
 from scipy import ndimage
-from test_config import compose_with
 
 from anorefine.data.dataset import resize_mask
 from anorefine.refiners.base import base_map, baseline_map

@@ -14,6 +14,7 @@ from conftest import TINY_RUN, run_train
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
+from anorefine.conf import CONF_DIR
 from anorefine.config import register_configs
 from anorefine.data import MVTEC_CATEGORIES, VISA_CATEGORIES
 from anorefine.data.generated import MARKER
@@ -154,7 +155,7 @@ def test_visa_layout_counts_sizes_modes_and_masks(visa: tuple[Path, int]) -> Non
 
 
 def compose_dataset(name: str, root: Path):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name="train", overrides=[f"dataset={name}", f"dataset.root={root}"])
 
 

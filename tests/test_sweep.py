@@ -29,6 +29,7 @@ from omegaconf import DictConfig
 from test_report import image_sources, loaded_images, render
 
 from anorefine.cli import check_ddp_launch
+from anorefine.conf import CONF_DIR
 from anorefine.config import register_configs
 from anorefine.errors import AnorefineError
 from anorefine.leaderboard import COLUMNS
@@ -192,14 +193,14 @@ def test_job_keys_are_safe_folder_names(dirname: str, expected: str) -> None:
     assert job_key(dirname) == key and job_key(dirname + "0") != key
 
 
-EXPERIMENTS = sorted(path.stem for path in (REPO / "conf" / "experiment").glob("*.yaml"))
+EXPERIMENTS = sorted(path.stem for path in (CONF_DIR / "experiment").glob("*.yaml"))
 
 
 @pytest.fixture(scope="module")
 def compose() -> Iterator[Callable[..., DictConfig]]:
     """Hydra's compose API on conf/ (train.yaml)."""
     register_configs()
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         yield functools.partial(hydra_compose, "train")
 
 

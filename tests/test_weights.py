@@ -8,8 +8,8 @@ from unittest import mock
 import open_clip
 import pytest
 import timm
-from conftest import REPO
 
+from anorefine.conf import CONF_DIR
 from anorefine.detectors.backbones import WEIGHT_FILES
 from anorefine.detectors.clip_models import checkpoint_name
 from anorefine.weights_download import configured_clips, download_backbone_weights, download_clip_weights
@@ -19,7 +19,7 @@ def test_download_helper_fetches_what_the_configs_name_and_skips_present_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     expected = [("ViT-B-16-plus-240", "laion400m_e31"), ("ViT-L-14-336", "openai")]
-    assert configured_clips(REPO / "conf" / "model") == expected
+    assert configured_clips(CONF_DIR / "model") == expected
     for model, pretrained in expected:
         (tmp_path / checkpoint_name(model, pretrained)).parent.mkdir(exist_ok=True)
         (tmp_path / checkpoint_name(model, pretrained)).write_bytes(b"present")

@@ -24,12 +24,13 @@ from typing import Any
 import pandas as pd
 from omegaconf import OmegaConf
 
+from anorefine.conf import CONF_DIR
 from anorefine.data import DEMO_CATEGORIES, MVTEC_CATEGORIES, VISA_CATEGORIES
 from anorefine.leaderboard.scan import Problem, Run, Scan, prune, scan
 from anorefine.results import CONTAINS_ZERO_MARK
 from anorefine.run_folder import INTERVAL_KEYS, is_neutral
 
-PAPER_DIR = Path(__file__).resolve().parents[2] / "conf" / "paper"
+PAPER_DIR = CONF_DIR / "paper"
 
 #: Table columns: metric key -> header.
 COLUMNS = {

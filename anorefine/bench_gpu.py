@@ -1,11 +1,12 @@
-"""``make bench-gpu``: make bench's GPU column, in one process on one CUDA device, and a GPU demo run.
+"""``make bench-gpu`` (``anorefine bench --gpu``): make bench's GPU column, in one process on one CUDA
+device, and a GPU demo run.
 
 Rewrites only the ``## GPU`` section of docs/benchmarks.md (``make bench`` keeps it when it rewrites
 the CPU sections). The rows are bench.py's own calls with ``device`` set: PatchCore (Lite0, WRN50),
 the ARD and F2PAD on PatchCore-Lite0 (their own time against the detector's), WinCLIP against
 anomalib's, AnomalyCLIP at 518² in bf16 (batched; goal: 15 ms per image on an H200-class GPU), MuSc's
 blocked mutual scoring, PGT per group, the metrics engine on CUDA tensors, then
-``python train.py refiner=ard curriculum=pgt trainer=gpu`` on the demo. Each call is timed up to the
+``anorefine train refiner=ard curriculum=pgt trainer=gpu`` on the demo. Each call is timed up to the
 end of its kernels; peak MB is torch's peak allocated GPU memory during the call. A failing row is
 reported as its error and the script goes on.
 """
@@ -23,9 +24,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import bench
+from anorefine import bench
 
-DEMO_COMMAND = ("train.py", "refiner=ard", "curriculum=pgt", "trainer=gpu")
+DEMO_COMMAND = ("-m", "anorefine", "train", "refiner=ard", "curriculum=pgt", "trainer=gpu")
 
 
 def on_device(
@@ -140,7 +141,7 @@ def demo_row(device: str) -> list[str]:
         started = time.perf_counter()
         done = subprocess.run(
             [sys.executable, *DEMO_COMMAND, f"hydra.run.dir={folder}"],
-            cwd=bench.REPO, capture_output=True, text=True, check=False,
+            capture_output=True, text=True, check=False,
         )  # fmt: skip
         wall = time.perf_counter() - started
         if done.returncode:
@@ -153,16 +154,16 @@ def demo_row(device: str) -> list[str]:
     return [f"`python {' '.join(DEMO_COMMAND)}`: {wall:.0f} s wall; mean {shown}."]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     import torch
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="anorefine bench --gpu", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--device", default="cuda", help="cuda (default) or cuda:N; cpu only to test this script"
     )
     parser.add_argument("--quick", action="store_true", help="the light rows only, no demo run")
-    parser.add_argument("--output", type=Path, default=bench.REPO / "docs" / "benchmarks.md")
-    args = parser.parse_args()
+    parser.add_argument("--output", type=Path, default=Path("docs") / "benchmarks.md")
+    args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit(
             "bench_gpu.py: no CUDA device is visible (torch.cuda.is_available() is False): "
@@ -182,7 +183,7 @@ def main() -> None:
     lines = [
         bench.GPU_SECTION,
         "",
-        f"Written by `make bench-gpu` (`python scripts/bench_gpu.py{' --quick' if args.quick else ''}`) on "
+        f"Written by `make bench-gpu` (`anorefine bench --gpu{' --quick' if args.quick else ''}`) on "
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC in {time.perf_counter() - started:.0f} s on "
         f"**{name}** (device `{args.device}`); host: {bench.machine()}. Random weights, as the CPU rows; "
         "each call timed to the end of its kernels, its peak allocated device memory beside it.",

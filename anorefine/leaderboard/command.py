@@ -1,8 +1,8 @@
-"""Regenerate the leaderboard tables from run folders.
+"""``anorefine leaderboard``: regenerate the leaderboard tables from run folders.
 
-python scripts/leaderboard.py outputs/                  # writes outputs/LEADERBOARD.{md,csv,tex}
-python scripts/leaderboard.py runs_a/ runs_b/ --out DIR  # several roots, tables into DIR
-python scripts/leaderboard.py outputs/ --prune           # first delete failed jobs superseded since
+anorefine leaderboard outputs/                  # writes outputs/LEADERBOARD.{md,csv,tex}
+anorefine leaderboard runs_a/ runs_b/ --out DIR  # several roots, tables into DIR
+anorefine leaderboard outputs/ --prune           # first delete failed jobs superseded since
 """
 
 from __future__ import annotations
@@ -11,17 +11,17 @@ import argparse
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from anorefine.leaderboard import PAPER_DIR, build_leaderboard
+from anorefine.leaderboard.render import build_leaderboard
+from anorefine.leaderboard.tables import PAPER_DIR
 from anorefine.run_folder import LEADERBOARD_NAME
 
 
 def main(argv: list[str] | None = None) -> int:
     """Build the leaderboard; print where it is and what did not finish. Exit 2 on a missing root."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="anorefine leaderboard",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("roots", nargs="+", type=Path, help="folders searched for run folders (results.json)")
     parser.add_argument("--out", type=Path, help="where to write the tables (default: the first root)")
@@ -47,7 +47,3 @@ def main(argv: list[str] | None = None) -> int:
     for problem in board.open_problems:
         print(f"{problem.kind}: {problem.path}: {problem.detail}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,7 +12,6 @@ import argparse
 import multiprocessing as mp
 import os
 import platform
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,17 +21,16 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))  # the official-style numpy AUPRO reference lives with the tests
-from metric_references import aupro_mvtec
+from anorefine.metrics.references import aupro_mvtec
 
 MB = 1 << 20
-#: The last section of docs/benchmarks.md, written by scripts/bench_gpu.py; ``make bench`` keeps it.
+#: The last section of docs/benchmarks.md, written by anorefine/bench_gpu.py; ``make bench`` keeps it.
 GPU_SECTION = "## GPU"
 GPU_PLACEHOLDER = [
     GPU_SECTION,
     "",
-    "Not measured yet: no session has had a GPU. On a GPU machine, `make bench-gpu` (scripts/bench_gpu.py) "
+    "Not measured yet: no session has had a GPU. On a GPU machine, `make bench-gpu` "
+    "(`anorefine bench --gpu`) "
     "writes this section: the rows above on CUDA, AnomalyCLIP in bf16 and a `trainer=gpu` demo run.",
 ]
 GPU_COLUMN = "see the GPU section"
@@ -162,7 +160,7 @@ def ours_all(maps: np.ndarray, masks: np.ndarray) -> dict[str, float]:
 
 
 def official_aupro(maps: np.ndarray, masks: np.ndarray) -> dict[str, float]:
-    """MVTec's compute_pro structure in numpy (tests/metric_references.py), float64 sums."""
+    """MVTec's compute_pro structure in numpy (anorefine/metrics/references.py), float64 sums."""
     return {"aupro": aupro_mvtec(maps, masks)}
 
 
@@ -622,11 +620,12 @@ def bench_models(quick: bool, timeout: float) -> list[str]:
     return lines
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    """``anorefine bench [--quick] [--output PATH]``."""
+    parser = argparse.ArgumentParser(prog="anorefine bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one small metric case and the light detectors")
-    parser.add_argument("--output", type=Path, default=REPO / "docs" / "benchmarks.md")
-    args = parser.parse_args()
+    parser.add_argument("--output", type=Path, default=Path("docs") / "benchmarks.md")
+    args = parser.parse_args(argv)
     started = time.perf_counter()
     load_start = os.getloadavg()
     cases = [(150, 256)] if args.quick else [(150, 256), (150, 512), (60, 1024)]
@@ -643,7 +642,7 @@ def main() -> None:
     header = [
         "# Benchmarks",
         "",
-        f"Written by `make bench` (`python scripts/bench.py{' --quick' if args.quick else ''}`) on "
+        f"Written by `make bench` (`anorefine bench{' --quick' if args.quick else ''}`) on "
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC in {time.perf_counter() - started:.0f} s.",
         "",
         f"**Machine:** {machine()}.",

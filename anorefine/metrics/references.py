@@ -1,4 +1,4 @@
-"""Straightforward numpy reference implementations of the metrics, used only by the tests.
+"""Straightforward numpy reference implementations of the metrics: the tests' references, make bench's peer.
 
 They favour the obvious loop over speed; ``aupro_mvtec`` follows the structure of MVTec's official
 ``compute_pro`` (per-pixel change arrays, one sort, cumulative sums) and is also the speed baseline.

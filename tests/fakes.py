@@ -1,0 +1,43 @@
+"""Contract-complete stand-ins for a detector, shared by the tests (no test module imports another)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from anorefine.detectors.base import Detector, DetectorOutput
+
+
+class FakeDetector(Detector):
+    """A contract-complete detector in microseconds: the map is how far a cell's colour is from grey.
+
+    Features: the cell's mean colour and the colour spread, projected to ``channels`` with a fixed
+    random matrix, so they are deterministic and differ between normal and painted cells.
+    """
+
+    def __init__(self, stride: int = 8, channels: int = 12) -> None:
+        super().__init__()
+        self.stride = stride
+        self.projection = torch.nn.Parameter(
+            torch.randn(channels, 6, generator=torch.Generator().manual_seed(0))
+        )
+        self.projection.requires_grad_(False)
+
+    def forward(self, images: torch.Tensor) -> DetectorOutput:
+        grid = images.shape[-1] // self.stride
+        mean = F.adaptive_avg_pool2d(images, grid)
+        spread = F.adaptive_avg_pool2d(images**2, grid) - mean**2
+        stats = torch.cat([mean, spread], 1)
+        anomaly_map = (mean - 0.5).abs().sum(1, keepdim=True) + spread.sum(1, keepdim=True)
+        features = torch.einsum("oc,bchw->bohw", self.projection, stats)
+        return DetectorOutput(
+            anomaly_map, anomaly_map.flatten(1).amax(1), features, self.stride, 3 * self.stride
+        )
+
+
+def fake_output(batch: int, size: int, stride: int, channels: int = 16, seed: int = 0) -> DetectorOutput:
+    generator = torch.Generator().manual_seed(seed)
+    grid = round(size / stride)
+    anomaly_map = 10 + 3 * torch.rand(batch, 1, grid, grid, generator=generator)
+    features = torch.randn(batch, channels, grid, grid, generator=generator)
+    return DetectorOutput(anomaly_map, anomaly_map.flatten(1).amax(1), features, stride, 3 * stride)
