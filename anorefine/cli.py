@@ -21,7 +21,6 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from anorefine import cli_help  # noqa: F401  (registers the --help resolver)
 from anorefine.config import is_multiprocess, register_configs
 from anorefine.errors import AnorefineError
 

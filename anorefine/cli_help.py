@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from anorefine.conf import CONF_DIR
 
 #: The groups a user picks from, in the order a command line reads.
@@ -48,7 +46,3 @@ def help_text() -> str:
         lines.append("")
     lines.append("Every setting: python train.py --cfg job   (the composed config; override any key=value)")
     return "\n".join(lines).replace("$", "$$")  # Hydra fills the template with string.Template
-
-
-if not OmegaConf.has_resolver("anorefine.help"):  # conf/train.yaml: hydra.help.template
-    OmegaConf.register_new_resolver("anorefine.help", help_text)

@@ -17,10 +17,9 @@ from typing import Any, Optional, get_args
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from anorefine import run_folder  # noqa: F401 (registers the resolvers conf/train.yaml uses)
 from anorefine.conf import CONF_DIR
 from anorefine.data import records
-from anorefine.data.records import DATASET_KINDS
+from anorefine.resolvers import register_resolvers
 from anorefine.settings import register_component_schemas
 
 EVAL_RESOLUTIONS = ("input", "original")
@@ -32,7 +31,6 @@ def run_choice(name: str, values: tuple[str, ...]) -> type[enum.Enum]:
     return enum.Enum(name, {v: v for v in values}, type=str, module=__name__)  # type: ignore[return-value]
 
 
-DatasetKind = run_choice("DatasetKind", tuple(DATASET_KINDS))
 ImageResize = run_choice("ImageResize", get_args(records.ImageResize))
 MaskResize = run_choice("MaskResize", get_args(records.MaskResize))
 BlurPadding = run_choice("BlurPadding", get_args(records.BlurPadding))
@@ -56,7 +54,8 @@ class PathsConfig:
 class DatasetConfig:
     """One dataset: its kind, root, categories and loader settings (conf/dataset, conf/common/dataset)."""
 
-    name: DatasetKind = MISSING  # type: ignore[valid-type]
+    _target_: str = MISSING  # its class (anorefine/datasets): categories, splits, facts
+    name: str = MISSING  # the conf/dataset option
     root: str = MISSING
     categories: Optional[list[str]] = MISSING  # noqa: UP045
     defect_types: Optional[list[str]] = MISSING  # noqa: UP045
@@ -157,7 +156,9 @@ def is_multiprocess(cfg: Any) -> bool:
 
 
 def register_configs(conf_dir: Path = CONF_DIR) -> None:
-    """Store every schema in Hydra's ConfigStore: run-level ones and those derived from conf/ (idempotent)."""
+    """Store every schema in Hydra's ConfigStore (run-level ones and those derived from conf/) and
+    register the configs' resolvers (idempotent)."""
+    register_resolvers()
     store = ConfigStore.instance()
     for group, node in RUN_SCHEMAS:
         store.store(group="schema", name=group, node=node)

@@ -23,6 +23,7 @@ from PIL import Image
 
 from anorefine import data
 from anorefine.data.records import ImageRecord
+from anorefine.datasets import open_dataset
 from anorefine.errors import AnorefineError, DataError
 from anorefine.metrics import METRIC_NAMES, AnomalyMetrics
 from anorefine.results import git_commit, mean_metrics, package_versions
@@ -68,7 +69,7 @@ def evaluate_category(
     maps_dir: Path, dataset: str, root: Path, category: str, aupro_limit: float
 ) -> dict[str, float | None]:
     """Metrics of one category's maps against its original-size masks."""
-    records = data.read_split(dataset, root, category, "test")
+    records = open_dataset(dataset, root).records(category, "test")
     if not records:
         raise DataError(f"no test images for category {category!r} under {root}")
     images = data.AnomalyImageDataset(records, image_size=1)  # only original_mask is used
@@ -111,7 +112,7 @@ def evaluate(
     """Score every category's maps, write results.json and results.md, return the results."""
     if not maps_dir.is_dir():
         raise DataError(f"maps folder {maps_dir} does not exist")
-    names = list(categories) if categories else data.list_categories(dataset, root)
+    names = list(categories) if categories else open_dataset(dataset, root).list_categories()
     if not names:
         raise DataError(f"no categories found under {root} for --dataset {dataset}")
     metrics: dict[str, dict[str, float | None]] = {

@@ -35,6 +35,7 @@ from anorefine.curriculum.base import Curriculum, show_reference
 from anorefine.data import AnomalyImageDataset
 from anorefine.data.dataset import read_rgb
 from anorefine.data.records import ImageRecord, is_image_file
+from anorefine.datasets import build_dataset
 from anorefine.detectors.base import Detector
 from anorefine.errors import AnorefineError
 from anorefine.progress import ProgressLog
@@ -43,11 +44,9 @@ from anorefine.results import git_commit
 from anorefine.run import (
     build_component,
     build_detector,
-    dataset_root,
     device_of,
     fit_detector,
     prepare_run,
-    resolve_categories,
     split_dataset,
     trainer_factory,
 )
@@ -207,7 +206,7 @@ def fitting_config(cfg: DictConfig) -> DictConfig:
 
 def only_category(cfg: DictConfig) -> str:
     """The one category whose normal images a predict run fits on."""
-    categories = resolve_categories(cfg, dataset_root(cfg))
+    categories = build_dataset(cfg.dataset).selected_categories()
     if len(categories) != 1:
         raise AnorefineError(
             f"predict fits one category, but the dataset selects {len(categories)} "
@@ -266,7 +265,7 @@ def run_inspection(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
     stream.check_files()
     normals = None
     if saved is None:
-        normals = split_dataset(cfg, dataset_root(cfg), category, "train")
+        normals = split_dataset(cfg, build_dataset(cfg.dataset), category, "train")
         normals.check_files()
         cfg = prepare_run(cfg, run_dir, trainer_factory(cfg, False))
     torch.manual_seed(cfg.seed)

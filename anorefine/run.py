@@ -28,8 +28,9 @@ from torch.utils.data import DataLoader
 from anorefine import console, data, fits, map_files, plan, report, viz
 from anorefine.config import is_multiprocess
 from anorefine.curriculum.base import Curriculum
+from anorefine.datasets import DatasetSource, build_dataset
 from anorefine.detectors.base import Detector, RunPreparation
-from anorefine.errors import AnorefineError, DataError
+from anorefine.errors import AnorefineError
 from anorefine.metrics import category_seed
 from anorefine.metrics.breakdown import GOOD
 from anorefine.progress import ProgressLog
@@ -88,45 +89,17 @@ def build_logger(cfg: DictConfig, run_dir: Path) -> Logger | bool:
     raise AnorefineError(f"logger.name={name!r} is unknown: use logger=csv, logger=wandb or logger=none")
 
 
-def resolve_categories(cfg: DictConfig, root: Path) -> list[str]:
-    """The categories to run: those asked for, each checked to exist; all found when none asked for."""
-    available = data.list_categories(cfg.dataset.name, root)
-    if not available:
-        raise DataError(
-            f"no categories found under {root}: check dataset.root for dataset={cfg.dataset.name}"
-        )
-    asked = list(cfg.dataset.categories) if cfg.dataset.categories else available
-    unknown = [name for name in asked if name not in available]
-    if unknown:
-        raise DataError(
-            f"unknown category {unknown[0]!r} in {root}: available are {', '.join(available)}; "
-            f"set dataset.categories=[...] to some of them"
-        )
-    return asked
-
-
-def dataset_root(cfg: DictConfig) -> Path:
-    """The dataset root, generating the demo dataset on first use (other roots are checked by the readers)."""
-    root = Path(cfg.dataset.root).expanduser()
-    if cfg.dataset.name == "demo":
-        return data.ensure_demo_dataset(root, seed=cfg.dataset.generation_seed)
-    if cfg.dataset.name == "transfer":
-        return data.ensure_transfer_dataset(root, seed=cfg.dataset.generation_seed)
-    return root
-
-
 def split_dataset(
-    cfg: DictConfig, root: Path, category: str, split: str, clock: StageClock | None = None
+    cfg: DictConfig, source: DatasetSource, category: str, split: str, clock: StageClock | None = None
 ) -> data.AnomalyImageDataset:
     """The images of one split of one category, resized to the model's input size (each read charged
     to ``clock``'s ``read`` stage)."""
-    records = data.read_split(cfg.dataset.name, root, category, split)
-    if split == "test":
-        records = data.select_defect_types(records, cfg.dataset.defect_types)
-    if not records:
-        raise DataError(f"no {split} images for category {category!r} under {root}")
     return data.AnomalyImageDataset(
-        records, cfg.dataset.image_size, cfg.dataset.image_resize, cfg.dataset.mask_resize, clock
+        source.records(category, split),
+        cfg.dataset.image_size,
+        cfg.dataset.image_resize,
+        cfg.dataset.mask_resize,
+        clock,
     )
 
 
@@ -249,7 +222,7 @@ def peak_memory() -> dict[str, float]:
 
 
 def run_category(
-    cfg: DictConfig, root: Path, category: str, logger: Logger | bool, run_dir: Path
+    cfg: DictConfig, source: DatasetSource, category: str, logger: Logger | bool, run_dir: Path
 ) -> dict[str, Any]:
     """Fit, test and score one category; returns metrics, breakdown, intervals (with the replicate
     Δs the interval of the mean needs), curriculum extras, timings and flags."""
@@ -260,7 +233,7 @@ def run_category(
     started = time.perf_counter()
     if detector.requires_fit:
         with clock.stage("read", count=0):
-            train_set = split_dataset(cfg, root, category, "train", clock)
+            train_set = split_dataset(cfg, source, category, "train", clock)
         log.info("%s: fitting %s on %d normal images", category, cfg.model.name, len(train_set))
         with clock.stage("fit", count=len(train_set)):
             fit_detector(cfg, detector, train_set, category)
@@ -272,7 +245,7 @@ def run_category(
     refiner.attach(detector)
     curriculum: Curriculum = build_component(cfg.curriculum)
     with clock.stage("read", count=0):
-        test_set = split_dataset(cfg, root, category, "test", clock)
+        test_set = split_dataset(cfg, source, category, "test", clock)
     original_masks = test_set.original_mask if cfg.eval.resolution == "original" else None
     sink = map_files.MapSaver(test_set.records, run_dir / MAPS_DIR / category) if cfg.eval.save_maps else None
     bootstrap = bootstrap_settings(cfg, category)
@@ -366,14 +339,14 @@ def run_experiment(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict
     started = time.perf_counter()
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     digest = config_hash(resolved)
-    root = dataset_root(cfg)
-    categories = resolve_categories(cfg, root)
+    source = build_dataset(cfg.dataset)
+    categories = source.selected_categories()
     plan.check_config(cfg)
     check_eval(cfg)
     plan.check_weights(cfg)
     for category in categories:  # every file of the run checked before any model is built
         for split in plan.splits_read(cfg):
-            files = split_dataset(cfg, root, category, split)
+            files = split_dataset(cfg, source, category, split)
             files.check_files()
             if split == "test":
                 plan.check_test_split(cfg, category, files.records)
@@ -393,7 +366,8 @@ def run_experiment(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict
             # the logger's file starts afresh in a new process: give it the finished category again
             log_category_metrics(logger, category, per_category[category]["metrics"])
             continue
-        per_category[category] = {"config_hash": digest, **run_category(cfg, root, category, logger, run_dir)}
+        scored = run_category(cfg, source, category, logger, run_dir)
+        per_category[category] = {"config_hash": digest, **scored}
         done = per_category[category]["metrics"]
         log.info(
             "%s: done; pixel AP %s -> %s",

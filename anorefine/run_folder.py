@@ -64,8 +64,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from anorefine.atomic import write_atomic
 
 RESULTS_FILE = "results.json"
@@ -116,24 +114,6 @@ NEUTRAL_KEYS = (
     "mode",
     "predict",
 )
-
-
-def musc_mask_rule(dataset: str) -> str:
-    """MuSc's mask rule per dataset (protocol=musc): > 0 on VisA, exactly 1 on the MVTec layouts."""
-    return "nonzero" if dataset == "visa" else "full"
-
-
-def musc_k_list(dataset: str) -> list[int]:
-    """MuSc's published RsCIN window sizes per dataset: [1, 8, 9] on VisA, [1, 2, 3] on the MVTec layouts."""
-    return [1, 8, 9] if dataset == "visa" else [1, 2, 3]
-
-
-if not OmegaConf.has_resolver("anorefine.musc_k_list"):  # conf/experiment/paper_model/musc.yaml
-    OmegaConf.register_new_resolver("anorefine.musc_k_list", musc_k_list)
-if not OmegaConf.has_resolver("anorefine.musc_mask_rule"):  # conf/protocol/musc.yaml
-    OmegaConf.register_new_resolver("anorefine.musc_mask_rule", musc_mask_rule)
-if not OmegaConf.has_resolver("anorefine.neutral_keys"):  # conf/train.yaml: the keys no job folder names
-    OmegaConf.register_new_resolver("anorefine.neutral_keys", lambda: list(NEUTRAL_KEYS))
 
 
 def is_neutral(key: str) -> bool:

@@ -3,8 +3,8 @@
 
 Job folders are ``<hydra.sweep.dir>/<job key>``, the key being the job's sorted overrides (Hydra's
 ``override_dirname``) made filename-safe, so re-running a sweep lands every job in its old folder
-(see docs/experiments.md). Importing this module registers the ``anorefine.job_dir`` resolver that
-``conf/train.yaml`` uses; Hydra imports it in every launcher's worker when it unpickles the callback.
+(see docs/experiments.md). Importing this module registers the resolvers (``anorefine.resolvers``):
+Hydra imports it in every launcher's worker when it unpickles the callback.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from anorefine.leaderboard import build_leaderboard
+from anorefine.resolvers import register_resolvers
 from anorefine.run_folder import (
     FAILURE_FILE,
     LEADERBOARD_NAME,
@@ -64,8 +65,7 @@ def job_key(override_dirname: str) -> str:
     return f"{safe[:MAX_KEY_LENGTH].rstrip('_,')}-{digest}"
 
 
-if not OmegaConf.has_resolver("anorefine.job_dir"):
-    OmegaConf.register_new_resolver("anorefine.job_dir", job_key)
+register_resolvers()  # a launcher's worker imports this module before any job resolves its folder
 
 
 def resolved_hash(cfg: DictConfig) -> str:

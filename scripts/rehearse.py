@@ -32,9 +32,9 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from anorefine import data
 from anorefine.config import CONF_DIR, register_configs
 from anorefine.data.standin import LAYOUTS, scaled_count, write_standin
+from anorefine.datasets import open_dataset
 from anorefine.detectors.anomalyclip_training import resolve_aux_dataset
 from anorefine.detectors.musc import MIN_REFERENCE
 from anorefine.projection import BUDGETS, Population, has_setting, project_job, prompt_steps
@@ -141,13 +141,14 @@ def run_job(overrides: list[str], run_dir: Path) -> dict[str, Any]:
 
 def standin_population(kind: str, root: Path, category: str) -> Population:
     """Train and test image counts of a stand-in category."""
-    train, test = (len(data.read_split(kind, root, category, split)) for split in ("train", "test"))
+    train, test = (len(open_dataset(kind, root).records(category, split)) for split in ("train", "test"))
     return Population(train, test)
 
 
 def aux_test_images(kind: str, root: Path) -> int:
     """Test images of every category of a dataset folder (what AnomalyCLIP's prompts train on)."""
-    return sum(len(data.read_split(kind, root, c, "test")) for c in data.list_categories(kind, root))
+    dataset = open_dataset(kind, root)
+    return sum(len(dataset.records(c, "test")) for c in dataset.list_categories())
 
 
 def projected_seconds(

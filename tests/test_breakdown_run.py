@@ -17,6 +17,7 @@ from conftest import TINY_RUN, run_train
 from omegaconf import OmegaConf
 
 from anorefine import data
+from anorefine.datasets import open_dataset
 from anorefine.detectors.base import Detector, DetectorOutput
 from anorefine.map_files import read_map
 from anorefine.metrics import (
@@ -444,7 +445,7 @@ def f2pad_run(demo_root: Path, tmp_path_factory: pytest.TempPathFactory):
 
 def saved_maps(run_dir: Path, demo_root: Path, category: str, stage: str) -> tuple[list, list, list[str]]:
     """The saved maps of every test image at its own size, the original masks, the kinds, in record order."""
-    records = data.read_split("demo", demo_root, category, "test")
+    records = open_dataset("demo", demo_root).records(category, "test")
     images = data.AnomalyImageDataset(records, image_size=1)
     maps, masks = [], []
     for index, record in enumerate(records):

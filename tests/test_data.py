@@ -22,8 +22,6 @@ from anorefine.data import (
     download,
     ensure_demo_dataset,
     has_ground_truth,
-    list_categories,
-    read_split,
 )
 from anorefine.data import defects as defects_module
 from anorefine.data import demo as demo_module
@@ -36,6 +34,7 @@ from anorefine.data.defects import (
     area_range,
     paint_defect,
 )
+from anorefine.datasets import open_dataset
 from anorefine.errors import DataError
 
 S = 32  # dataset image size in tests
@@ -60,12 +59,12 @@ def _image_code(path: Path) -> int:
 
 def test_list_categories_mvtec_official_order_folder_sorted(tmp_path: Path) -> None:
     root = make_mvtec(tmp_path, categories=("grid", "bottle"))
-    assert list_categories("mvtec", root) == ["bottle", "grid"]
-    assert list_categories("folder", root) == ["bottle", "grid", "notes"]
+    assert open_dataset("mvtec", root).list_categories() == ["bottle", "grid"]
+    assert open_dataset("folder", root).list_categories() == ["bottle", "grid", "notes"]
 
 
 def test_mvtec_train_split(mvtec: Path) -> None:
-    records = read_split("mvtec", mvtec, "bottle", "train")
+    records = open_dataset("mvtec", mvtec).records("bottle", "train")
     assert [r.image_path.name for r in records] == ["000.png", "001.png", "002.png"]  # Thumbs.db skipped
     assert {(r.label, r.defect_type, r.mask_path, r.category) for r in records} == {
         (0, "good", None, "bottle")
@@ -73,18 +72,18 @@ def test_mvtec_train_split(mvtec: Path) -> None:
 
 
 def test_mvtec_test_split_labels_and_mask_pairing(mvtec: Path) -> None:
-    records = read_split("mvtec", mvtec, "grid", "test")
+    records = open_dataset("mvtec", mvtec).records("grid", "test")
     assert [r.defect_type for r in records] == ["broken"] * 2 + ["crack"] * 2 + ["good"] * 2
     assert [r.label for r in records] == [1, 1, 1, 1, 0, 0]
     for r in records[:4]:
         assert r.mask_path == mvtec / "grid/ground_truth" / r.defect_type / f"{r.image_path.stem}_mask.png"
         assert _mask_file_rows(r.mask_path) == mask_rows(_image_code(r.image_path))
     assert has_ground_truth(records)
-    assert read_split("mvtec", mvtec, "grid", "test") == records
+    assert open_dataset("mvtec", mvtec).records("grid", "test") == records
 
 
 def test_dataset_items_shapes_values_and_masks(mvtec: Path) -> None:
-    records = read_split("mvtec", mvtec, "grid", "test")
+    records = open_dataset("mvtec", mvtec).records("grid", "test")
     dataset = AnomalyImageDataset(records, S)
     assert len(dataset) == len(records)
     for i, record in enumerate(records):
@@ -121,13 +120,13 @@ def test_dataset_converts_rgba_and_16bit(tmp_path: Path) -> None:
 
 def test_folder_without_ground_truth_is_image_level(tmp_path: Path) -> None:
     root = make_mvtec(tmp_path, categories=("bottle",), ground_truth=False)
-    records = read_split("folder", root, "bottle", "test")
+    records = open_dataset("folder", root).records("bottle", "test")
     assert [r.mask_path for r in records if r.label] == [None] * 4
     assert not has_ground_truth(records)
     item = AnomalyImageDataset(records, S)[0]
     assert item["label"] == 1 and item["has_mask"] is False and item["mask"].sum() == 0
     with pytest.raises(DataError, match="has no mask"):
-        read_split("mvtec", root, "bottle", "test")  # MVTec AD must ship every mask
+        open_dataset("mvtec", root).records("bottle", "test")  # MVTec AD must ship every mask
 
 
 @pytest.mark.parametrize("kind", ["mvtec", "folder"])
@@ -136,7 +135,7 @@ def test_missing_mask_names_image_and_expected_path(mvtec: Path, kind: str) -> N
     missing.unlink()
     image = mvtec / "bottle" / "test" / "crack" / "001.png"
     with pytest.raises(DataError, match=re.escape(f"{image} has no mask: expected {missing}")):
-        read_split(kind, mvtec, "bottle", "test")
+        open_dataset(kind, mvtec).records("bottle", "test")
 
 
 # ---------------------------------------------------------------- errors
@@ -146,18 +145,18 @@ def test_missing_mask_names_image_and_expected_path(mvtec: Path, kind: str) -> N
 def test_missing_root(tmp_path: Path, kind: str) -> None:
     root = tmp_path / "absent"
     with pytest.raises(DataError, match=re.escape(f"`python scripts/download.py {kind} --root {root}`")):
-        read_split(kind, root, "candle", "train")
+        open_dataset(kind, root).records("candle", "train")
     with pytest.raises(DataError, match=f"dataset root {re.escape(str(root))} does not exist"):
-        list_categories(kind, root)
+        open_dataset(kind, root).list_categories()
 
 
 def test_unknown_category_kind_and_split(mvtec: Path) -> None:
     with pytest.raises(DataError, match=r"'screw'.*available: bottle, grid\).*dataset\.categories"):
-        read_split("mvtec", mvtec, "screw", "train")
-    with pytest.raises(DataError, match=r"dataset\.kind"):
-        list_categories("mvtecc", mvtec)
+        open_dataset("mvtec", mvtec).records("screw", "train")
+    with pytest.raises(DataError, match=r"unknown dataset 'mvtecc': use one of .*mvtec.*visa"):
+        open_dataset("mvtecc", mvtec).list_categories()
     with pytest.raises(DataError, match="split 'val'"):
-        read_split("mvtec", mvtec, "bottle", "val")
+        open_dataset("mvtec", mvtec).records("bottle", "val")
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
@@ -167,7 +166,7 @@ def test_unreadable_image_raises_data_error(mvtec: Path, damage: str) -> None:
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (*SIZE, 3), np.uint8)).save(buffer, "PNG")
     data = buffer.getvalue()
     path.write_bytes(data[: len(data) // 2] if damage == "truncated" else data[:8] + b"junk" * 8)
-    dataset = AnomalyImageDataset(read_split("mvtec", mvtec, "bottle", "train"), S)
+    dataset = AnomalyImageDataset(open_dataset("mvtec", mvtec).records("bottle", "train"), S)
     with pytest.raises(DataError, match=re.escape(str(path))):
         dataset[0]
 
@@ -177,12 +176,12 @@ def test_unreadable_image_raises_data_error(mvtec: Path, damage: str) -> None:
 
 def test_visa_reads_split_csv(tmp_path: Path) -> None:
     root = make_visa(tmp_path)
-    assert list_categories("visa", root) == ["candle", "pcb1"]
+    assert open_dataset("visa", root).list_categories() == ["candle", "pcb1"]
     for category in ("candle", "pcb1"):  # candle masks are 0/255, pcb1 masks 0/1
-        train = read_split("visa", root, category, "train")
+        train = open_dataset("visa", root).records(category, "train")
         assert len(train) == 3
         assert {(r.label, r.defect_type, r.mask_path) for r in train} == {(0, "good", None)}
-        test = read_split("visa", root, category, "test")
+        test = open_dataset("visa", root).records(category, "test")
         assert [(r.label, r.defect_type) for r in test] == [(1, "bad")] * 2 + [(0, "good")] * 2
         assert has_ground_truth(test) and all(r.category == category for r in test)
         for item in AnomalyImageDataset(test, S):
@@ -196,10 +195,10 @@ def test_visa_missing_csv_and_mask(tmp_path: Path) -> None:
     mask = root / "pcb1" / "Data" / "Masks" / "Anomaly" / "005.png"
     mask.unlink()
     with pytest.raises(DataError, match=re.escape(f"has no mask: expected {mask}")):
-        read_split("visa", root, "pcb1", "test")
+        open_dataset("visa", root).records("pcb1", "test")
     (root / "split_csv" / "1cls.csv").unlink()
     with pytest.raises(DataError, match=r"split_csv/1cls\.csv does not exist.*download\.py visa"):
-        read_split("visa", root, "candle", "train")
+        open_dataset("visa", root).records("candle", "train")
 
 
 # ---------------------------------------------------------------- demo dataset and painter
@@ -215,10 +214,10 @@ def small_demo(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_demo_layout_counts_and_mask_areas(demo_root: Path) -> None:
-    assert list_categories("demo", demo_root) == list(DEMO_CATEGORIES)
+    assert open_dataset("demo", demo_root).list_categories() == list(DEMO_CATEGORIES)
     for category in DEMO_CATEGORIES:
-        assert len(read_split("demo", demo_root, category, "train")) == 60
-        test = read_split("demo", demo_root, category, "test")
+        assert len(open_dataset("demo", demo_root).records(category, "train")) == 60
+        test = open_dataset("demo", demo_root).records(category, "test")
         assert sum(r.label == 0 for r in test) == 20 and has_ground_truth(test)
         assert sorted({r.defect_type for r in test}) == sorted(("good", *DEFECT_TYPES))
         for record in (r for r in test if r.label):
@@ -296,7 +295,8 @@ def _tar(path: Path, files: dict[str, bytes]) -> Path:
 
 def _serve(monkeypatch: pytest.MonkeyPatch, kind: str, archive: Path, sha256: str) -> None:
     """Point the archive of `kind` at a fake URL and serve `archive` for it."""
-    fake = download.Archive(kind, f"https://example.invalid/{archive.name}", sha256)
+    marker = download.ARCHIVES[kind].marker
+    fake = download.Archive(kind, f"https://example.invalid/{archive.name}", sha256, marker)
     monkeypatch.setitem(download.ARCHIVES, kind, fake)
     monkeypatch.setattr(download, "urlopen", lambda request, timeout: archive.open("rb"))
 

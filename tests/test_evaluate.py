@@ -16,6 +16,7 @@ from fixtures_data import SIZE, make_mvtec
 from PIL import Image
 
 from anorefine import data
+from anorefine.datasets import open_dataset
 from anorefine.detectors.base import Detector, DetectorOutput
 from anorefine.evaluate import evaluate, main
 from anorefine.metrics import compute_metrics
@@ -32,7 +33,7 @@ def write_maps(maps_dir: Path, root: Path, seed: int = 0) -> dict[str, tuple[np.
     rng = np.random.default_rng(seed)
     stacked = {}
     for category in CATEGORIES:
-        records = data.read_split("mvtec", root, category, "test")
+        records = open_dataset("mvtec", root).records(category, "test")
         images = data.AnomalyImageDataset(records, image_size=1)
         maps, masks = [], []
         for index, record in enumerate(records):
@@ -129,7 +130,7 @@ class RampDetector(Detector):
 
 def test_original_resolution_scores_upsampled_maps_against_original_masks(tmp_path: Path) -> None:
     root = make_mvtec(tmp_path / "mvtec", categories=("bottle",))
-    test_set = data.AnomalyImageDataset(data.read_split("mvtec", root, "bottle", "test"), image_size=32)
+    test_set = data.AnomalyImageDataset(open_dataset("mvtec", root).records("bottle", "test"), image_size=32)
     batch = torch.utils.data.default_collate([test_set[i] for i in range(len(test_set))])
     results = {}
     for mode in ("input", "original"):

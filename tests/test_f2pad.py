@@ -11,7 +11,7 @@ import torch
 from conftest import run_train
 
 from anorefine.conf import CONF_DIR
-from anorefine.data import read_split
+from anorefine.datasets import open_dataset
 from anorefine.detectors.base import Detector, DetectorOutput
 from anorefine.refiners.base import baseline_map
 from anorefine.refiners.f2pad import F2padRefiner, view_offsets
@@ -234,4 +234,5 @@ def test_train_py_refines_the_tiny_clip_detectors(model: list[str], demo_root: P
     for stage in (base, refined):
         assert 0.0 <= stage["pixel_iou_max"] <= 1.0 and 0.0 <= stage["boundary_f1"] <= 1.0
     timing = results["timings"]["per_category"]["brick"]["refiner"]
-    assert timing["images"] == len(read_split("demo", demo_root, "brick", "test")) and timing["mean_s"] > 0
+    tested = open_dataset("demo", demo_root).records("brick", "test")
+    assert timing["images"] == len(tested) and timing["mean_s"] > 0

@@ -9,7 +9,8 @@ import torch
 from anomalib.models.components.sampling import KCenterGreedy
 from torch.utils.data import DataLoader
 
-from anorefine.data import AnomalyImageDataset, read_split
+from anorefine.data import AnomalyImageDataset
+from anorefine.datasets import open_dataset
 from anorefine.detectors.backbones import build_feature_extractor, efficientnet_lite0_state_dict
 from anorefine.detectors.coreset import greedy_coreset_indices, sample_coreset
 from anorefine.detectors.patchcore import PatchCoreDetector
@@ -53,9 +54,9 @@ def test_coreset_keeps_the_requested_fraction_of_rows() -> None:
 @pytest.fixture(scope="module")
 def fitted(demo_root: Path) -> tuple[PatchCoreDetector, AnomalyImageDataset]:
     detector = PatchCoreDetector(image_size=128, coreset_ratio=0.05).eval()
-    train = AnomalyImageDataset(read_split("demo", demo_root, "gravel", "train")[:20], 128)
+    train = AnomalyImageDataset(open_dataset("demo", demo_root).records("gravel", "train")[:20], 128)
     detector.fit(DataLoader(train, batch_size=10))
-    test = AnomalyImageDataset(read_split("demo", demo_root, "gravel", "test"), 128)
+    test = AnomalyImageDataset(open_dataset("demo", demo_root).records("gravel", "test"), 128)
     return detector, test
 
 

@@ -20,7 +20,8 @@ from anorefine.data import MVTEC_CATEGORIES, VISA_CATEGORIES
 from anorefine.data.generated import MARKER
 from anorefine.data.layouts import MVTEC_LAYOUTS, VISA_LAYOUTS
 from anorefine.data.standin import scaled_count, scaled_size, write_standin
-from anorefine.run import dataset_root, resolve_categories, split_dataset
+from anorefine.datasets import build_dataset
+from anorefine.run import split_dataset
 
 REPO = Path(__file__).resolve().parent.parent
 FRACTION, SIZE_SCALE = 0.1, 0.05  # images of 45-75 px
@@ -171,11 +172,11 @@ def check_read_by_the_run(name: str, root: Path) -> None:
     """The run's own path (dataset=mvtec / dataset=visa): categories, splits, masks at each image's size."""
     layouts = MVTEC_LAYOUTS if name == "mvtec" else VISA_LAYOUTS
     cfg = compose_dataset(name, root)
-    root = dataset_root(cfg)
-    assert resolve_categories(cfg, root) == list(MVTEC if name == "mvtec" else VISA)
-    for category in resolve_categories(cfg, root):
+    source = build_dataset(cfg.dataset)
+    assert source.selected_categories() == list(MVTEC if name == "mvtec" else VISA)
+    for category in source.selected_categories():
         layout = layouts[category]
-        train, test = (split_dataset(cfg, root, category, split) for split in ("train", "test"))
+        train, test = (split_dataset(cfg, source, category, split) for split in ("train", "test"))
         assert len(train) == scaled_count(layout.train_good, FRACTION)
         assert all(r.label == 0 for r in train.records)
         defective = [(d, scaled_count(n, FRACTION)) for d, n in layout.defects]

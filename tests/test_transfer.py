@@ -13,10 +13,12 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from anorefine import fits
-from anorefine.data import AnomalyImageDataset, read_split, select_defect_types
+from anorefine.data import AnomalyImageDataset
 from anorefine.data import transfer as transfer_module
 from anorefine.data.defects import DEFECT_KINDS, area_range
 from anorefine.data.textures import TEXTURES, load_texture, normal_image
+from anorefine.datasets import open_dataset
+from anorefine.datasets.base import select_defect_types
 from anorefine.detectors.patchcore import PatchCoreDetector
 from anorefine.errors import DataError
 from anorefine.transfer_matrix import read_cells, render
@@ -37,8 +39,8 @@ def transfer_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_transfer_dataset_holds_every_kind_on_every_texture(transfer_root: Path) -> None:
     for texture in TEXTURES:
-        assert len(read_split("transfer", transfer_root, texture, "train")) == 3
-        test = read_split("transfer", transfer_root, texture, "test")
+        assert len(open_dataset("transfer", transfer_root).records(texture, "train")) == 3
+        test = open_dataset("transfer", transfer_root).records(texture, "test")
         assert sorted({r.defect_type for r in test}) == sorted(("good", *DEFECT_KINDS))
         for record in (r for r in test if r.label):
             mask = np.asarray(Image.open(record.mask_path)) > 0
@@ -58,7 +60,7 @@ def test_procedural_textures_are_deterministic_and_differ_by_seed() -> None:
 
 
 def test_defect_types_keep_good_images_and_the_held_out_kind(transfer_root: Path) -> None:
-    records = read_split("transfer", transfer_root, "woven", "test")
+    records = open_dataset("transfer", transfer_root).records("woven", "test")
     kept = select_defect_types(records, ["dent"])
     assert sorted({r.defect_type for r in kept}) == ["dent", "good"]
     assert sum(r.label == 0 for r in kept) == sum(r.label == 0 for r in records)
@@ -98,7 +100,7 @@ def test_transfer_table_compares_each_refiner_with_its_base(tmp_path: Path) -> N
 
 
 def test_a_saved_fit_reloads_into_an_identical_detector(demo_root: Path, tmp_path: Path) -> None:
-    records = read_split("demo", demo_root, "brick", "train")[:4]
+    records = open_dataset("demo", demo_root).records("brick", "train")[:4]
     train_set = AnomalyImageDataset(records, 64)
     torch.manual_seed(0)
     detector = PatchCoreDetector(image_size=64, coreset_ratio=0.2).eval()

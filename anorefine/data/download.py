@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.error import URLError
 from urllib.request import Request, urlopen
 
-from anorefine.data.mvtec import GOOD, MVTEC_CATEGORIES
+from anorefine.data.mvtec import GOOD
 from anorefine.data.visa import SPLIT_CSV
 from anorefine.errors import DataError
 
@@ -30,6 +30,8 @@ class Archive:
     name: str
     url: str
     sha256: str
+    #: A glob under the root that exists once the archive is extracted there.
+    marker: str
 
     @property
     def filename(self) -> str:
@@ -42,20 +44,20 @@ ARCHIVES: dict[str, Archive] = {
         "https://www.mydrive.ch/shares/150996/b52ecdcbf521176e9db9c731f2304b27/"
         "download/420938113-1629960298/mvtec_anomaly_detection.tar.xz",
         "cf4313b13603bec67abb49ca959488f7eedce2a9f7795ec54446c649ac98cd3d",
+        f"*/train/{GOOD}",
     ),
     "visa": Archive(
         "VisA",
         "https://amazon-visual-anomaly.s3.us-west-2.amazonaws.com/VisA_20220922.tar",
         "2eb8690c803ab37de0324772964100169ec8ba1fa3f7e94291c9ca673f40f362",
+        SPLIT_CSV.as_posix(),
     ),
 }
 
 
-def is_extracted(kind: str, root: Path) -> bool:
-    """True when `root` holds an extracted dataset of `kind` (a VisA split CSV, or an MVTec category)."""
-    if kind == "visa":
-        return (root / SPLIT_CSV).is_file()
-    return any((root / c / "train" / GOOD).is_dir() for c in MVTEC_CATEGORIES)
+def is_extracted(archive: Archive, root: Path) -> bool:
+    """True when `root` holds the extracted `archive` (its marker: VisA's split CSV, an MVTec category)."""
+    return root.is_dir() and any(root.glob(archive.marker))
 
 
 def sha256_of(path: Path) -> str:
@@ -124,7 +126,7 @@ def download_dataset(kind: str, root: Path, progress: Progress | None = None) ->
     if kind not in ARCHIVES:
         raise DataError(f"unknown dataset '{kind}' to download: choose one of {sorted(ARCHIVES)}")
     archive, root = ARCHIVES[kind], Path(root)
-    if is_extracted(kind, root):
+    if is_extracted(archive, root):
         return root
     if root.is_dir() and any(root.iterdir()):
         raise DataError(
@@ -140,11 +142,12 @@ def download_dataset(kind: str, root: Path, progress: Progress | None = None) ->
         extract_tar(tar_path, extracted)
         tar_path.unlink()
         entries = list(extracted.iterdir())
-        if not is_extracted(kind, extracted) and len(entries) == 1 and entries[0].is_dir():
+        if not is_extracted(archive, extracted) and len(entries) == 1 and entries[0].is_dir():
             extracted = entries[0]  # the archive wraps everything in one top folder
-        if not is_extracted(kind, extracted):
-            expected = SPLIT_CSV if kind == "visa" else "<category>/train/good"
-            raise DataError(f"archive {archive.filename} holds no {expected}: not the {archive.name} archive")
+        if not is_extracted(archive, extracted):
+            raise DataError(
+                f"archive {archive.filename} holds no {archive.marker}: not the {archive.name} archive"
+            )
         if root.is_dir():
             root.rmdir()
         os.replace(extracted, root)

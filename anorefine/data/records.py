@@ -16,8 +16,6 @@ MaskResize = Literal["nearest", "above_half", "full", "nonzero"]
 #: or ``symmetric`` (the edge pixel repeated: scipy.ndimage.gaussian_filter's ``reflect``, as the
 #: official AnomalyCLIP code).
 BlurPadding = Literal["reflect", "symmetric"]
-#: The dataset kinds a run can read (``dataset.name``).
-DATASET_KINDS: tuple[str, ...] = ("mvtec", "visa", "folder", "demo", "transfer")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,16 @@ GENERATOR, VERSION = "anorefine.data.standin", 1
 VISA_MASK_VALUES = (255, 1)
 #: The painters need images of at least this many pixels on the short side.
 MIN_SIDE = 32
+
+
+@dataclass(frozen=True)
+class StandinOptions:
+    """What a stand-in tree is drawn with (``write_standin``'s options)."""
+
+    fraction: float
+    size_scale: float
+    seed: int
+    visa_mask_value: int
 
 
 def scaled_count(count: int, fraction: float) -> int:
@@ -164,19 +175,31 @@ def write_standin(
     chosen = check_options(dataset, categories, fraction, size_scale, seed, visa_mask_value)
     marker = {"generator": GENERATOR, "version": VERSION, "dataset": dataset, "categories": chosen}
     marker |= {"fraction": fraction, "size_scale": size_scale, "seed": seed}
-    if dataset == "visa":
-        marker["visa_mask_value"] = visa_mask_value
+    marker["visa_mask_value"] = visa_mask_value
+    options = StandinOptions(fraction, size_scale, seed, visa_mask_value)
+    return ensure_generated(Path(root), marker, lambda folder: TREE_WRITERS[dataset](folder, chosen, options))
 
-    def write(folder: Path) -> None:
-        if dataset == "mvtec":
-            for category in chosen:
-                write_mvtec_category(folder / category, category, fraction, size_scale, seed)
-            return
-        rows = []
-        for category in chosen:
-            rows += write_visa_category(folder, category, fraction, size_scale, seed, visa_mask_value)
-        (folder / SPLIT_CSV).parent.mkdir(parents=True, exist_ok=True)
-        with (folder / SPLIT_CSV).open("w", newline="", encoding="utf-8") as f:
-            csv.writer(f, lineterminator="\n").writerows([CSV_COLUMNS, *rows])
 
-    return ensure_generated(Path(root), marker, write)
+def write_mvtec_tree(folder: Path, categories: list[str], options: StandinOptions) -> None:
+    """MVTec AD's tree: one folder per category."""
+    for category in categories:
+        write_mvtec_category(folder / category, category, options.fraction, options.size_scale, options.seed)
+
+
+def write_visa_tree(folder: Path, categories: list[str], options: StandinOptions) -> None:
+    """VisA's tree: the categories' folders and the 1-class split CSV over them."""
+    rows = []
+    for category in categories:
+        rows += write_visa_category(
+            folder, category, options.fraction, options.size_scale, options.seed, options.visa_mask_value
+        )
+    (folder / SPLIT_CSV).parent.mkdir(parents=True, exist_ok=True)
+    with (folder / SPLIT_CSV).open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f, lineterminator="\n").writerows([CSV_COLUMNS, *rows])
+
+
+#: How each dataset's tree is written (the keys of ``LAYOUTS``).
+TREE_WRITERS: dict[str, Callable[[Path, list[str], StandinOptions], None]] = {
+    "mvtec": write_mvtec_tree,
+    "visa": write_visa_tree,
+}

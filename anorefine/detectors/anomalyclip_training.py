@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import lightning as L
 import torch
@@ -21,34 +21,33 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from anorefine import data
+from anorefine.datasets import DatasetSource, dataset_class
 from anorefine.detectors.anomalyclip import AnomalyClipDetector
 from anorefine.detectors.base import RunPreparation
 from anorefine.errors import AnorefineError
 
-#: A second demo dataset, generated with another seed: the demo's partner, so that prompts trained
-#: for a demo run never see the demo's test images.
-DEMO_AUX = "demo_aux"
-#: ``aux_dataset: auto``: the zero-shot protocol trains on the test split of the other benchmark.
-AUX_PARTNER = {"mvtec": "visa", "visa": "mvtec", "demo": DEMO_AUX}
 #: The run's prompt checkpoint, in its run directory.
 PROMPT_FILE = "anomalyclip_prompts.pt"
 
-
-#: ``prepare.aux_dataset``: ``auto`` (the protocol's partner of the evaluated dataset) or a dataset kind.
-AuxDataset = Literal["auto", "mvtec", "visa", "demo", "demo_aux"]
+#: ``prepare.aux_dataset``: the evaluated dataset's own partner (``DatasetSource.aux_partner``; the
+#: zero-shot protocol trains on the test split of the other benchmark).
+AUTO = "auto"
 
 
 def resolve_aux_dataset(setting: str, target: str) -> str:
-    """The dataset kind whose test split trains the prompts when evaluating ``target``."""
-    if setting != "auto":
+    """The dataset (a conf/dataset option) whose test split trains the prompts when evaluating ``target``."""
+    if setting != AUTO:
+        dataset_class(setting)  # a known dataset, or one line naming the known ones
         return setting
-    if target not in AUX_PARTNER:
+    partner = dataset_class(target).aux_partner
+    if partner is None:
         raise AnorefineError(
             f"prepare.aux_dataset=auto knows no auxiliary dataset for dataset={target}: set "
-            f"prepare.aux_dataset to mvtec or visa (or {target}, knowing prompts then see the test images), "
-            f"or give trained prompts with model.prompt_ckpt=PATH"
+            f"prepare.aux_dataset=mvtec or prepare.aux_dataset=visa (or prepare.aux_dataset={target}, "
+            f"knowing the prompts then see the test images), or give trained prompts with "
+            f"model.prompt_ckpt=PATH"
         )
-    return AUX_PARTNER[target]
+    return partner
 
 
 def focal_loss(
@@ -117,7 +116,7 @@ class PromptTraining(RunPreparation):
 
     def __init__(
         self,
-        aux_dataset: AuxDataset = "auto",
+        aux_dataset: str = AUTO,
         aux_roots: dict[str, str] | None = None,
         epochs: int = 15,
         max_steps: int | None = None,
@@ -126,7 +125,8 @@ class PromptTraining(RunPreparation):
         map_loss_weight: float = 4.0,
         seed: int = 111,
     ) -> None:
-        """``aux_roots``: dataset kind -> folder; ``max_steps`` caps training (smoke tests)."""
+        """``aux_dataset``: ``auto`` or a conf/dataset option; ``aux_roots``: dataset -> folder;
+        ``max_steps`` caps training (smoke tests)."""
         self.aux_dataset, self.aux_roots = aux_dataset, dict(aux_roots or {})
         self.epochs, self.max_steps, self.batch_size = epochs, max_steps, batch_size
         self.lr, self.map_loss_weight, self.seed = lr, map_loss_weight, seed
@@ -174,13 +174,9 @@ class PromptTraining(RunPreparation):
         trainer.fit(PromptTrainingModule(detector, self.lr, self.map_loss_weight), aux_loader)
         return detector.save_prompts(ckpt_path, config, steps=trainer.global_step)
 
-    def aux_loader(
-        self, detector: AnomalyClipDetector, kind: str, root: Path, num_workers: int
-    ) -> DataLoader:
+    def aux_loader(self, detector: AnomalyClipDetector, aux: DatasetSource, num_workers: int) -> DataLoader:
         """Shuffled batches of every test image of every category of the auxiliary dataset."""
-        records = [
-            r for c in data.list_categories(kind, root) for r in data.read_split(kind, root, c, "test")
-        ]
+        records = [r for c in aux.list_categories() for r in aux.records(c, "test")]
         return DataLoader(
             data.AnomalyImageDataset(records, image_size=detector.image_size),
             batch_size=self.batch_size,
@@ -200,13 +196,10 @@ class PromptTraining(RunPreparation):
         root = cfg.dataset.root if kind == cfg.dataset.name else self.aux_roots.get(kind)
         if root is None:
             raise AnorefineError(f"no folder for auxiliary dataset {kind}: set prepare.aux_roots.{kind}=DIR")
-        root = Path(root).expanduser()
-        if kind in ("demo", DEMO_AUX):
-            seed = cfg.dataset.get("generation_seed", 0) + (kind == DEMO_AUX)
-            data.ensure_demo_dataset(root, seed=seed)
-        reader = "demo" if kind == DEMO_AUX else kind
-        loader = self.aux_loader(detector, reader, root, cfg.dataset.num_workers)
-        provenance = {"aux": {"dataset": kind, "root": str(root)}}
+        aux = dataset_class(kind)(kind, root, generation_seed=cfg.dataset.generation_seed)
+        aux.ensure_root()  # a generated partner (demo_aux) is written on first use
+        loader = self.aux_loader(detector, aux, cfg.dataset.num_workers)
+        provenance = {"aux": {"dataset": kind, "root": str(aux.root)}}
         path = self.train_or_load(detector, loader, run_dir / PROMPT_FILE, make_trainer, provenance)
         cfg = copy.deepcopy(cfg)
         cfg.model.prompt_ckpt = str(path)

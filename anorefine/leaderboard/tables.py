@@ -25,7 +25,8 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from anorefine.conf import CONF_DIR
-from anorefine.data import DEMO_CATEGORIES, MVTEC_CATEGORIES, VISA_CATEGORIES
+from anorefine.datasets import dataset_class
+from anorefine.errors import DataError
 from anorefine.leaderboard.scan import Problem, Run, Scan, prune, scan
 from anorefine.results import CONTAINS_ZERO_MARK
 from anorefine.run_folder import INTERVAL_KEYS, is_neutral
@@ -53,12 +54,18 @@ ZERO_NOTE = (
     "in at least one of the row's runs (runs without intervals, e.g. results format 2, add no mark). The "
     "interval resamples test images, not training: seeds vary only across a row's runs (± std)."
 )
-#: The datasets' full category sets: a published mean is compared only with a run over all of them.
-FULL_CATEGORIES = {
-    "mvtec": tuple(MVTEC_CATEGORIES),
-    "visa": tuple(VISA_CATEGORIES),
-    "demo": tuple(DEMO_CATEGORIES),
-}
+
+
+def full_categories(dataset: str) -> tuple[str, ...]:
+    """A dataset's full category set (its class's ``official_categories``; empty for a dataset that
+    is not, or no longer, a conf/dataset option): a published mean is compared only with a run over
+    all of them."""
+    try:
+        return dataset_class(dataset).official_categories
+    except DataError:
+        return ()
+
+
 #: Resolved-config keys that place a run (its table, its row's columns), never shown as settings.
 PLACING_KEYS = frozenset(
     {"seed", "mode", "dataset.name", "dataset.categories", "dataset.image_size", "eval.protocol",
@@ -363,7 +370,7 @@ class Scope:
     @property
     def is_full(self) -> bool:
         """True when the categories are the benchmark's full set (published means compare with it)."""
-        return sorted(self.categories) == sorted(FULL_CATEGORIES.get(self.dataset, ()))
+        return sorted(self.categories) == sorted(full_categories(self.dataset))
 
     def title(self, alone: bool) -> str:
         """``dataset [(protocol P)]``, with the categories and size unless it is its dataset's only table."""
@@ -542,9 +549,7 @@ def collect(
         for paper in papers:
             for dataset in paper.datasets:
                 if (dataset, paper.protocol) not in ran:
-                    by_scope.setdefault(
-                        Scope(dataset, paper.protocol, FULL_CATEGORIES.get(dataset, ()), "?"), []
-                    )
+                    by_scope.setdefault(Scope(dataset, paper.protocol, full_categories(dataset), "?"), [])
     per_dataset = _group(by_scope, lambda scope: (scope.dataset, scope.protocol))
     tables = []
     for scope in sorted(
