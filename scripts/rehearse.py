@@ -44,8 +44,8 @@ from anorefine.stages import UNITS, maxrss_mb
 from anorefine.sweep import expected_jobs
 
 PRESETS = ("anorefiner", "f2pad")
-#: The stand-in category of each dataset.
-CATEGORIES = {"mvtec": "bottle", "visa": "candle"}
+#: The stand-in category of each dataset: the fewest test images that MuSc can score (MIN_TEST_IMAGES).
+CATEGORIES = {"mvtec": "grid", "visa": "candle"}  # grid: greyscale 1024², 6 test images at 2 %
 FRACTION = 0.02  # of every split and defect type (at least one image each), raised by standin_fraction
 #: MuSc scores each test image against the others of its category, at least MIN_REFERENCE of them.
 MIN_TEST_IMAGES = MIN_REFERENCE + 1

@@ -47,9 +47,11 @@ def test_stages_scale_with_images_groups_and_budgets() -> None:
 
 def test_each_stand_in_category_has_enough_test_images_for_musc() -> None:
     """MuSc needs MIN_REFERENCE other test images: bottle needs fraction 0.08 (2 of each of its four
-    test folders), candle 0.03 (3 normal and 3 anomalous)."""
+    test folders), grid 0.02 (one of each of its six), candle 0.03 (3 normal and 3 anomalous)."""
     assert rehearse.standin_fraction("mvtec", "bottle") == 0.08
     assert rehearse.count_test_images("mvtec", "bottle", 0.08) == 8
+    assert rehearse.standin_fraction("mvtec", "grid") == 0.02
+    assert rehearse.count_test_images("mvtec", "grid", 0.02) == 6
     assert rehearse.standin_fraction("visa", "candle") == 0.03
     assert rehearse.count_test_images("visa", "candle", 0.03) == 6
     for dataset, category in rehearse.CATEGORIES.items():
@@ -92,7 +94,7 @@ def test_quick_rehearsal_reports_resumes_and_survives_a_failing_job(
     assert records[first]["status"] == "done" and records[first]["peak_rss_mb"] > 100
     assert records[broken]["status"].startswith("failed") and records[broken]["error"]
     report = doc.read_text()
-    for row in ("| bottle | fit |", "| bottle | detector_maps |", "| experiment=f2pad | 1 of 2 |"):
+    for row in ("| grid | fit |", "| grid | detector_maps |", "| experiment=f2pad | 1 of 2 |"):
         assert row in report
     assert "no_such_setting" in report  # the failing job's last lines
     wall = records[first]["wall_s"]
