@@ -71,9 +71,23 @@ def check_test_split(cfg: DictConfig, category: str, records: list[ImageRecord])
     get_class(cfg.model._target_).check_test_split(settings, category, [r.defect_type for r in records])
 
 
+def check_model_settings(cfg: DictConfig) -> None:
+    """The detector's own check of settings that must go together; a protocol that set one of them is
+    named with the model, so the user sees which pair cannot go together."""
+    settings = OmegaConf.to_container(cfg.model, resolve=True, enum_to_str=True)
+    try:
+        get_class(cfg.model._target_).check_settings(settings)
+    except AnorefineError as error:
+        protocol = cfg.eval.protocol
+        if protocol == "default":
+            raise
+        raise AnorefineError(f"protocol={protocol} with model={cfg.model.name}: {error}") from None
+
+
 def check_config(cfg: DictConfig) -> None:
     """Every check that reads no file."""
     check_components(cfg)
+    check_model_settings(cfg)
     check_accelerator(cfg)
 
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 UNITS: dict[str, str] = {
     "read": "images",  # listing a split's files (count 0) and decoding each image read
     "fit": "train images",  # the detector's fit (reads excluded)
-    "reference": "images",  # a transductive detector's (MuSc's) pass over its reference test images
+    "reference_features": "images",  # a transductive detector's per-image pass (MuSc: its features)
+    "reference": "images",  # its scoring of the reference test images against each other (MuSc's MSM)
     "detector_maps": "images",  # the detector's forward and base map on test images
     "refine": "images",  # the refiner's forward on test images
     "pgt_pool": "groups",  # PGT: the detector's pass over a group to pick its pseudo-normals

@@ -37,7 +37,18 @@ from anorefine.data.standin import LAYOUTS, scaled_count, write_standin
 from anorefine.datasets import open_dataset
 from anorefine.detectors.anomalyclip_training import resolve_aux_dataset
 from anorefine.detectors.musc import MIN_REFERENCE
-from anorefine.projection import BUDGETS, Population, has_setting, project_job, prompt_steps
+from anorefine.projection import (
+    ASSUMED_GPU,
+    BUDGETS,
+    DEVICE_STAGES,
+    METRIC_TIMINGS,
+    PGT_STAGES,
+    Population,
+    gemm_flops,
+    has_setting,
+    project_job,
+    prompt_steps,
+)
 from anorefine.results import cpu_model, git_commit
 from anorefine.run_folder import RESULTS_FILE
 from anorefine.stages import UNITS, maxrss_mb
@@ -68,6 +79,10 @@ LAUNCHER = (
     "sys.exit(os.waitstatus_to_exitcode(status) % 256)"
 )
 RECORD_FILE = "rehearsal.json"
+#: When and where the rehearsal's jobs ran (kept when a later call only re-renders the report).
+RUN_FILE = "rehearsal_run.json"
+#: A job's projected seconds over the real dataset: (on this machine, on one GPU, estimated).
+Projection = tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -152,9 +167,10 @@ def aux_test_images(kind: str, root: Path) -> int:
 
 
 def projected_seconds(
-    job_cfg: DictConfig, results: dict[str, Any], wall_s: float, roots: dict[str, Path]
+    job_cfg: DictConfig, results: dict[str, Any], wall_s: float, roots: dict[str, Path], speedup: float = 1.0
 ) -> float:
-    """The job's projected seconds over its real dataset (``anorefine.projection``)."""
+    """The job's projected seconds over its real dataset (``anorefine.projection``); ``speedup``: of
+    the device stages (the GPU estimate)."""
     dataset = job_cfg.dataset.name
     measured = standin_population(dataset, roots[dataset], CATEGORIES[dataset])
     steps = None
@@ -164,7 +180,8 @@ def projected_seconds(
         run_cfg = OmegaConf.create(results["config"])
         steps = (prompt_steps(job_cfg, real_aux), prompt_steps(run_cfg, aux_test_images(aux, roots[aux])))
     transductive = bool(get_class(job_cfg.model._target_).transductive)
-    return project_job(results, wall_s, job_cfg, LAYOUTS[dataset].values(), measured, transductive, steps)
+    layouts = LAYOUTS[dataset].values()
+    return project_job(results, wall_s, job_cfg, layouts, measured, transductive, steps, speedup)
 
 
 def count_test_images(dataset: str, category: str, fraction: float) -> int:
@@ -208,17 +225,68 @@ def stage_rows(results: dict[str, Any]) -> list[str]:
     return rows
 
 
+def per_unit(stages: dict[str, dict[str, float]], names: tuple[str, ...]) -> str:
+    """Seconds per unit of the named stages together (their seconds over the first one's count)."""
+    found = [stages[name] for name in names if name in stages]
+    if not found or not found[0]["count"]:
+        return "-"
+    return f"{sum(entry['seconds'] for entry in found) / found[0]['count']:.3f}"
+
+
+def summary_rows(results: dict[str, Any], record: dict[str, Any]) -> str:
+    """One job's row of the per-stage summary: seconds per image (per group for PGT) and peak RSS."""
+    (timing,) = results["timings"]["per_category"].values()
+    stages = timing.get("stages", {})
+    tested = stages.get("detector_maps", {}).get("count") or 1
+    metrics = sum(timing.get(key, 0.0) for key in METRIC_TIMINGS) / tested
+    prepare = results["timings"].get("prepare_s", 0.0)
+    cells = [
+        per_unit(stages, ("read",)),
+        f"{prepare:.1f}" if prepare else per_unit(stages, ("fit",)),
+        per_unit(stages, ("detector_maps", "reference_features", "reference")),
+        per_unit(stages, PGT_STAGES),
+        per_unit(stages, ("refine",)),
+        f"{metrics:.3f}",
+        f"{record['peak_rss_mb']:.0f}",
+    ]
+    return " | ".join(cells)
+
+
+SUMMARY_HEADER = [
+    "| job | read s/img | fit s/img (prepare s) | maps s/img | PGT s/group | refine s/img | metrics s/img "
+    "| peak RSS MB |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|",
+]
+
+
 def write_report(
-    doc: Path, jobs: list[Job], records: dict[str, dict[str, Any]], projections: dict[str, float],
+    doc: Path, jobs: list[Job], records: dict[str, dict[str, Any]], projections: dict[str, Projection],
     header: dict[str, str], run_dirs: dict[str, Path],
 ) -> None:  # fmt: skip
-    """The Markdown report: header, the jobs table, each job's stages, the projection per table."""
+    """The Markdown report: header, the jobs table, the per-stage summary, each job's stages, the
+    projection per table (this machine, and the GPU estimate)."""
     lines = ["# Rehearsal of the paper commands", "", *(f"- {k}: {v}" for k, v in header.items()), ""]
     lines += ["## Jobs", "", "| job | status | wall s | peak RSS MB |", "|---|---|---:|---:|"]
     for job in jobs:
         record = records.get(job.name, {"status": "not run"})
         wall, rss = (f"{record[k]:.0f}" if k in record else "-" for k in ("wall_s", "peak_rss_mb"))
         lines.append(f"| {job.name} | {record['status']} | {wall} | {rss} |")
+    lines += [
+        "",
+        "## Per stage",
+        "",
+        "Seconds per test image of each stage (maps: the detector's, MuSc's mutual scoring included; fit: "
+        "per train image; prepare: AnomalyCLIP's prompt "
+        "training, seconds for the run; PGT: its four stages per group), the metrics per test image, "
+        "and the job's peak resident memory (the whole process).",
+        "",
+        *SUMMARY_HEADER,
+    ]
+    for job in jobs:
+        record = records.get(job.name, {})
+        if record.get("status") == "done":
+            results = json.loads((run_dirs[job.name] / RESULTS_FILE).read_text())
+            lines.append(f"| {job.name} | {summary_rows(results, record)} |")
     lines += ["", "## Stages per job", ""]
     for job in jobs:
         record = records.get(job.name, {})
@@ -237,20 +305,37 @@ def write_report(
         "rehearsed category to every category of the real dataset (anorefine/data/layouts.py), then "
         "summed over the table's jobs: `fixed + prepare × S_real/S_rehearsal + Σ_categories (Σ_stages "
         "seconds × scale + other)`, scale being the ratio of images (train for `fit`, test for the "
-        "maps, the square of it for a transductive detector's `detector_maps`) or, for PGT, of "
+        "maps, the square of it for a transductive detector's mutual scoring, `reference`) or, for PGT, of "
         "training rounds times the ratio of the budget setting the stage grows with "
         "(anorefine/projection.py has the details). A lower bound where a cost grows faster than assumed.",
         "",
-        "| table | jobs measured | projected hours on this machine |",
-        "|---|---:|---:|",
+        "The GPU column is an estimate, not a measurement: the device stages "
+        f"({', '.join(sorted(DEVICE_STAGES))} "
+        f"and the prepare stage) divided by {ASSUMED_GPU[0]} over this machine's measured float32 "
+        "matrix-product rate (in the header); reading, PGT's synthesis, the metrics and the rest keep "
+        "their CPU seconds. Small kernels (F2PAD's steps, CFLOW's flows) gain less than matrix products "
+        "on a GPU, so it is optimistic there; `make bench-gpu` measures the real rates on a GPU.",
+        "",
+        "| table | jobs measured | projected hours on this machine | projected hours on one GPU (estimate) |",
+        "|---|---:|---:|---:|",
     ]
     for preset in sorted({job.preset for job in jobs}):
         names = [job.name for job in jobs if job.preset == preset]
         done = [name for name in names if name in projections]
-        hours = f"{sum(projections[n] for n in done) / 3600:.2f}" if done else "-"
-        lines.append(f"| experiment={preset} | {len(done)} of {len(names)} | {hours} |")
+        cpu, gpu = (f"{sum(projections[n][i] for n in done) / 3600:.2f}" if done else "-" for i in range(2))
+        lines.append(f"| experiment={preset} | {len(done)} of {len(names)} | {cpu} | {gpu} |")
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text("\n".join(lines) + "\n")
+
+
+def start_record() -> dict[str, Any]:
+    """The rehearsal's start: date, commit, load and the matrix-product rate (``RUN_FILE``)."""
+    return {
+        "date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M}",
+        "commit": git_commit() or "unknown",
+        "load_start": os.getloadavg()[0],
+        "gemm_flops": gemm_flops(),
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -273,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs is not None and args.jobs < 1:
         parser.error(f"--jobs {args.jobs}: give 1 or more (or leave it out for every job)")
     doc = args.doc or REPO / "docs" / "reproduce_rehearsal.md"
-    load_start, started, commit = os.getloadavg()[0], datetime.now(timezone.utc), git_commit() or "unknown"
+    run_path = args.out / RUN_FILE
+    run = json.loads(run_path.read_text()) if run_path.exists() else start_record()
     scale = QUICK_SIZE_SCALE if args.quick else 1.0
     roots = {
         kind: write_standin(
@@ -285,8 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     jobs = jobs[: args.jobs]
     record_path = args.out / RECORD_FILE
     records: dict[str, dict[str, Any]] = json.loads(record_path.read_text()) if record_path.exists() else {}
-    projections: dict[str, float] = {}
+    projections: dict[str, Projection] = {}
     run_dirs = {job.name: args.out / "jobs" / job.preset / job.key for job in jobs}
+    speedup = ASSUMED_GPU[1] / run["gemm_flops"]
     for number, job in enumerate(jobs, 1):
         cfg = compose_config(job.overrides)
         run_dir = run_dirs[job.name]
@@ -294,22 +381,31 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{number}/{len(jobs)}] {job.name}", flush=True)
             records[job.name] = run_job(job_overrides(job, cfg, roots, args.quick, run_dir), run_dir)
             record_path.write_text(json.dumps(records, indent=1))
+            run["load_end"] = os.getloadavg()[0]
+            run_path.write_text(json.dumps(run, indent=1))
         else:
             print(f"[{number}/{len(jobs)}] {job.name}: finished earlier, skipped", flush=True)
         record = records.get(job.name, {})
         if (run_dir / RESULTS_FILE).exists() and "wall_s" in record:
             results = json.loads((run_dir / RESULTS_FILE).read_text())
-            projections[job.name] = projected_seconds(cfg, results, record["wall_s"], roots)
+            wall = record["wall_s"]
+            projections[job.name] = (
+                projected_seconds(cfg, results, wall, roots),
+                projected_seconds(cfg, results, wall, roots, speedup),
+            )
+    run.setdefault("load_end", os.getloadavg()[0])
+    if not run_path.exists():
+        run_path.write_text(json.dumps(run, indent=1))
     mode = (
         "quick (tiny images and the tiny random CLIP: measures the pipeline, not the models)"
         if args.quick
         else "full"
     )
     header = {
-        "date": f"{started:%Y-%m-%d %H:%M} UTC",
-        "commit": f"{commit} (at the start)",
-        "machine": machine(),
-        "load average (1 min)": f"{load_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end",
+        "date": f"{run['date']} UTC",
+        "commit": f"{run['commit']} (at the start)",
+        "machine": f"{machine()}; float32 matrix products at {run['gemm_flops'] / 1e9:.0f} GFLOP/s",
+        "load average (1 min)": f"{run['load_start']:.2f} at the start, {run['load_end']:.2f} at the end",
         "mode": mode,
         "stand-ins": ", ".join(standin_text(kind, c) for kind, c in CATEGORIES.items())
         + f", size scale {scale}",

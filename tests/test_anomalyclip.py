@@ -244,8 +244,15 @@ def test_aux_dataset_follows_the_zero_shot_protocol() -> None:
     assert resolve_aux_dataset("auto", "visa") == "mvtec"
     assert resolve_aux_dataset("auto", "demo") == "demo_aux"
     assert resolve_aux_dataset("demo", "demo") == "demo"
-    with pytest.raises(AnorefineError, match=r"prepare\.aux_dataset"):
+    message = (
+        r"^prepare\.aux_dataset=auto knows no auxiliary dataset for dataset=folder: set "
+        r"prepare\.aux_dataset=mvtec or prepare\.aux_dataset=visa \(or prepare\.aux_dataset=folder,"
+    )
+    with pytest.raises(AnorefineError, match=message):
         resolve_aux_dataset("auto", "folder")
+    assert resolve_aux_dataset("folder", "folder") == "folder"  # the value the message suggests is valid
+    with pytest.raises(AnorefineError, match=r"unknown dataset 'visaa': use one of .*visa"):
+        resolve_aux_dataset("visaa", "mvtec")
 
 
 def test_missing_weights_name_the_file_and_the_command(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_train
+from conftest import compose_with, run_train
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
@@ -116,3 +116,16 @@ def test_a_missing_weight_file_fails_before_any_model_is_built(
 def test_weights_that_ship_in_a_package_or_are_random_pass(tmp_path: Path) -> None:
     for overrides in ([], ["model=padim"], ["model=musc"], ["model=winclip", "model.clip=tiny"]):
         plan.check_weights(composed(*overrides, f"paths.weights_dir={tmp_path}"))
+
+
+def test_a_protocol_and_a_model_that_cannot_go_together_say_which() -> None:
+    cfg = compose_with(["protocol=anomalyclip", "model=winclip", "model.clip=tiny"])
+    message = (
+        r"^protocol=anomalyclip with model=winclip: model\.image_size=518 is not a multiple of the patch "
+        r"size 16 of model\.clip=tiny: set model\.image_size=512 or 528$"
+    )
+    with pytest.raises(AnorefineError, match=message):
+        plan.check_config(cfg)
+    plan.check_config(compose_with(["model=winclip", "model.clip=tiny"]))  # 240: a multiple of 16
+    with pytest.raises(AnorefineError, match=r"^model\.image_size=250 is not a multiple"):
+        plan.check_config(compose_with(["model=winclip", "model.clip=tiny", "model.image_size=250"]))

@@ -34,7 +34,9 @@ def test_stages_scale_with_images_groups_and_budgets() -> None:
     measured, full = Population(train=4, test=4), Population(train=200, test=83)
     assert stage_scale("fit", real, run, full, measured, True, False) == 50.0
     assert stage_scale("detector_maps", real, run, full, measured, True, False) == 83 / 4
-    assert stage_scale("detector_maps", real, run, full, measured, False, True) == (83 / 4) ** 2
+    assert stage_scale("detector_maps", real, run, full, measured, False, True) == 83 / 4
+    assert stage_scale("reference", real, run, full, measured, False, True) == (83 / 4) ** 2
+    assert stage_scale("reference_features", real, run, full, measured, False, True) == 83 / 4
     assert stage_scale("read", real, run, full, measured, True, False) == 283 / 8
     assert pgt_rounds(83, 13) == 6 and pgt_rounds(4, 2) == 1
     assert stage_scale("pgt_train", real, run, full, measured, True, False) == 6 * 50
@@ -43,6 +45,8 @@ def test_stages_scale_with_images_groups_and_budgets() -> None:
     other = 3.0 + 5.0 - 1.0 - 2.0
     expected = 2.0 * 50 + 1.0 * 83 / 4 + other
     assert project_category(timing, real, run, full, measured, True, False) == pytest.approx(expected)
+    on_gpu = 2.0 * 50 / 100 + 1.0 * 83 / 4 + other  # the fit on the device, the metrics and the rest not
+    assert project_category(timing, real, run, full, measured, True, False, 100.0) == pytest.approx(on_gpu)
 
 
 def test_each_stand_in_category_has_enough_test_images_for_musc() -> None:

@@ -21,10 +21,12 @@ def show_reference(task: AnomalyTask, test_set: Dataset, indices: list[int] | No
         return
     chosen = range(len(test_set)) if indices is None else indices  # type: ignore[arg-type]
     device = next((t.device for t in detector.state_dict().values()), torch.device("cpu"))
-    with task.clock.stage("reference", len(chosen)):
+    with task.clock.stage("reference_features", len(chosen)):
         items = [test_set[i] for i in chosen]
         images = torch.stack([item["image"] for item in items]).to(device)
-        detector.set_reference(images, [item["folder"] for item in items])
+        detector.encode_reference(images)  # per image: linear in the images
+    with task.clock.stage("reference", len(chosen)):
+        detector.set_reference(images, [item["folder"] for item in items])  # each against the others
 
 
 class Curriculum:

@@ -104,6 +104,8 @@ class AnomalyClipDetector(ClipCheckpoint, Detector):
     (``prompt_ckpt``) before the scores mean anything.
     """
 
+    tiny_patch_size = 14  # the tiny test CLIP patches like ViT-L/14
+
     def __init__(
         self,
         clip: str = "ViT-L-14-336",
@@ -128,7 +130,13 @@ class AnomalyClipDetector(ClipCheckpoint, Detector):
         ``weights_seed``, smoke-only."""
         super().__init__()
         self.clip = load_clip(
-            clip, pretrained, resolve_weights_dir(weights_dir), image_size, 14, weights_seed, weights
+            clip,
+            pretrained,
+            resolve_weights_dir(weights_dir),
+            image_size,
+            self.tiny_patch_size,
+            weights_seed,
+            weights,
         )
         self.smoke_only = clip == TINY or weights == RANDOM
         vision_depth = len(self.clip.visual.transformer.resblocks)

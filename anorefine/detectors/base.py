@@ -86,6 +86,11 @@ class Detector(nn.Module):
         built from ``settings`` would read is missing; called before any model is built."""
 
     @classmethod
+    def check_settings(cls, settings: dict[str, Any]) -> None:
+        """Raise ``AnorefineError`` when settings that each pass their schema cannot go together (e.g. an
+        image size the backbone's patches do not divide); called before any model is built."""
+
+    @classmethod
     def check_files(cls, settings: dict[str, Any]) -> None:
         """Raise ``AnorefineError`` when a file ``settings`` name besides the pre-trained weights (a
         trained state, e.g. AnomalyCLIP's prompts) is missing or does not fit the configured detector;
@@ -120,6 +125,11 @@ class Detector(nn.Module):
             align_corners=self.baseline_align_corners,
             blur_padding=self.baseline_padding,
         )
+
+    def encode_reference(self, images: torch.Tensor) -> None:
+        """Transductive detectors: the per-image part of ``set_reference`` (MuSc: extract and keep the
+        features), timed apart from the scoring against each other (``reference_features``, linear in
+        the images, vs ``reference``). The default does nothing; ``set_reference`` must not need it."""
 
     def set_reference(self, images: torch.Tensor, folders: list[str] | None = None) -> None:
         """Transductive detectors: take (N,3,S,S) as the images to score others against (the others

@@ -4,7 +4,7 @@ with random weights (``model.weights=random``), or the ``tiny`` preset."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import open_clip
 import torch
@@ -96,11 +96,32 @@ def configured_clip_weight_file(settings: dict[str, Any], model_key: str) -> Pat
 
 class ClipCheckpoint:
     """Mixin of the detectors built on the released open_clip model their ``clip`` setting names:
-    ``check_weights`` finds its checkpoint before any model is built."""
+    ``check_weights`` finds its checkpoint and ``check_settings`` checks the image size against its
+    patches before any model is built."""
+
+    #: The patch size of the tiny random CLIP the detector builds for ``clip: tiny`` (tests).
+    tiny_patch_size: ClassVar[int] = 16
 
     @classmethod
     def check_weights(cls, settings: dict[str, Any]) -> None:
         configured_clip_weight_file(settings, "clip")
+
+    @classmethod
+    def check_settings(cls, settings: dict[str, Any]) -> None:
+        clip, size = settings.get("clip"), settings.get("image_size")
+        patch = cls.tiny_patch_size if clip == TINY else clip_patch_size(str(clip))
+        if patch and size and size % patch:
+            below, above = size // patch * patch, (size // patch + 1) * patch
+            raise AnorefineError(
+                f"model.image_size={size} is not a multiple of the patch size {patch} of model.clip={clip}: "
+                f"set model.image_size={below} or {above}"
+            )
+
+
+def clip_patch_size(model: str) -> int | None:
+    """The patch size of open_clip model config ``model`` (None for a name open_clip does not know)."""
+    config = open_clip.get_model_config(model)
+    return None if config is None else int(config["vision_cfg"]["patch_size"])
 
 
 def named_clip(

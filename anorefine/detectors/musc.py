@@ -296,6 +296,10 @@ class MuscDetector(Detector):
                 self._features[keys[i]] = ([layer[row] for layer in layers], embeddings[row])
         return keys
 
+    def encode_reference(self, images: torch.Tensor) -> None:
+        """Extract and keep the features of the images not seen before (``features_of``)."""
+        self.features_of(images)
+
     def set_reference(self, images: torch.Tensor, folders: list[str] | None = None) -> None:
         """Take (N,3,S,S) as the reference set and score the images not scored yet: all of them the
         first time; under ``reference=stream`` the newly arrived ones, against what has arrived so far

@@ -70,7 +70,13 @@ class WinClipDetector(ClipCheckpoint, Detector):
         """``weights=random`` (or ``clip=tiny``): random CLIP weights from ``weights_seed``, smoke-only."""
         super().__init__()
         backbone = load_clip(
-            clip, pretrained, resolve_weights_dir(weights_dir), image_size, 16, weights_seed, weights
+            clip,
+            pretrained,
+            resolve_weights_dir(weights_dir),
+            image_size,
+            self.tiny_patch_size,
+            weights_seed,
+            weights,
         )
         self.model = BackboneWinClipModel(backbone, scales)
         self.image_size = image_size
