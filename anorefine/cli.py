@@ -93,7 +93,8 @@ def check_single_run(hydra_cfg: DictConfig) -> None:
 def train(cfg: DictConfig) -> None:
     """Run the experiment the composed config describes, in Hydra's run directory."""
     from anorefine import console
-    from anorefine.run import is_rank_zero, run_experiment  # torch and Lightning: after composition
+    from anorefine.assembly import is_rank_zero  # torch and Lightning: after composition
+    from anorefine.run import run_experiment
     from anorefine.sweep import clear_failure, is_finished, write_failure
 
     console.configure(cfg.verbose)

@@ -29,27 +29,19 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from anorefine import fits, map_files, plan
+from anorefine import fits, map_files
+from anorefine.assembly import trainer_factory
 from anorefine.atomic import write_atomic
-from anorefine.curriculum.base import Curriculum, show_reference
+from anorefine.curriculum.base import show_reference
 from anorefine.data import AnomalyImageDataset
 from anorefine.data.dataset import read_rgb
 from anorefine.data.records import ImageRecord, is_image_file
-from anorefine.datasets import build_dataset
 from anorefine.detectors.base import Detector
 from anorefine.errors import AnorefineError
+from anorefine.pipeline import Pipeline
 from anorefine.progress import ProgressLog
 from anorefine.refiners.base import Refiner
 from anorefine.results import git_commit
-from anorefine.run import (
-    build_component,
-    build_detector,
-    device_of,
-    fit_detector,
-    prepare_run,
-    split_dataset,
-    trainer_factory,
-)
 from anorefine.run_folder import MAPS_DIR, write_json_atomic
 from anorefine.task import AnomalyTask
 
@@ -204,9 +196,9 @@ def fitting_config(cfg: DictConfig) -> DictConfig:
     return OmegaConf.create(merged)
 
 
-def only_category(cfg: DictConfig) -> str:
+def only_category(pipeline: Pipeline) -> str:
     """The one category whose normal images a predict run fits on."""
-    categories = build_dataset(cfg.dataset).selected_categories()
+    categories = pipeline.dataset.selected_categories()
     if len(categories) != 1:
         raise AnorefineError(
             f"predict fits one category, but the dataset selects {len(categories)} "
@@ -255,32 +247,26 @@ def run_inspection(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
     images_root = Path(cfg.predict.images).expanduser()
     cfg = fitting_config(cfg)
     saved = state_dir(cfg.predict.state) if cfg.predict.state else None
-    plan.check_accelerator(cfg)
-    plan.check_weights(cfg)
-    if saved is None:
-        plan.check_components(cfg)
-    records = folder_records(images_root)
-    category = json.loads((saved / STATE_FILE).read_text())["category"] if saved else only_category(cfg)
-    stream = AnomalyImageDataset(records, cfg.dataset.image_size, cfg.dataset.image_resize)
+    pipeline = Pipeline(cfg)
+    category = json.loads((saved / STATE_FILE).read_text())["category"] if saved else only_category(pipeline)
+    pipeline.check([] if saved else [category], ("train",))  # the fit's normal images, unless loaded
+    stream = pipeline.images_of(folder_records(images_root))
     stream.check_files()
-    normals = None
     if saved is None:
-        normals = split_dataset(cfg, build_dataset(cfg.dataset), category, "train")
-        normals.check_files()
-        cfg = prepare_run(cfg, run_dir, trainer_factory(cfg, False))
-    torch.manual_seed(cfg.seed)
-    device = device_of(cfg)
-    detector = build_detector(cfg, category)
-    refiner: Refiner = build_component(cfg.refiner).to(device)
-    refiner.attach(detector)
-    task = InspectionTask(detector, refiner)
+        pipeline.prepare(run_dir, trainer_factory(cfg, False))
+    detector = pipeline.build_detector(category)
+    held_out: list[ImageRecord] = []
+    detector_state: dict[str, torch.Tensor] = {}
+    if saved is None:
+        held_out, detector_state = fit_for_predict(pipeline, detector, category)
+    task = InspectionTask(detector, pipeline.build_refiner(detector))
     if saved is not None:
         log.info("fitted state loaded from %s", saved)
-        thresholds = load_state(saved, detector, refiner, stream, device)
+        thresholds = load_state(saved, detector, task.refiner, stream, pipeline.device)
         show_reference(task, stream)
     else:
-        assert normals is not None
-        thresholds = fit_and_calibrate(cfg, task, normals, stream, category, run_dir)
+        thresholds = train_and_calibrate(pipeline, task, held_out, stream)
+        save_state(run_dir / STATE_DIR, pipeline.cfg, detector_state, task.refiner, thresholds, category)
     writer = FolderWriter(stream.records, images_root, run_dir, thresholds)
     task.sink = writer
     task.progress = ProgressLog(log, f"{category}: scoring", len(stream), "images")
@@ -291,29 +277,31 @@ def run_inspection(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
     return writer.rows
 
 
-def fit_and_calibrate(
-    cfg: DictConfig,
-    task: InspectionTask,
-    normals: AnomalyImageDataset,
-    stream: AnomalyImageDataset,
-    category: str,
-    run_dir: Path,
+def fit_for_predict(
+    pipeline: Pipeline, detector: Detector, category: str
+) -> tuple[list[ImageRecord], dict[str, torch.Tensor]]:
+    """Step 1 of the module docstring: fit on the category's normal images but the held-out share;
+    returns the held-out records (every normal image when nothing is fitted) and the fitted state."""
+    normals = pipeline.dataset.records(category, "train")
+    if not detector.requires_fit:
+        return normals, {}
+    fit_records, held_out = split_holdout(normals, float(pipeline.cfg.predict.holdout))
+    before = fits.snapshot(detector)
+    fit_set = pipeline.images_of(fit_records)
+    log.info("%s: fitting %s on %d normal images", category, pipeline.cfg.model.name, len(fit_set))
+    pipeline.fit(detector, fit_set, category)
+    return held_out, fits.fitted_state(detector, before)
+
+
+def train_and_calibrate(
+    pipeline: Pipeline, task: InspectionTask, held_out: list[ImageRecord], stream: AnomalyImageDataset
 ) -> Thresholds:
-    """Steps 1-4 of the module docstring: fit, train the refiner, set the thresholds, save the state."""
-    detector, refiner = task.detector, task.refiner
+    """Steps 2-3 of the module docstring: train the refiner on the stream, set the thresholds on the
+    held-out normal images."""
+    cfg = pipeline.cfg
     make_trainer = trainer_factory(cfg, False)
     batch_size = int(cfg.dataset.batch_size)
-    fit_records, held_out = split_holdout(normals.records, float(cfg.predict.holdout))
-    detector_state: dict[str, torch.Tensor] = {}
-    if detector.requires_fit:
-        before = fits.snapshot(detector)
-        fit_set = AnomalyImageDataset(fit_records, normals.image_size, normals.image_resize)
-        log.info("%s: fitting %s on %d normal images", category, cfg.model.name, len(fit_set))
-        fit_detector(cfg, detector, fit_set, category)
-        detector_state = fits.fitted_state(detector, before)
-    else:
-        held_out = normals.records  # nothing fitted: every normal image calibrates
-    curriculum: Curriculum = build_component(cfg.curriculum)
+    curriculum = pipeline.build_curriculum()
     if curriculum.trains_refiner:
         log.info("training refiner=%s on the %d unlabeled images (curriculum=%s)",
                  cfg.refiner.name, len(stream), cfg.curriculum.name)  # fmt: skip
@@ -321,11 +309,9 @@ def fit_and_calibrate(
     show_reference(task, stream)
     collector = NormalScores()
     task.sink = collector
-    calibration = AnomalyImageDataset(held_out, normals.image_size, normals.image_resize)
+    calibration = pipeline.images_of(held_out)
     make_trainer().test(task, dataloaders=DataLoader(calibration, batch_size=batch_size), verbose=False)
-    thresholds = collector.thresholds(float(cfg.predict.image_quantile), float(cfg.predict.pixel_quantile))
-    save_state(run_dir / STATE_DIR, cfg, detector_state, refiner, thresholds, category)
-    return thresholds
+    return collector.thresholds(float(cfg.predict.image_quantile), float(cfg.predict.pixel_quantile))
 
 
 def report(rows: list[dict[str, Any]], thresholds: Thresholds, run_dir: Path, loaded: Path | None) -> None:

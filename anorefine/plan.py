@@ -84,10 +84,24 @@ def check_model_settings(cfg: DictConfig) -> None:
         raise AnorefineError(f"protocol={protocol} with model={cfg.model.name}: {error}") from None
 
 
+def check_eval(cfg: DictConfig) -> None:
+    """``eval.bootstrap`` within its range (one line naming the key otherwise)."""
+    bootstrap = cfg.eval.bootstrap
+    if bootstrap.replicates < 0:
+        raise AnorefineError(
+            f"eval.bootstrap.replicates={bootstrap.replicates}: use 0 (no intervals) or more"
+        )
+    if not 0.0 < bootstrap.level < 1.0:
+        raise AnorefineError(f"eval.bootstrap.level={bootstrap.level} must lie strictly between 0 and 1")
+    if bootstrap.seed < 0:
+        raise AnorefineError(f"eval.bootstrap.seed={bootstrap.seed} must be 0 or more")
+
+
 def check_config(cfg: DictConfig) -> None:
     """Every check that reads no file."""
     check_components(cfg)
     check_model_settings(cfg)
+    check_eval(cfg)
     check_accelerator(cfg)
 
 

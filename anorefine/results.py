@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from anorefine.run_folder import INTERVAL_KEYS, METRIC_KEYS, STAGES
+from anorefine.run_folder import INTERVAL_KEYS, METRIC_KEYS, RESULTS_FORMAT, STAGES
 
 if TYPE_CHECKING:  # the metrics import torch: the leaderboard reads this module without it
+    from omegaconf import DictConfig
+
     from anorefine.metrics.bootstrap import DeltaReplicates
 
 #: Digits kept of each replicate Δ in ``categories/<c>.json`` (a fraction: 1e-6 is 1e-4 points).
@@ -359,3 +361,75 @@ def format_breakdowns(results: dict[str, Any], with_delta: bool = True) -> str:
     if legend:
         parts.append(legend)
     return "\n".join(parts)
+
+
+def assemble_results(
+    cfg: DictConfig, resolved: dict[str, Any], digest: str, overrides: list[str],
+    per_category: dict[str, dict[str, Any]], timings: dict[str, float],
+) -> dict[str, Any]:  # fmt: skip
+    """results.json's record of a finished run (layout: ``anorefine.run_folder``): each category's
+    entry, the means over them, provenance; ``timings``: the run's ``total_s`` and ``prepare_s``."""
+    categories = list(per_category)
+    metrics: dict[str, Any] = {name: entry["metrics"] for name, entry in per_category.items()}
+    metrics["mean"] = {stage: mean_metrics({c: metrics[c][stage] for c in categories}) for stage in STAGES}
+    breakdown = intervals = None
+    if cfg.eval.breakdown:
+        breakdown = {name: per_category[name].get("breakdown") or {} for name in categories}
+        breakdown["mean"] = mean_breakdown(breakdown)
+    found = {name: per_category[name].get("intervals") for name in categories}
+    if any(found.values()):  # the categories with intervals, and the interval of the mean Δ
+        intervals = {name: entry for name, entry in found.items() if entry}
+        bootstrap = cfg.eval.bootstrap
+        replicates = {name: per_category[name].get("replicate_deltas") or {} for name in categories}
+        intervals["mean"] = mean_intervals(
+            replicates, float(bootstrap.level), int(bootstrap.replicates), int(bootstrap.seed)
+        )
+    size = cfg.dataset.image_size
+    return {
+        "format": RESULTS_FORMAT,
+        "dataset": cfg.dataset.name,
+        "model": cfg.model.name,
+        "refiner": cfg.refiner.name,
+        "categories": categories,
+        "metrics": metrics,
+        # per category and mean: metrics per defect kind and per size bin (null: eval.breakdown=false)
+        "breakdown": breakdown,
+        # paired bootstrap intervals of refined - base (null: eval.bootstrap.replicates=0 or refiner=none)
+        "intervals": intervals,
+        "protocol": cfg.eval.protocol,  # whose evaluation (conf/protocol; default: none of the papers')
+        "eval_resolution": {  # original: each image at its own size, so no single size
+            "mode": cfg.eval.resolution,
+            "size": [size, size] if cfg.eval.resolution == "input" else None,
+        },
+        "smoke_only": any(entry["smoke_only"] for entry in per_category.values()),
+        "zero_shot": all(entry.get("zero_shot", False) for entry in per_category.values()),
+        # False when the refiner returns the base map itself (refiner=none): no Δ to show
+        "refines": any(entry.get("refines", True) for entry in per_category.values()),
+        # per category, what the curriculum reports beside the metrics (PGT: the per-group pixel-AP curve)
+        "curriculum": {name: entry.get("curriculum") or {} for name, entry in per_category.items()},
+        "config": resolved,
+        "config_hash": digest,
+        "overrides": list(overrides),
+        "timings": {
+            # this process's time, plus the categories an earlier, interrupted process finished
+            "total_s": timings["total_s"],
+            "prepare_s": timings["prepare_s"],  # the once-per-run stage (AnomalyCLIP's prompt training)
+            "per_category": {name: entry["timings"] for name, entry in per_category.items()},
+        },
+        "versions": package_versions(),
+        "git_commit": git_commit(),
+    }
+
+
+def print_summary(results: dict[str, Any], run_dir: Path) -> None:
+    """The finished run on the console: the metrics table (with Δ and intervals when the refiner has a
+    map of its own), the breakdowns, a smoke-only warning, the wall time and where the results are."""
+    with_delta = bool(results.get("refines", True))
+    print(f"metrics in %, Δ = refined − base in points ({results['refiner']} over {results['model']}):")
+    print(format_table(results["metrics"], with_delta=with_delta, intervals=results["intervals"]))
+    breakdowns = format_breakdowns(results, with_delta)
+    if breakdowns:
+        print(breakdowns)
+    if results["smoke_only"]:
+        print("smoke-only: random weights (model.weights=random, tiny CLIP); these numbers measure nothing")
+    print(f"wall time {results['timings']['total_s']:.0f} s; results: {run_dir / 'results.json'}")

@@ -242,7 +242,7 @@ def summary_rows(results: dict[str, Any], record: dict[str, Any]) -> str:
     prepare = results["timings"].get("prepare_s", 0.0)
     cells = [
         per_unit(stages, ("read",)),
-        f"{prepare:.1f}" if prepare else per_unit(stages, ("fit",)),
+        f"({prepare:.1f})" if results["config"].get("prepare") else per_unit(stages, ("fit",)),
         per_unit(stages, ("detector_maps", "reference_features", "reference")),
         per_unit(stages, PGT_STAGES),
         per_unit(stages, ("refine",)),

@@ -13,10 +13,10 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
+from anorefine.assembly import build_component, build_logger
 from anorefine.cli_help import help_text
 from anorefine.conf import CONF_DIR
 from anorefine.config import register_configs
-from anorefine.run import build_component, build_logger
 from anorefine.settings import COMPONENT_GROUPS, signature_settings, yaml_target
 
 #: Options that need a value the user must give (or a tiny model, since real weights are offline).

@@ -17,11 +17,11 @@ from fakes import FakeDetector
 from hydra import compose, initialize_config_dir
 from torch.utils.data import DataLoader, Dataset
 
+from anorefine.assembly import build_component
 from anorefine.conf import CONF_DIR
 from anorefine.config import register_configs
 from anorefine.detectors.base import Detector, DetectorOutput
 from anorefine.refiners.base import Refiner, baseline_map
-from anorefine.run import build_component
 
 #: Overrides that make a model or refiner option small enough to build and fit in seconds, offline.
 SMALL: dict[str, list[str]] = {

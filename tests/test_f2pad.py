@@ -199,8 +199,8 @@ def test_shifted_views_rerun_the_attached_detector() -> None:
 def test_config_builds_the_refiner() -> None:
     from hydra import compose, initialize_config_dir
 
+    from anorefine.assembly import build_component
     from anorefine.config import register_configs
-    from anorefine.run import build_component
 
     register_configs()
     conf_dir = str(CONF_DIR)

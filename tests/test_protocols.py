@@ -10,10 +10,10 @@ from conftest import compose_with
 from PIL import Image
 from scipy import ndimage
 
+from anorefine.assembly import build_detector
 from anorefine.data.dataset import resize_mask
 from anorefine.refiners.base import base_map, baseline_map
 from anorefine.refiners.separable import apply, blur_matrix
-from anorefine.run import build_detector
 
 
 def test_the_symmetric_blur_equals_scipy_gaussian_filter_at_the_border() -> None:

@@ -20,12 +20,12 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 
 from anorefine import plan
+from anorefine.assembly import build_component
 from anorefine.config import CONF_DIR, register_configs
 from anorefine.detectors import backbones, clip_models
 from anorefine.detectors.patchcore import PatchCoreDetector
 from anorefine.detectors.winclip import WinClipDetector
 from anorefine.errors import WeightsError
-from anorefine.run import build_component
 from anorefine.weights import RANDOM, WEIGHTS_ENV
 
 register_configs()

@@ -20,8 +20,7 @@ from anorefine.data import MVTEC_CATEGORIES, VISA_CATEGORIES
 from anorefine.data.generated import MARKER
 from anorefine.data.layouts import MVTEC_LAYOUTS, VISA_LAYOUTS
 from anorefine.data.standin import scaled_count, scaled_size, write_standin
-from anorefine.datasets import build_dataset
-from anorefine.run import split_dataset
+from anorefine.pipeline import Pipeline
 
 REPO = Path(__file__).resolve().parent.parent
 FRACTION, SIZE_SCALE = 0.1, 0.05  # images of 45-75 px
@@ -172,11 +171,11 @@ def check_read_by_the_run(name: str, root: Path) -> None:
     """The run's own path (dataset=mvtec / dataset=visa): categories, splits, masks at each image's size."""
     layouts = MVTEC_LAYOUTS if name == "mvtec" else VISA_LAYOUTS
     cfg = compose_dataset(name, root)
-    source = build_dataset(cfg.dataset)
-    assert source.selected_categories() == list(MVTEC if name == "mvtec" else VISA)
-    for category in source.selected_categories():
+    pipeline = Pipeline(cfg)
+    assert pipeline.dataset.selected_categories() == list(MVTEC if name == "mvtec" else VISA)
+    for category in pipeline.dataset.selected_categories():
         layout = layouts[category]
-        train, test = (split_dataset(cfg, source, category, split) for split in ("train", "test"))
+        train, test = (pipeline.images(category, split) for split in ("train", "test"))
         assert len(train) == scaled_count(layout.train_good, FRACTION)
         assert all(r.label == 0 for r in train.records)
         defective = [(d, scaled_count(n, FRACTION)) for d, n in layout.defects]

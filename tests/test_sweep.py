@@ -28,12 +28,12 @@ from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 from omegaconf import DictConfig
 from test_report import image_sources, loaded_images, render
 
+from anorefine.assembly import trainer_factory
 from anorefine.cli import check_ddp_launch
 from anorefine.conf import CONF_DIR
 from anorefine.config import register_configs
 from anorefine.errors import AnorefineError
 from anorefine.leaderboard import COLUMNS
-from anorefine.run import trainer_factory
 from anorefine.sweep import MAX_KEY_LENGTH, expected_jobs, job_key
 
 #: Four cheap jobs: seed × refiner.sigma on one demo category at 64 px.

@@ -1,0 +1,117 @@
+"""Assembly: components from their config nodes, the device, the logger and the Lightning Trainers
+every stage of train and predict shares (no stage logic here)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from lightning.fabric.plugins.environments import (
+    LightningEnvironment,
+    SLURMEnvironment,
+    TorchElasticEnvironment,
+)
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from anorefine import console
+from anorefine.config import is_multiprocess
+from anorefine.detectors.base import Detector
+from anorefine.errors import AnorefineError
+from anorefine.run_folder import LOGS_DIR
+
+#: What a Trainer is for: ``fit`` trains (PGT, prompt training; spans every DDP process), ``evaluate``
+#: tests or predicts in the calling process.
+Purpose = Literal["fit", "evaluate"]
+
+
+def build_component(node: DictConfig) -> Any:
+    """Instantiate a config node with a ``_target_``; its ``name`` is metadata, not an argument."""
+    params = OmegaConf.to_container(node, resolve=True, enum_to_str=True)
+    params.pop("name", None)
+    try:
+        return instantiate(params, _convert_="all")
+    except InstantiationException as error:
+        if isinstance(error.__cause__, AnorefineError):  # surface our one-line error, not Hydra's wrapper
+            raise error.__cause__ from None
+        raise
+
+
+def build_logger(cfg: DictConfig, run_dir: Path) -> Logger | bool:
+    """The experiment logger the config asks for (False: none)."""
+    name = cfg.logger.name
+    if name == "csv":
+        return CSVLogger(save_dir=str(run_dir), name=LOGS_DIR, version="")
+    if name == "wandb":
+        return WandbLogger(project=cfg.logger.project, save_dir=str(run_dir), mode=cfg.logger.mode)
+    if name == "none":
+        return False
+    raise AnorefineError(f"logger.name={name!r} is unknown: use logger=csv, logger=wandb or logger=none")
+
+
+def local_rank() -> int:
+    """This process's rank on its machine, from Lightning's cluster environment (0 without DDP)."""
+    for environment in (SLURMEnvironment, TorchElasticEnvironment):
+        if environment.detect():
+            return environment().local_rank()
+    return LightningEnvironment().local_rank()
+
+
+def is_rank_zero() -> bool:
+    """True in the one process that writes the run's files (every process without DDP)."""
+    return rank_zero_only.rank == 0
+
+
+def uses_gpu(cfg: DictConfig) -> bool:
+    """True when the trainer's accelerator is a CUDA GPU."""
+    return cfg.trainer.accelerator in ("gpu", "cuda")
+
+
+def device_of(cfg: DictConfig) -> torch.device:
+    """The torch device matching the trainer's accelerator (this process's GPU under DDP)."""
+    return torch.device("cuda", local_rank()) if uses_gpu(cfg) else torch.device("cpu")
+
+
+def build_detector(cfg: DictConfig, category: str) -> Detector:
+    """The run's detector on its device, in eval mode, with the protocol's blur border, set up for
+    ``category`` (not fitted yet)."""
+    detector: Detector = build_component(cfg.model).to(device_of(cfg)).eval()
+    padding = cfg.eval.blur_padding  # a str Enum member, whose str() is "BlurPadding.<name>"
+    detector.baseline_padding = getattr(padding, "value", padding)
+    detector.setup_category(category)
+    return detector
+
+
+def trainer_factory(cfg: DictConfig, logger: Logger | bool) -> Callable[..., L.Trainer]:
+    """Builds Lightning Trainers that share the run's device, precision, logger and progress bar.
+
+    Under a multi-process strategy only ``purpose="fit"`` trainers span the processes. Evaluation
+    trainers run in the calling process on its own device: every process scores each test image once
+    with its own metric states (no padded DistributedSampler, no gathered states), and only rank
+    zero writes files.
+    """
+
+    def make_trainer(purpose: Purpose = "evaluate", **overrides: Any) -> L.Trainer:
+        settings = {
+            "accelerator": cfg.trainer.accelerator,
+            "devices": cfg.trainer.devices,
+            "precision": cfg.trainer.precision,
+            "strategy": cfg.trainer.strategy,
+            "logger": logger,
+            "enable_progress_bar": console.shows_progress_bars(cfg.trainer.enable_progress_bar),
+            "enable_checkpointing": False,
+            "enable_model_summary": False,
+        }
+        if purpose == "fit":
+            settings.update(max_epochs=-1, limit_val_batches=0, num_sanity_val_steps=0)
+        elif is_multiprocess(cfg):
+            settings.update(strategy="auto", devices=[local_rank()] if uses_gpu(cfg) else 1)
+        return L.Trainer(**{**settings, **overrides})
+
+    return make_trainer

@@ -1,0 +1,101 @@
+"""The one pipeline train and predict share: check everything first, then per category build the
+detector (seeded), fit it (or reuse its fit from ``paths.fit_cache``), build the refiner (seeded again)
+and the curriculum; the caller scores the images into its sink (``anorefine.run`` scores a labeled
+test split, ``anorefine.inspection`` a folder of new images)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from anorefine import fits, plan
+from anorefine.assembly import build_component, build_detector, device_of, is_rank_zero
+from anorefine.curriculum.base import Curriculum
+from anorefine.data import AnomalyImageDataset
+from anorefine.data.records import ImageRecord
+from anorefine.datasets import build_dataset
+from anorefine.detectors.base import Detector, RunPreparation
+from anorefine.refiners.base import Refiner
+from anorefine.stages import StageClock
+
+log = logging.getLogger(__name__)
+
+
+class Pipeline:
+    """A run's dataset, components and settings; ``cfg`` is the composed config (``prepare`` may
+    replace it once, e.g. with AnomalyCLIP's trained prompt checkpoint)."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+        self.dataset = build_dataset(cfg.dataset)
+        self.device = device_of(cfg)
+
+    def check(self, categories: list[str], splits: tuple[str, ...]) -> None:
+        """Every check before any model is built or image decoded: the settings, the weight files,
+        and every file of ``splits`` of every category (the test split also against the detector)."""
+        plan.check_config(self.cfg)
+        plan.check_weights(self.cfg)
+        for category in categories:
+            for split in splits:
+                images = self.images(category, split)
+                images.check_files()
+                if split == "test":
+                    plan.check_test_split(self.cfg, category, images.records)
+
+    def images(self, category: str, split: str, clock: StageClock | None = None) -> AnomalyImageDataset:
+        """The images of one split of one category (``images_of``)."""
+        return self.images_of(self.dataset.records(category, split), clock)
+
+    def images_of(self, records: list[ImageRecord], clock: StageClock | None = None) -> AnomalyImageDataset:
+        """``records``' images resized to the model's input size, each read charged to ``clock``'s
+        ``read`` stage."""
+        data = self.cfg.dataset
+        return AnomalyImageDataset(records, data.image_size, data.image_resize, data.mask_resize, clock)
+
+    def prepare(self, run_dir: Path, make_trainer: Callable[..., L.Trainer]) -> None:
+        """Run the once-per-run stage the config selects (``prepare``: AnomalyCLIP's prompt training),
+        which hands back the config the per-category detectors are built from."""
+        if self.cfg.get("prepare"):
+            stage: RunPreparation = build_component(self.cfg.prepare)
+            self.cfg = stage.prepare(self.cfg, run_dir, make_trainer)
+
+    def build_detector(self, category: str) -> Detector:
+        """The detector for ``category``, built after seeding (``seed``)."""
+        L.seed_everything(self.cfg.seed, workers=True, verbose=False)
+        return build_detector(self.cfg, category)
+
+    def fit(self, detector: Detector, train_set: AnomalyImageDataset, category: str) -> None:
+        """Fit on the normal images, or load the state an identical earlier fit saved (``fit_cache``)."""
+        cache = self.cfg.paths.get("fit_cache")
+        path = None
+        if cache:
+            settings = OmegaConf.to_container(self.cfg.model, resolve=True)
+            path = (
+                Path(cache).expanduser() / fits.fit_key(settings, train_set, self.cfg.seed) / f"{category}.pt"
+            )
+            if path.is_file():
+                log.info("detector fit of %s reused from %s", category, path)
+                fits.load_fit(detector, path)
+                return
+        before = fits.snapshot(detector) if path else {}
+        batch, workers = self.cfg.dataset.batch_size, self.cfg.dataset.num_workers
+        detector.fit(DataLoader(train_set, batch_size=batch, num_workers=workers))
+        if path and is_rank_zero():
+            fits.save_fit(path, fits.fitted_state(detector, before))
+
+    def build_refiner(self, detector: Detector) -> Refiner:
+        """The refiner attached to ``detector``, built after seeding again: its draws depend neither on
+        how many the detector's fit made nor on the refiner configured (the same base map in every row)."""
+        L.seed_everything(self.cfg.seed, workers=True, verbose=False)
+        refiner: Refiner = build_component(self.cfg.refiner).to(self.device)
+        refiner.attach(detector)
+        return refiner
+
+    def build_curriculum(self) -> Curriculum:
+        """The curriculum that trains the refiner on the test stream (or none)."""
+        return build_component(self.cfg.curriculum)
