@@ -5,6 +5,7 @@ test split, ``anorefine.inspection`` a folder of new images)."""
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -58,11 +59,16 @@ class Pipeline:
         return AnomalyImageDataset(records, data.image_size, data.image_resize, data.mask_resize, clock)
 
     def prepare(self, run_dir: Path, make_trainer: Callable[..., L.Trainer]) -> None:
-        """Run the once-per-run stage the config selects (``prepare``: AnomalyCLIP's prompt training),
-        which hands back the config the per-category detectors are built from."""
-        if self.cfg.get("prepare"):
-            stage: RunPreparation = build_component(self.cfg.prepare)
-            self.cfg = stage.prepare(self.cfg, run_dir, make_trainer)
+        """Run the once-per-run stage the config selects (``prepare``: AnomalyCLIP's prompt training)
+        and hand its file to the per-category detectors (``model.<stage.sets>``)."""
+        if not self.cfg.get("prepare"):
+            return
+        stage: RunPreparation = build_component(self.cfg.prepare)
+        settings = OmegaConf.to_container(self.cfg.model, resolve=True, enum_to_str=True)
+        workers = int(self.cfg.dataset.num_workers)
+        path = stage.prepare(settings, self.dataset, workers, run_dir, make_trainer)
+        self.cfg = copy.deepcopy(self.cfg)
+        self.cfg.model[stage.sets] = str(path)
 
     def build_detector(self, category: str) -> Detector:
         """The detector for ``category``, built after seeding (``seed``)."""

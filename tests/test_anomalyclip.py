@@ -13,9 +13,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import run_train
-from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
+from anorefine.datasets import open_dataset
 from anorefine.detectors.anomalyclip import AnomalyClipDetector, rescale_layer
 from anorefine.detectors.anomalyclip_training import (
     PromptTraining,
@@ -286,13 +286,12 @@ def test_train_py_trains_prompts_on_a_second_demo_then_evaluates(demo_root: Path
 
 
 def test_the_run_stage_asks_for_an_aux_dataset_it_cannot_infer(tmp_path: Path) -> None:
-    model = {"clip": "tiny", "image_size": SIZE, "prompt_ckpt": None}
-    cfg = OmegaConf.create({"paths": {"weights_dir": "weights", "data_dir": "data"}, "model": model})
-    cfg.dataset = {"name": "folder", "root": str(tmp_path), "num_workers": 0, "generation_seed": 0}
+    model = {"clip": "tiny", "image_size": SIZE, "prompt_ckpt": None, "weights_dir": "weights"}
+    folder = open_dataset("folder", tmp_path)
     with pytest.raises(AnorefineError, match=r"prepare\.aux_dataset"):
-        PromptTraining().prepare(cfg, tmp_path, fit_trainer)
-    cfg.model.prompt_ckpt = "given.pt"
-    assert PromptTraining().prepare(cfg, tmp_path, fit_trainer) is cfg
+        PromptTraining().prepare(model, folder, 0, tmp_path, fit_trainer)
+    model["prompt_ckpt"] = "given.pt"
+    assert PromptTraining().prepare(model, folder, 0, tmp_path, fit_trainer) == Path("given.pt")
 
 
 def test_layer_settings_beyond_the_model_fail_naming_the_key() -> None:

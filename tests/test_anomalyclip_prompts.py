@@ -12,11 +12,12 @@ import pytest
 import torch
 from conftest import run_train
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from anorefine import plan
 from anorefine.conf import CONF_DIR
 from anorefine.config import register_configs
+from anorefine.datasets import build_dataset
 from anorefine.detectors.anomalyclip import AnomalyClipDetector
 from anorefine.detectors.anomalyclip_prompts import OFFICIAL, read_prompt_file
 from anorefine.detectors.anomalyclip_training import PromptTraining
@@ -168,7 +169,9 @@ def test_a_given_checkpoint_skips_prompt_training(official: Path, tmp_path: Path
         raise AssertionError("a trainer was built although model.prompt_ckpt is set")
 
     cfg = composed("model.clip=tiny", f"model.prompt_ckpt={official}", f"paths.data_dir={tmp_path}")
-    assert PromptTraining().prepare(cfg, tmp_path, no_trainer) is cfg
+    settings = OmegaConf.to_container(cfg.model, resolve=True)
+    prepared = PromptTraining().prepare(settings, build_dataset(cfg.dataset), 0, tmp_path, no_trainer)
+    assert prepared == official
     assert list(tmp_path.iterdir()) == [official]  # no auxiliary data generated, no prompts written
 
 

@@ -282,6 +282,27 @@ def test_published_per_category_numbers_join_their_category_tables(tmp_path: Pat
     )  # 16 backbone settings x MVTec AD, VisA
 
 
+def test_a_one_category_table_gets_that_category_s_published_row(tmp_path: Path) -> None:
+    """A run over one category (a rehearsal's) sits beside the paper's numbers for that category under
+    its protocol; a paper with means only says why it is not there."""
+    payload = results(dataset="mvtec", model="musc", protocol="musc")
+    payload["categories"] = ["grid"]
+    payload["metrics"] = {c: metrics(0.5, 0.6) for c in ("grid", "mean")}
+    write_run(tmp_path / "run", payload)
+    board = build_leaderboard([tmp_path], tmp_path)
+    (main,) = [t for t in board.tables if t.kind == "main"]
+    published = [row for row in main.rows if row.record.get("table") == "published"]
+    assert [row.record["category"] for row in published] == ["grid"]
+    assert published[0].cells["pixel_ap"].refined == pytest.approx(0.3824)  # MuSc README, grid
+    other = results(dataset="mvtec", model="anomalyclip", protocol="anomalyclip")
+    other["categories"] = ["grid"]
+    other["metrics"] = {c: metrics(0.5, 0.6) for c in ("grid", "mean")}
+    write_run(tmp_path / "other", other)
+    board = build_leaderboard([tmp_path], tmp_path)
+    notes = [note for t in board.tables if t.kind == "main" for note in t.notes]
+    assert "AnomalyCLIP's published mean covers every category: not beside this subset." in notes
+
+
 def test_published_rows_sit_only_beside_runs_of_their_protocol(tmp_path: Path) -> None:
     write_run(tmp_path / "default", over_all_mvtec(results(dataset="mvtec", model="anomalyclip")))
     own = results(dataset="mvtec", model="anomalyclip", protocol="anomalyclip", seed=1)

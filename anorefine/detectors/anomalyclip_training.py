@@ -2,14 +2,13 @@
 
 ``model=anomalyclip`` selects ``prepare=anomalyclip_prompts`` (conf/prepare), an instance of
 ``PromptTraining``: before any category, it trains the prompts on the auxiliary dataset (or reuses
-a checkpoint trained under the same settings) and hands the run a config whose
-``model.prompt_ckpt`` points at them. This module imports the detector; the detector knows nothing
+a checkpoint trained under the same settings) and returns their checkpoint, which the run
+hands to the detectors as ``model.prompt_ckpt``. This module imports the detector; the detector knows nothing
 of its training.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from anorefine import data
@@ -114,6 +112,8 @@ class PromptTraining(RunPreparation):
     """The official prompt-training recipe (Adam lr 1e-3, batch 8, 15 epochs, seed 111) on the test
     split of an auxiliary dataset, run once per run before any category (``prepare`` in train.yaml)."""
 
+    sets = "prompt_ckpt"
+
     def __init__(
         self,
         aux_dataset: str = AUTO,
@@ -185,22 +185,21 @@ class PromptTraining(RunPreparation):
             generator=torch.Generator().manual_seed(self.seed),
         )
 
-    def prepare(self, cfg: DictConfig, run_dir: Path, make_trainer: Callable[..., L.Trainer]) -> DictConfig:
-        """Train (or reuse) the run's prompts in ``run_dir``; returns ``cfg`` with ``model.prompt_ckpt``
-        set. A given ``model.prompt_ckpt`` is used as is."""
-        if cfg.model.prompt_ckpt:
-            return cfg
-        params = OmegaConf.to_container(cfg.model, resolve=True, enum_to_str=True)
-        detector = AnomalyClipDetector(**{k: v for k, v in params.items() if k not in ("_target_", "name")})
-        kind = resolve_aux_dataset(self.aux_dataset, cfg.dataset.name)
-        root = cfg.dataset.root if kind == cfg.dataset.name else self.aux_roots.get(kind)
+    def prepare(
+        self, model: dict[str, Any], dataset: DatasetSource, num_workers: int, run_dir: Path,
+        make_trainer: Callable[..., L.Trainer],
+    ) -> Path:  # fmt: skip
+        """Train (or reuse) the run's prompts in ``run_dir`` on ``dataset``'s auxiliary partner; returns
+        their checkpoint. A given ``model.prompt_ckpt`` is returned as is."""
+        if model.get("prompt_ckpt"):
+            return Path(model["prompt_ckpt"])
+        detector = AnomalyClipDetector(**{k: v for k, v in model.items() if k not in ("_target_", "name")})
+        kind = resolve_aux_dataset(self.aux_dataset, dataset.name)
+        root = dataset.root if kind == dataset.name else self.aux_roots.get(kind)
         if root is None:
             raise AnorefineError(f"no folder for auxiliary dataset {kind}: set prepare.aux_roots.{kind}=DIR")
-        aux = dataset_class(kind)(kind, root, generation_seed=cfg.dataset.generation_seed)
+        aux = dataset_class(kind)(kind, root, generation_seed=dataset.generation_seed)
         aux.ensure_root()  # a generated partner (demo_aux) is written on first use
-        loader = self.aux_loader(detector, aux, cfg.dataset.num_workers)
+        loader = self.aux_loader(detector, aux, num_workers)
         provenance = {"aux": {"dataset": kind, "root": str(aux.root)}}
-        path = self.train_or_load(detector, loader, run_dir / PROMPT_FILE, make_trainer, provenance)
-        cfg = copy.deepcopy(cfg)
-        cfg.model.prompt_ckpt = str(path)
-        return cfg
+        return self.train_or_load(detector, loader, run_dir / PROMPT_FILE, make_trainer, provenance)

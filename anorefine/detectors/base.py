@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -13,7 +14,8 @@ from torch.utils.data import DataLoader
 
 if TYPE_CHECKING:
     import lightning as L
-    from omegaconf import DictConfig
+
+    from anorefine.datasets import DatasetSource
 
 
 @dataclass
@@ -137,10 +139,18 @@ class Detector(nn.Module):
         only to balance reference subsets the way MuSc's official ``divide_num`` does."""
 
 
-class RunPreparation:
+class RunPreparation(ABC):
     """A stage run once per run before any category (``prepare`` in train.yaml), e.g. AnomalyCLIP's
-    prompt training; a detector's YAML selects its stage, so the detector never imports it."""
+    prompt training; a detector's YAML selects its stage, so the detector never imports it. The stage
+    makes one file, which the per-category detectors read through their setting ``sets``."""
 
-    def prepare(self, cfg: DictConfig, run_dir: Path, make_trainer: Callable[..., L.Trainer]) -> DictConfig:
-        """Do the stage's work; return the config the per-category detectors are built from."""
-        return cfg
+    #: The model setting the stage's file is handed to (``model.<sets>``).
+    sets: ClassVar[str]
+
+    @abstractmethod
+    def prepare(
+        self, model: dict[str, Any], dataset: DatasetSource, num_workers: int, run_dir: Path,
+        make_trainer: Callable[..., L.Trainer],
+    ) -> Path:  # fmt: skip
+        """Do the stage's work for the evaluated ``dataset`` with the detector ``model`` (its resolved
+        settings); returns the file for ``model.<sets>``."""

@@ -428,11 +428,15 @@ def dataset_tables(scope: Scope, runs: list[Run], papers: list[PaperResult], tit
             continue
         main.notes += [f"{paper.name} (published claim): {claim}" for claim in paper.claims]
         values = paper.datasets[scope.dataset]
+        (only,) = scope.categories if len(scope.categories) == 1 else (None,)
+        category_values = paper.per_category.get(scope.dataset, {}).get(only) if only else None
         if values and (scope.is_full or not runs):
             main.rows.append(published_row(paper, scope.dataset, "mean", values))
             main.notes.append(
                 f"{paper.name}: " + "; ".join(f"{COLUMNS[k]} = {text}" for k, text in paper.metrics.items())
             )
+        elif category_values:  # a one-category table: that category's published numbers
+            main.rows.append(published_row(paper, scope.dataset, str(only), category_values))
         elif values:
             main.notes.append(f"{paper.name}'s published mean covers every category: not beside this subset.")
     if len(scope.categories) < 2:  # the mean is the category
