@@ -19,14 +19,16 @@ WeightsSource = Literal["pretrained", "random"]
 PRETRAINED = "pretrained"
 RANDOM = "random"
 
-#: Environment variable that overrides ``paths.weights_dir``.
+#: Environment variable naming the weights directory when no setting does.
 WEIGHTS_ENV = "ANOREFINE_WEIGHTS_DIR"
 DOWNLOAD_HINT = "python scripts/download.py weights --dir {dir}"
 
 
 def resolve_weights_dir(configured: str | os.PathLike | None = None) -> Path:
-    """The weights directory: $ANOREFINE_WEIGHTS_DIR, else the configured one, else ./weights."""
-    chosen = os.environ.get(WEIGHTS_ENV) or configured or "weights"
+    """The weights directory, by the one precedence rule: a setting given (``paths.weights_dir`` on
+    the command line, a constructor's ``weights_dir``) wins, else $ANOREFINE_WEIGHTS_DIR, else
+    ./weights. conf/paths/default.yaml writes the same rule for the config."""
+    chosen = configured or os.environ.get(WEIGHTS_ENV) or "weights"
     return Path(chosen).expanduser()
 
 

@@ -97,12 +97,14 @@ def test_wrong_image_size_is_refused(zero_shot: WinClipDetector) -> None:
 def test_missing_weights_name_the_file_and_the_command(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path))  # the environment overrides the configured folder
+    monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path / "from_env"))  # used when no setting names a folder
     with pytest.raises(WeightsError) as error:
-        WinClipDetector(weights_dir="elsewhere")
+        WinClipDetector()
     message = str(error.value)
-    assert str(tmp_path / "open_clip" / "ViT-B-16-plus-240-laion400m_e31.pt") in message
+    assert str(tmp_path / "from_env" / "open_clip" / "ViT-B-16-plus-240-laion400m_e31.pt") in message
     assert "python scripts/download.py weights" in message
+    with pytest.raises(WeightsError, match=str(tmp_path / "given")):  # a setting wins over it
+        WinClipDetector(weights_dir=str(tmp_path / "given"))
 
 
 def test_named_model_loads_from_the_weights_dir_without_download(

@@ -16,7 +16,7 @@ from anomalib.models.components.feature_extractors import TimmFeatureExtractor
 
 from anorefine.detectors.backbones import backbone_weight_file, detector_feature_extractor
 from anorefine.detectors.base import Detector, DetectorOutput
-from anorefine.weights import PRETRAINED, RANDOM, WeightsSource
+from anorefine.weights import PRETRAINED, RANDOM, WeightsSource, resolve_weights_dir
 
 
 def stage_layers(backbone: str, strides: Sequence[int]) -> list[str]:
@@ -46,7 +46,7 @@ class CnnDetector(Detector):
 
     @classmethod
     def check_weights(cls, settings: dict[str, Any]) -> None:
-        backbone_weight_file(settings["backbone"], settings.get("weights_dir") or "weights")
+        backbone_weight_file(settings["backbone"], resolve_weights_dir(settings.get("weights_dir")))
 
     def __init__(
         self,
@@ -54,7 +54,7 @@ class CnnDetector(Detector):
         layers: list[str] | None = None,
         image_size: int = 256,
         receptive_field: int | None = None,
-        weights_dir: str = "weights",
+        weights_dir: str | None = None,
         weights: WeightsSource = PRETRAINED,
         weights_seed: int = 0,
     ) -> None:
@@ -65,7 +65,8 @@ class CnnDetector(Detector):
         self.layers = list(layers) if layers else stage_layers(backbone, self.default_strides)
         self.image_size = image_size
         self.receptive_field_setting = receptive_field
-        self.weights_dir, self.weights, self.weights_seed = weights_dir, weights, weights_seed
+        self.weights_dir = resolve_weights_dir(weights_dir)
+        self.weights, self.weights_seed = weights, weights_seed
         self.smoke_only = weights == RANDOM
 
     def build_extractor(self) -> TimmFeatureExtractor:

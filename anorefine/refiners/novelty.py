@@ -18,6 +18,7 @@ from torch import nn
 
 from anorefine.detectors.backbones import build_feature_extractor
 from anorefine.detectors.normalization import IMAGENET_MEAN, IMAGENET_STD, normalize
+from anorefine.weights import resolve_weights_dir
 
 
 def drop_unused_blocks(extractor: nn.Module) -> nn.Module:
@@ -81,13 +82,13 @@ class NoveltyGuidance(nn.Module):
         layers: Sequence[str] = ("blocks.0",),
         reference_quantile: float = 0.5,
         reference_size: int = 1024,
-        weights_dir: str = "weights",
+        weights_dir: str | None = None,
         pretrained: bool = True,
         seed: int = 0,
     ) -> None:
         super().__init__()
         self.extractor = drop_unused_blocks(
-            build_feature_extractor(backbone, list(layers), weights_dir, pretrained)
+            build_feature_extractor(backbone, list(layers), resolve_weights_dir(weights_dir), pretrained)
         )
         self.reference_quantile = reference_quantile
         self.reference_size = reference_size
