@@ -83,7 +83,7 @@ def build_detector(cfg: DictConfig, category: str) -> Detector:
     ``category`` (not fitted yet)."""
     detector: Detector = build_component(cfg.model).to(device_of(cfg)).eval()
     padding = cfg.eval.blur_padding  # a str Enum member, whose str() is "BlurPadding.<name>"
-    detector.baseline_padding = getattr(padding, "value", padding)
+    detector.baseline = detector.baseline._replace(padding=getattr(padding, "value", padding))
     detector.setup_category(category)
     return detector
 

@@ -12,6 +12,7 @@ from scipy import ndimage
 
 from anorefine.assembly import build_detector
 from anorefine.data.dataset import resize_mask
+from anorefine.detectors.base import BaselineBlur
 from anorefine.refiners.base import base_map, baseline_map
 from anorefine.refiners.separable import apply, blur_matrix
 
@@ -23,11 +24,11 @@ def test_the_symmetric_blur_equals_scipy_gaussian_filter_at_the_border() -> None
     for i in range(2):
         expected = ndimage.gaussian_filter(maps[i, 0].numpy(), sigma=4, truncate=4, mode="reflect")
         assert np.abs(ours[i, 0].numpy() - expected).max() < 1e-6
-    torch_reflect = baseline_map(maps.float()[:, :, ::2, ::2], (70, 90), 4.0)  # anomalib's border
+    torch_reflect = baseline_map(maps.float()[:, :, ::2, ::2], (70, 90))  # anomalib's border, sigma 4
     border = (slice(None), slice(None), slice(0, 16))
     assert (
         torch_reflect[border]
-        - baseline_map(maps.float()[:, :, ::2, ::2], (70, 90), 4.0, False, "symmetric")[border]
+        - baseline_map(maps.float()[:, :, ::2, ::2], (70, 90), BaselineBlur(padding="symmetric"))[border]
     ).abs().max() > 1e-4
 
 
@@ -96,7 +97,7 @@ def test_the_protocols_blur_border_reaches_the_detectors_base_map(overrides: lis
     with torch.no_grad():
         detector.fit([{"image": torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))}])
         output = detector(torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1)))
-    assert output.blur_padding == padding
+    assert output.baseline.padding == padding
     upsampled = torch.nn.functional.interpolate(output.anomaly_map, size=(64, 64), mode="bilinear")
     expected = ndimage.gaussian_filter(upsampled[0, 0].double().numpy(), sigma=4, truncate=4, mode="reflect")
     error = np.abs(base_map(output, (64, 64))[0, 0].double().numpy() - expected).max()

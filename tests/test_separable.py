@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from anomalib.models.components import GaussianBlur2d
 from scipy import ndimage
 
+from anorefine.detectors.base import BaselineBlur
 from anorefine.refiners import separable
 from anorefine.refiners.base import baseline_map
 
@@ -21,7 +22,7 @@ def test_baseline_map_equals_anomalibs_interpolate_then_gaussian_blur(grid, size
     coarse = torch.rand(3, 1, grid, grid + 3, generator=torch.Generator().manual_seed(0)) * 5
     upsampled = F.interpolate(coarse, size=size, mode="bilinear", align_corners=align_corners)
     expected = GaussianBlur2d(sigma=(4.0, 4.0), channels=1, kernel_size=(33, 33))(upsampled)
-    ours = baseline_map(coarse, size, 4.0, align_corners)
+    ours = baseline_map(coarse, size, BaselineBlur(4.0, align_corners))
     assert ours.shape == expected.shape and ours.dtype == torch.float32
     assert (ours - expected).abs().max() <= 1e-5 * expected.abs().max()
 

@@ -6,16 +6,34 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from anorefine.data.records import BlurPadding
+
 if TYPE_CHECKING:
     import lightning as L
 
     from anorefine.datasets import DatasetSource
+
+
+class BaselineBlur(NamedTuple):
+    """How a detector's own code turns its patch map into a pixel map, the baseline every refiner is
+    compared with: bilinear upsampling (``align_corners``), then a Gaussian blur of ``sigma`` (0: none)
+    with the border ``padding`` (``reflect``: anomalib's; ``symmetric``: scipy's, the official
+    AnomalyCLIP code's; set by the run from ``eval.blur_padding``). Defined here once; a tuple, which
+    Lightning's collection helpers carry through as it is."""
+
+    sigma: float = 4.0
+    align_corners: bool = False
+    padding: BlurPadding = "reflect"
+
+
+#: PatchCore's, AnomalyCLIP's and most detectors' convention.
+DEFAULT_BLUR = BaselineBlur()
 
 
 @dataclass
@@ -34,11 +52,8 @@ class DetectorOutput:
     features: torch.Tensor
     stride: int
     receptive_field: int
-    #: How this detector's own code turns its map into a pixel map (the baseline every refiner is
-    #: compared with): Gaussian sigma after bilinear upsampling, and the upsampling's corner alignment.
-    baseline_sigma: float = 4.0
-    align_corners: bool = False
-    blur_padding: str = "reflect"
+    #: How this detector's own code turns its map into a pixel map (``BaselineBlur``).
+    baseline: BaselineBlur = DEFAULT_BLUR
 
     def geometry(self) -> dict[str, float | int | bool]:
         """Everything but the tensors: what a copy of the output with other maps must carry over."""
@@ -46,7 +61,7 @@ class DetectorOutput:
 
 
 #: The non-tensor fields of ``DetectorOutput``.
-GEOMETRY = ("stride", "receptive_field", "baseline_sigma", "align_corners", "blur_padding")
+GEOMETRY = ("stride", "receptive_field", "baseline")
 
 
 class Detector(nn.Module):
@@ -64,12 +79,9 @@ class Detector(nn.Module):
     #: Pixels between feature cells, and the pixel side of one cell's receptive field (set by each detector).
     stride: int
     receptive_field: int
-    #: The detector's baseline convention (see ``DetectorOutput``): PatchCore/AnomalyCLIP blur with σ=4;
-    #: MuSc upsamples with aligned corners and never blurs.
-    baseline_sigma: float = 4.0
-    baseline_align_corners: bool = False
-    #: The blur's border (``eval.blur_padding``, set by the run from the protocol): reflect | symmetric.
-    baseline_padding: str = "reflect"
+    #: The detector's baseline convention (``BaselineBlur``): PatchCore/AnomalyCLIP blur with σ=4; MuSc
+    #: upsamples with aligned corners and never blurs; the run sets the border from the protocol.
+    baseline: BaselineBlur = DEFAULT_BLUR
     #: True when an image is scored against other test images (MuSc): curricula show the detector its
     #: reference images with ``set_reference`` before scoring them.
     transductive: bool = False
@@ -123,9 +135,7 @@ class Detector(nn.Module):
             features=features,
             stride=self.stride,
             receptive_field=self.receptive_field,
-            baseline_sigma=self.baseline_sigma,
-            align_corners=self.baseline_align_corners,
-            blur_padding=self.baseline_padding,
+            baseline=self.baseline,
         )
 
     def encode_reference(self, images: torch.Tensor) -> None:

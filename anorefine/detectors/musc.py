@@ -11,7 +11,7 @@ xrli-U/MuSc; the facts are in docs/design.md):
 - **MSM**: each patch's nearest-patch distance to every other reference image; the patch score is the
   mean of those N−1 distances whose rank lies in ``interval`` (published [0, 0.3): the lowest 30%);
   mean over layers, then over r;
-- the map is upsampled bilinearly with ``align_corners=True`` and never blurred (``baseline_sigma`` 0);
+- the map is upsampled bilinearly with ``align_corners=True`` and never blurred (``BaselineBlur`` sigma 0);
 - image score = the map's maximum, re-scored by **RsCIN** with the image embeddings (the projected,
   normalised CLS token; a CNN's pooled deepest stage) over the whole reference set.
 
@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from anorefine.detectors.backbones import backbone_weight_file, detector_feature_extractor
-from anorefine.detectors.base import Detector, DetectorOutput
+from anorefine.detectors.base import BaselineBlur, Detector, DetectorOutput
 from anorefine.detectors.clip_models import CLIP_MEAN, CLIP_STD, TINY, configured_clip_weight_file, load_clip
 from anorefine.detectors.cnn import stage_layers
 from anorefine.detectors.normalization import IMAGENET_MEAN, IMAGENET_STD, normalize
@@ -140,8 +140,7 @@ class MuscDetector(Detector):
     """MuSc behind the detector contract: zero-shot, training-free, transductive (see module doc)."""
 
     transductive = True
-    baseline_sigma = 0.0
-    baseline_align_corners = True
+    baseline = BaselineBlur(sigma=0.0, align_corners=True)
 
     @classmethod
     def check_weights(cls, settings: dict[str, Any]) -> None:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anorefine.detectors.base import DetectorOutput
+from anorefine.detectors.base import BaselineBlur, DetectorOutput
 from anorefine.refiners.base import Refiner, base_map, baseline_map
 from anorefine.refiners.novelty import NoveltyGuidance
 
@@ -326,8 +326,9 @@ class ArdRefiner(Refiner):
         self.use_layout(torch.contiguous_format if torch.is_grad_enabled() else torch.channels_last)
         coarse = self.normalise(output.anomaly_map.float())
         sizes = [*stage_sizes(tuple(coarse.shape[-2:]), size, self.stages), size]
-        sigma = output.baseline_sigma if self.sigma is None else self.sigma
-        baselines = [baseline_map(coarse, s, sigma * s[0] / size[0], output.align_corners) for s in sizes]
+        sigma = output.baseline.sigma if self.sigma is None else self.sigma
+        align = output.baseline.align_corners  # the stages' own baselines keep the default border
+        baselines = [baseline_map(coarse, s, BaselineBlur(sigma * s[0] / size[0], align)) for s in sizes]
         features = (output.features.float() - self.feature_mean[:, None, None]) / self.feature_std[
             :, None, None
         ]
@@ -396,7 +397,7 @@ class ArdRefiner(Refiner):
         size = tuple(images.shape[-2:])
         if self.sigma is None:
             return base_map(output, size)
-        return baseline_map(output.anomaly_map, size, self.sigma, output.align_corners, output.blur_padding)
+        return baseline_map(output.anomaly_map, size, output.baseline._replace(sigma=self.sigma))
 
     def image_score(self, refined: torch.Tensor, detector_score: torch.Tensor) -> torch.Tensor:
         """The detector's score, or the refined map's maximum (``refiner.image_score=max``)."""

@@ -7,33 +7,24 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from anorefine.data.records import BlurPadding
-from anorefine.detectors.base import Detector, DetectorOutput
+from anorefine.detectors.base import DEFAULT_BLUR, BaselineBlur, Detector, DetectorOutput
 from anorefine.refiners import separable
 
+
 #: Gaussian sigma of the baseline map (PatchCore / AnomalyCLIP convention).
-BASELINE_SIGMA = 4.0
-
-
 def baseline_map(
-    anomaly_map: torch.Tensor,
-    size: tuple[int, int],
-    sigma: float = BASELINE_SIGMA,
-    align_corners: bool = False,
-    padding: BlurPadding = "reflect",
+    anomaly_map: torch.Tensor, size: tuple[int, int], blur: BaselineBlur = DEFAULT_BLUR
 ) -> torch.Tensor:
     """Coarse (B,1,h,w) map -> float32 (B,1,H,W): bilinear upsampling, then the Gaussian blur of radius
     int(4σ + 0.5) with the border ``padding`` (``reflect``: anomalib's GaussianBlur2d; ``symmetric``:
     scipy's gaussian_filter). Both run as two matrix products (``separable``) instead of anomalib's
     33×33 2-D convolution, which dominated the ARD's CPU inference (make bench); equal to 1e-5 (tests)."""
-    return separable.smooth(anomaly_map.float(), size, sigma, align_corners, padding)
+    return separable.smooth(anomaly_map.float(), size, blur.sigma, blur.align_corners, blur.padding)
 
 
 def base_map(output: DetectorOutput, size: tuple[int, int]) -> torch.Tensor:
-    """The detector's own pixel map: ``baseline_map`` with the detector's sigma and corner alignment."""
-    return baseline_map(
-        output.anomaly_map, size, output.baseline_sigma, output.align_corners, output.blur_padding
-    )
+    """The detector's own pixel map: ``baseline_map`` with the detector's ``BaselineBlur``."""
+    return baseline_map(output.anomaly_map, size, output.baseline)
 
 
 class Refiner(nn.Module):

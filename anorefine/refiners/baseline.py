@@ -27,4 +27,4 @@ class BaselineRefiner(Refiner):
         size = tuple(images.shape[-2:])
         if self.sigma is None:
             return base_map(output, size)
-        return baseline_map(output.anomaly_map, size, self.sigma, output.align_corners, output.blur_padding)
+        return baseline_map(output.anomaly_map, size, output.baseline._replace(sigma=self.sigma))
