@@ -25,7 +25,8 @@ from anorefine import data
 from anorefine.data.records import ImageRecord
 from anorefine.datasets import open_dataset
 from anorefine.errors import AnorefineError, DataError
-from anorefine.metrics import METRIC_NAMES, AnomalyMetrics
+from anorefine.metrics import METRIC_KEYS, AnomalyMetrics
+from anorefine.metrics.names import AUPRO_LIMIT
 from anorefine.results import git_commit, mean_metrics, package_versions
 from anorefine.run_folder import RESULTS_FILE, write_json_atomic
 
@@ -94,9 +95,9 @@ def evaluate_category(
 
 def metrics_table(metrics: dict[str, dict[str, float | None]]) -> str:
     """Markdown table, one row per category (and the mean), values in percent."""
-    lines = ["| category | " + " | ".join(METRIC_NAMES) + " |", "|---" * (len(METRIC_NAMES) + 1) + "|"]
+    lines = ["| category | " + " | ".join(METRIC_KEYS) + " |", "|---" * (len(METRIC_KEYS) + 1) + "|"]
     for category, values in metrics.items():
-        cells = ("-" if values[key] is None else f"{100 * values[key]:.2f}" for key in METRIC_NAMES)
+        cells = ("-" if values[key] is None else f"{100 * values[key]:.2f}" for key in METRIC_KEYS)
         lines.append(f"| {category} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -107,7 +108,7 @@ def evaluate(
     root: Path,
     categories: Sequence[str] | None = None,
     output: Path | None = None,
-    aupro_limit: float = 0.3,
+    aupro_limit: float = AUPRO_LIMIT,
 ) -> dict[str, Any]:
     """Score every category's maps, write results.json and results.md, return the results."""
     if not maps_dir.is_dir():
@@ -144,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, required=True, help="the dataset root (images and ground truth)")
     parser.add_argument("--categories", nargs="*", help="default: every category of the dataset")
     parser.add_argument("--output", type=Path, help="where results.json/results.md go (default: --maps)")
-    parser.add_argument("--aupro-limit", type=float, default=0.3)
+    parser.add_argument("--aupro-limit", type=float, default=AUPRO_LIMIT)
     args = parser.parse_args(argv)
     try:
         results = evaluate(args.maps, args.dataset, args.root, args.categories, args.output, args.aupro_limit)

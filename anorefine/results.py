@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from anorefine.run_folder import INTERVAL_KEYS, METRIC_KEYS, RESULTS_FORMAT, STAGES
+from anorefine.metrics.names import INTERVAL_KEYS, METRIC_KEYS, STAGES
+from anorefine.run_folder import RESULTS_FORMAT
 
 if TYPE_CHECKING:  # the metrics import torch: the leaderboard reads this module without it
     from omegaconf import DictConfig

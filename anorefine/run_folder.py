@@ -65,6 +65,7 @@ from pathlib import Path
 from typing import Any
 
 from anorefine.atomic import write_atomic
+from anorefine.metrics.names import STAGES
 
 RESULTS_FILE = "results.json"
 FAILURE_FILE = "failure.json"
@@ -83,24 +84,6 @@ LEADERBOARD_NAME = "LEADERBOARD"
 #: ``breakdown`` and the ``intervals`` (see the module docstring).
 RESULTS_FORMAT = 3
 
-#: The two maps every run scores: the detector's baseline map and the refiner's map.
-STAGES = ("base", "refined")
-#: Every metric of results.json, in table order.
-METRIC_KEYS = (
-    "image_auroc",
-    "image_ap",
-    "pixel_auroc",
-    "pixel_ap",
-    "pixel_f1_max",
-    "pixel_iou_max",
-    "boundary_f1",
-    "aupro",
-    "pro_compat",
-)
-#: The metrics whose refined − base Δ gets a bootstrap interval (``results["intervals"]``), in table order.
-INTERVAL_KEYS = ("image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "aupro")
-#: The metrics of a size bin (``results["breakdown"][c]["sizes"][bin]``).
-SIZE_KEYS = ("pixel_auroc", "pixel_ap", "aupro")
 #: Settings that change no number (a key, or a group whose every key is neutral).
 NEUTRAL_KEYS = (
     "experiment",

@@ -25,10 +25,10 @@ from anorefine.metrics import (
     score_parts,
 )
 from anorefine.metrics.bootstrap import IMAGE_METRICS, replicate_image_metrics, resample_counts
-from anorefine.metrics.breakdown import SIZE_METRICS, kind_selections, select_images, size_metrics
+from anorefine.metrics.breakdown import kind_selections, select_images, size_metrics
+from anorefine.metrics.names import AUPRO_LIMIT, METRIC_KEYS, SIZE_KEYS, STAGES
 from anorefine.progress import ProgressLog
 from anorefine.refiners.base import Refiner, base_map
-from anorefine.run_folder import METRIC_KEYS, STAGES
 from anorefine.samples import SampleKeeper
 from anorefine.stages import StageClock
 
@@ -126,7 +126,7 @@ class AnomalyTask(L.LightningModule):
         self,
         detector: Detector,
         refiner: Refiner,
-        aupro_limit: float = 0.3,
+        aupro_limit: float = AUPRO_LIMIT,
         original_masks: Callable[[int], torch.Tensor] | None = None,
         sink: MapSink | None = None,
         defect_kinds: Callable[[int], str] | None = None,
@@ -324,7 +324,7 @@ class AnomalyTask(L.LightningModule):
                     "regions": counted["regions"],
                     "pixels": counted["pixels"],
                     **{
-                        stage: {name: per_stage[stage][size_bin.key][name] for name in SIZE_METRICS}
+                        stage: {name: per_stage[stage][size_bin.key][name] for name in SIZE_KEYS}
                         for stage in STAGES
                     },
                 }

@@ -9,7 +9,7 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from anorefine.errors import MetricError
-from anorefine.metrics import METRIC_NAMES, SIZE_BINS, compute_metrics, kind_metrics, size_metrics
+from anorefine.metrics import METRIC_KEYS, SIZE_BINS, compute_metrics, kind_metrics, size_metrics
 from anorefine.metrics.breakdown import size_bin_index
 from anorefine.metrics.references import aupro_mvtec, label_image, trapezoid_area
 
@@ -207,8 +207,8 @@ def test_kind_metrics_equal_compute_metrics_on_the_selected_images() -> None:
     for kind, metrics in result.items():
         selected = [index for index, value in enumerate(KINDS) if value in ("good", kind)]
         expected = compute_metrics(maps[selected], masks[selected], scores[selected], labels[selected])
-        assert set(metrics) == set(METRIC_NAMES)
-        for name in METRIC_NAMES:
+        assert set(metrics) == set(METRIC_KEYS)
+        for name in METRIC_KEYS:
             assert metrics[name] == pytest.approx(expected[name], abs=1e-12), (kind, name)
         assert metrics["image_auroc"] is not None
 

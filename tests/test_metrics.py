@@ -8,7 +8,7 @@ import torch
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 from anorefine.errors import MetricError
-from anorefine.metrics import METRIC_NAMES, AnomalyMetrics, boundary_f1, compute_metrics, ranking
+from anorefine.metrics import METRIC_KEYS, AnomalyMetrics, boundary_f1, compute_metrics, ranking
 from anorefine.metrics.references import (
     aupro_loop,
     aupro_mvtec,
@@ -91,7 +91,7 @@ def test_matches_sklearn_and_references(name: str) -> None:
     build, loops = CASES[name]
     maps, masks = build()
     result = assert_matches_references(maps, masks, loops)
-    assert set(result) == set(METRIC_NAMES)
+    assert set(result) == set(METRIC_KEYS)
     assert all(isinstance(value, float) for key, value in result.items() if key != "image_auroc")
 
 
@@ -102,7 +102,7 @@ def test_chunked_streaming_matches_one_chunk(name: str, monkeypatch: pytest.Monk
     expected = compute_metrics(maps, masks)
     monkeypatch.setattr(ranking, "CHUNK", 7)
     result = compute_metrics(maps, masks)
-    for key in METRIC_NAMES:
+    for key in METRIC_KEYS:
         assert result[key] == pytest.approx(expected[key], abs=1e-12), key
 
 
@@ -170,7 +170,7 @@ def test_pixel_metrics_none_without_masks() -> None:
     maps, masks = make_case(11, 8, 16)
     labels = masks.reshape(8, -1).any(1)
     result = compute_metrics(maps, None, labels=labels.astype(np.int64))
-    pixel_keys = [key for key in METRIC_NAMES if not key.startswith("image_")]
+    pixel_keys = [key for key in METRIC_KEYS if not key.startswith("image_")]
     assert all(result[key] is None for key in pixel_keys)
     assert result["image_auroc"] == pytest.approx(roc_auc_score(labels, maps.reshape(8, -1).max(1)), abs=TOL)
     assert all(value is None for value in compute_metrics(maps).values())
@@ -219,7 +219,7 @@ def test_infinite_scores_rank_like_extreme_finite_scores() -> None:
     finite = np.clip(maps, -1e30, 1e30)
     with_inf, expected = compute_metrics(maps, masks), compute_metrics(finite, masks)
     assert with_inf["pro_compat"] is None  # thresholds between -inf and inf are undefined
-    ranking_keys = [key for key in METRIC_NAMES if key != "pro_compat"]
+    ranking_keys = [key for key in METRIC_KEYS if key != "pro_compat"]
     assert {key: with_inf[key] for key in ranking_keys} == {key: expected[key] for key in ranking_keys}
 
 
@@ -346,7 +346,7 @@ def test_cuda_input_equals_cpu_input() -> None:
     maps, masks = make_case(19, 6, 24)
     on_gpu = compute_metrics(torch.from_numpy(maps).cuda(), torch.from_numpy(masks).cuda())
     expected = compute_metrics(maps, masks)
-    for key in METRIC_NAMES:
+    for key in METRIC_KEYS:
         assert on_gpu[key] == pytest.approx(expected[key], abs=1e-9), key
 
 

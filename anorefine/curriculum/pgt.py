@@ -31,9 +31,9 @@ from anorefine.curriculum.pgt_training import (
 from anorefine.data.synthesis import AnomalySynthesizer
 from anorefine.detectors.base import GEOMETRY, DetectorOutput
 from anorefine.errors import AnorefineError
+from anorefine.metrics.names import STAGES
 from anorefine.progress import ProgressLog
 from anorefine.refiners.base import TrainableRefiner
-from anorefine.run_folder import STAGES
 from anorefine.task import AnomalyTask
 
 log = logging.getLogger(__name__)

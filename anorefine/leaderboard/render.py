@@ -17,7 +17,8 @@ from anorefine.leaderboard.tables import (
     collect,
     run_rows,
 )
-from anorefine.run_folder import INTERVAL_KEYS, LEADERBOARD_NAME
+from anorefine.metrics.names import INTERVAL_KEYS
+from anorefine.run_folder import LEADERBOARD_NAME
 
 CSV_FIELDS = [
     "table",

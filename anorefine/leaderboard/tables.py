@@ -28,8 +28,9 @@ from anorefine.conf import CONF_DIR
 from anorefine.datasets import dataset_class
 from anorefine.errors import DataError
 from anorefine.leaderboard.scan import Problem, Run, Scan, prune, scan
+from anorefine.metrics.names import INTERVAL_KEYS
 from anorefine.results import CONTAINS_ZERO_MARK
-from anorefine.run_folder import INTERVAL_KEYS, is_neutral
+from anorefine.run_folder import is_neutral
 
 PAPER_DIR = CONF_DIR / "paper"
 

@@ -1,53 +1,51 @@
-"""Image and pixel anomaly-detection metrics on raw scores (definitions in each module's docstring)."""
+"""Image and pixel anomaly-detection metrics on raw scores (definitions in each module's docstring).
 
-from anorefine.metrics.accumulator import AnomalyMetrics
-from anorefine.metrics.bootstrap import (
-    BinnedMaps,
-    DeltaInterval,
-    DeltaReplicates,
-    RegionLayout,
-    bin_maps,
-    category_seed,
-    delta_intervals,
-    interval,
-    paired_deltas,
-    replicate_image_metrics,
-    replicate_metrics,
-    resample_counts,
-)
-from anorefine.metrics.boundary import boundary_f1
-from anorefine.metrics.breakdown import SIZE_BINS, SizeBin, kind_metrics, size_metrics
-from anorefine.metrics.compute import METRIC_NAMES, compute_metrics, score_parts
-from anorefine.metrics.engine import PixelMetrics, pixel_metrics
-from anorefine.metrics.image import image_metrics
-from anorefine.metrics.pro_compat import ProCompatCurve
-from anorefine.metrics.regions import label_regions
+Importing this package stays light (no torch): ``anorefine.metrics.names`` is the vocabulary, and every
+other name is imported from its module on first use.
+"""
 
-__all__ = [
-    "METRIC_NAMES",
-    "SIZE_BINS",
-    "AnomalyMetrics",
-    "BinnedMaps",
-    "DeltaInterval",
-    "DeltaReplicates",
-    "PixelMetrics",
-    "ProCompatCurve",
-    "RegionLayout",
-    "SizeBin",
-    "bin_maps",
-    "boundary_f1",
-    "category_seed",
-    "compute_metrics",
-    "delta_intervals",
-    "image_metrics",
-    "interval",
-    "kind_metrics",
-    "label_regions",
-    "paired_deltas",
-    "pixel_metrics",
-    "replicate_image_metrics",
-    "replicate_metrics",
-    "resample_counts",
-    "score_parts",
-    "size_metrics",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: Names imported on first use: name -> module.
+_LAZY = {
+    "AUPRO_LIMIT": "anorefine.metrics.names",
+    "AnomalyMetrics": "anorefine.metrics.accumulator",
+    "BinnedMaps": "anorefine.metrics.bootstrap",
+    "DeltaInterval": "anorefine.metrics.bootstrap",
+    "DeltaReplicates": "anorefine.metrics.bootstrap",
+    "INTERVAL_KEYS": "anorefine.metrics.names",
+    "METRIC_KEYS": "anorefine.metrics.names",
+    "PixelMetrics": "anorefine.metrics.engine",
+    "ProCompatCurve": "anorefine.metrics.pro_compat",
+    "RegionLayout": "anorefine.metrics.bootstrap",
+    "SIZE_BINS": "anorefine.metrics.breakdown",
+    "SIZE_KEYS": "anorefine.metrics.names",
+    "STAGES": "anorefine.metrics.names",
+    "SizeBin": "anorefine.metrics.breakdown",
+    "bin_maps": "anorefine.metrics.bootstrap",
+    "boundary_f1": "anorefine.metrics.boundary",
+    "category_seed": "anorefine.metrics.bootstrap",
+    "compute_metrics": "anorefine.metrics.compute",
+    "delta_intervals": "anorefine.metrics.bootstrap",
+    "image_metrics": "anorefine.metrics.image",
+    "interval": "anorefine.metrics.bootstrap",
+    "kind_metrics": "anorefine.metrics.breakdown",
+    "label_regions": "anorefine.metrics.regions",
+    "paired_deltas": "anorefine.metrics.bootstrap",
+    "pixel_metrics": "anorefine.metrics.engine",
+    "replicate_image_metrics": "anorefine.metrics.bootstrap",
+    "replicate_metrics": "anorefine.metrics.bootstrap",
+    "resample_counts": "anorefine.metrics.bootstrap",
+    "score_parts": "anorefine.metrics.compute",
+    "size_metrics": "anorefine.metrics.breakdown",
+}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

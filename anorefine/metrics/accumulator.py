@@ -17,6 +17,7 @@ from anorefine.metrics.inputs import (
     prepare_masks,
     prepare_scores,
 )
+from anorefine.metrics.names import AUPRO_LIMIT
 
 
 class AnomalyMetrics(Metric):
@@ -34,7 +35,7 @@ class AnomalyMetrics(Metric):
     higher_is_better = True
     full_state_update = False
 
-    def __init__(self, aupro_limit: float = 0.3, **kwargs: Any) -> None:
+    def __init__(self, aupro_limit: float = AUPRO_LIMIT, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.aupro_limit = aupro_limit
         for name in ("anomaly_maps", "gt_masks", "image_scores", "labels", "has_mask"):

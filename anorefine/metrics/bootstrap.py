@@ -61,13 +61,14 @@ from threadpoolctl import threadpool_limits
 from torch import Tensor
 
 from anorefine.errors import MetricError
-from anorefine.metrics.breakdown import SIZE_BINS, SIZE_METRICS, kind_selections, size_bin_index
+from anorefine.metrics.breakdown import SIZE_BINS, kind_selections, size_bin_index
 from anorefine.metrics.engine import check_aupro_limit
 from anorefine.metrics.inputs import ArrayLike, prepare_labels, prepare_scores
+from anorefine.metrics.names import AUPRO_LIMIT, SIZE_KEYS
 from anorefine.metrics.ranking import sort_descending
 from anorefine.metrics.regions import RegionNumbering
 
-PIXEL_METRICS = SIZE_METRICS  # pixel_auroc, pixel_ap, aupro
+PIXEL_METRICS = SIZE_KEYS  # pixel_auroc, pixel_ap, aupro
 IMAGE_METRICS = ("image_auroc", "image_ap")
 _BLOCK = 64  # replicates per block: (64, bins) float64 temporaries stay in the CPU cache
 
@@ -322,7 +323,10 @@ def _pixel_replicates(
 
 
 def replicate_metrics(
-    binned: BinnedMaps, counts: np.ndarray, aupro_limit: float = 0.3, regions: np.ndarray | None = None
+    binned: BinnedMaps,
+    counts: np.ndarray,
+    aupro_limit: float = AUPRO_LIMIT,
+    regions: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """``pixel_auroc``, ``pixel_ap``, ``aupro`` of every replicate, each (R,) float64, NaN where undefined.
 
@@ -380,7 +384,7 @@ def paired_deltas(
     base: BinnedMaps,
     refined: BinnedMaps,
     counts: np.ndarray,
-    aupro_limit: float = 0.3,
+    aupro_limit: float = AUPRO_LIMIT,
     regions: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Replicate Δ = refined − base of :func:`replicate_metrics` (same counts for both maps)."""
@@ -470,7 +474,7 @@ def delta_intervals(
     seed: int = 0,
     level: float = 0.95,
     bins: int = 4096,
-    aupro_limit: float = 0.3,
+    aupro_limit: float = AUPRO_LIMIT,
 ) -> DeltaReplicates:
     """Paired bootstrap Δs of one evaluation set for every view (see :class:`DeltaReplicates`).
 

@@ -21,6 +21,7 @@ from torch import Tensor
 from anorefine.errors import MetricError
 from anorefine.metrics.compute import score_parts
 from anorefine.metrics.engine import check_aupro_limit, sorted_pixel_metrics
+from anorefine.metrics.names import AUPRO_LIMIT, SIZE_KEYS
 from anorefine.metrics.ranking import sort_descending
 from anorefine.metrics.regions import RegionNumbering
 
@@ -42,7 +43,6 @@ SIZE_BINS: tuple[SizeBin, ...] = (
     SizeBin("medium", "0.1-1%", 0.001, 0.01),
     SizeBin("large", ">1%", 0.01, 1.0),
 )
-SIZE_METRICS = ("pixel_auroc", "pixel_ap", "aupro")
 
 
 def size_bin_index(shares: np.ndarray) -> np.ndarray:
@@ -52,7 +52,7 @@ def size_bin_index(shares: np.ndarray) -> np.ndarray:
 
 
 def size_metrics(
-    maps: Sequence[Tensor], masks: Sequence[Tensor], aupro_limit: float = 0.3
+    maps: Sequence[Tensor], masks: Sequence[Tensor], aupro_limit: float = AUPRO_LIMIT
 ) -> dict[str, dict[str, float | int | None]]:
     """Per size bin key: ``regions`` (count), ``pixels`` (positive pixels), ``pixel_auroc``,
     ``pixel_ap`` and ``aupro`` (``None`` for a bin without regions); see the module docstring.
@@ -71,7 +71,7 @@ def size_metrics(
         result: dict[str, float | int | None] = {
             "regions": num_regions,
             "pixels": int(sizes[1:][in_bin].sum()),
-            **dict.fromkeys(SIZE_METRICS),
+            **dict.fromkeys(SIZE_KEYS),
         }
         if num_regions:
             # new ids: 0 normal, 1..num_regions this bin's regions, -1 the other bins' (left out)
@@ -114,7 +114,7 @@ def kind_metrics(
     image_scores: Tensor,
     labels: Tensor | None,
     kinds: Sequence[str],
-    aupro_limit: float = 0.3,
+    aupro_limit: float = AUPRO_LIMIT,
 ) -> dict[str, dict[str, float | None]]:
     """Per defect kind: every metric of ``score_parts`` on :func:`kind_selections`' images.
 

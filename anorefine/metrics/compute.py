@@ -24,9 +24,7 @@ from anorefine.metrics.boundary import boundary_f1
 from anorefine.metrics.engine import pixel_metrics
 from anorefine.metrics.image import image_metrics
 from anorefine.metrics.inputs import ArrayLike, prepare_labels, prepare_maps, prepare_masks, prepare_scores
-from anorefine.run_folder import METRIC_KEYS
-
-METRIC_NAMES = METRIC_KEYS  # results.json's metrics (anorefine.run_folder)
+from anorefine.metrics.names import AUPRO_LIMIT, METRIC_KEYS
 
 
 def compute_metrics(
@@ -35,9 +33,9 @@ def compute_metrics(
     image_scores: ArrayLike | None = None,
     labels: ArrayLike | None = None,
     *,
-    aupro_limit: float = 0.3,
+    aupro_limit: float = AUPRO_LIMIT,
 ) -> dict[str, float | None]:
-    """Image and pixel metrics of raw anomaly maps; every key of ``METRIC_NAMES`` is present.
+    """Image and pixel metrics of raw anomaly maps; every key of ``METRIC_KEYS`` is present.
 
     Args:
         anomaly_maps: (N,H,W) or (N,1,H,W) raw scores, numpy or torch on any device; higher = more
@@ -67,11 +65,11 @@ def score_parts(
     masks: Sequence[Tensor] | None,
     image_scores: Tensor,
     labels: Tensor | None,
-    aupro_limit: float = 0.3,
+    aupro_limit: float = AUPRO_LIMIT,
 ) -> dict[str, float | None]:
     """``compute_metrics`` on validated parts: (N,H,W) maps and bool masks (sizes may differ between
     parts), the (N_total,) image scores and bool labels (``None``: no image metrics)."""
-    results: dict[str, float | None] = dict.fromkeys(METRIC_NAMES)
+    results: dict[str, float | None] = dict.fromkeys(METRIC_KEYS)
     if labels is not None:
         results["image_auroc"], results["image_ap"] = image_metrics(image_scores, labels)
     if masks is None:

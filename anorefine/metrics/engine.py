@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from anorefine.errors import MetricError
+from anorefine.metrics.names import AUPRO_LIMIT
 from anorefine.metrics.pro_compat import ProCompatCurve
 from anorefine.metrics.ranking import GroupChunk, RankingCurves, iter_groups, key_to_score, sort_descending
 from anorefine.metrics.regions import RegionNumbering
@@ -95,7 +96,9 @@ def check_aupro_limit(aupro_limit: float) -> None:
         raise MetricError(f"aupro_limit must be in (0, 1], got {aupro_limit}")
 
 
-def pixel_metrics(maps: Sequence[Tensor], masks: Sequence[Tensor], aupro_limit: float = 0.3) -> PixelMetrics:
+def pixel_metrics(
+    maps: Sequence[Tensor], masks: Sequence[Tensor], aupro_limit: float = AUPRO_LIMIT
+) -> PixelMetrics:
     """Pixel AUROC, AP, F1-max (+ its threshold), IoU-max, AUPRO and paper-compat PRO, in one pass.
 
     ``maps``/``masks``: parts, each (N,H,W) float scores and bool masks of the same shape (sizes may
@@ -115,7 +118,7 @@ def pixel_metrics(maps: Sequence[Tensor], masks: Sequence[Tensor], aupro_limit: 
 
 
 def sorted_pixel_metrics(
-    group_keys: Tensor, sorted_ids: Tensor, sizes: Tensor, aupro_limit: float = 0.3
+    group_keys: Tensor, sorted_ids: Tensor, sizes: Tensor, aupro_limit: float = AUPRO_LIMIT
 ) -> PixelMetrics:
     """The metrics of pixels already sorted by :func:`sort_descending`: the core of :func:`pixel_metrics`.
 
