@@ -18,10 +18,10 @@ from lightning.fabric.plugins.environments import (
 )
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from anorefine import console
-from anorefine.config import is_multiprocess
+from anorefine.config import is_multiprocess, resolved
 from anorefine.detectors.base import Detector
 from anorefine.errors import AnorefineError
 from anorefine.run_folder import LOGS_DIR
@@ -33,7 +33,7 @@ Purpose = Literal["fit", "evaluate"]
 
 def build_component(node: DictConfig) -> Any:
     """Instantiate a config node with a ``_target_``; its ``name`` is metadata, not an argument."""
-    params = OmegaConf.to_container(node, resolve=True, enum_to_str=True)
+    params = resolved(node)
     params.pop("name", None)
     try:
         return instantiate(params, _convert_="all")

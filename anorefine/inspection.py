@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 from anorefine import fits, map_files
 from anorefine.assembly import trainer_factory
 from anorefine.atomic import write_atomic
+from anorefine.config import resolved
 from anorefine.curriculum.base import show_reference
 from anorefine.data import AnomalyImageDataset
 from anorefine.data.dataset import read_rgb
@@ -191,7 +192,7 @@ def fitting_config(cfg: DictConfig) -> DictConfig:
     if not cfg.predict.state:
         return cfg
     saved = json.loads((state_dir(cfg.predict.state) / STATE_FILE).read_text())["config"]
-    merged = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    merged = resolved(cfg)
     merged.update({key: saved[key] for key in FITTED_KEYS})
     return OmegaConf.create(merged)
 
@@ -224,7 +225,7 @@ def save_state(folder: Path, cfg: DictConfig, detector_state: dict[str, torch.Te
     write_json_atomic(folder / STATE_FILE, {
         "category": category,
         "thresholds": asdict(thresholds),
-        "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+        "config": resolved(cfg),
         "git_commit": git_commit(),
     })  # fmt: skip
 

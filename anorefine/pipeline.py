@@ -11,11 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from anorefine import fits, plan
 from anorefine.assembly import build_component, build_detector, device_of, is_rank_zero
+from anorefine.config import resolved
 from anorefine.curriculum.base import Curriculum
 from anorefine.data import AnomalyImageDataset
 from anorefine.data.records import ImageRecord
@@ -64,7 +65,7 @@ class Pipeline:
         if not self.cfg.get("prepare"):
             return
         stage: RunPreparation = build_component(self.cfg.prepare)
-        settings = OmegaConf.to_container(self.cfg.model, resolve=True, enum_to_str=True)
+        settings = resolved(self.cfg.model)
         workers = int(self.cfg.dataset.num_workers)
         path = stage.prepare(settings, self.dataset, workers, run_dir, make_trainer)
         self.cfg = copy.deepcopy(self.cfg)
@@ -80,7 +81,7 @@ class Pipeline:
         cache = self.cfg.paths.get("fit_cache")
         path = None
         if cache:
-            settings = OmegaConf.to_container(self.cfg.model, resolve=True)
+            settings = resolved(self.cfg.model, enums_as_values=False)
             path = (
                 Path(cache).expanduser() / fits.fit_key(settings, train_set, self.cfg.seed) / f"{category}.pt"
             )

@@ -13,10 +13,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-from hydra.utils import get_class
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from anorefine.config import component_class, resolved
+from anorefine.curriculum.base import Curriculum
+from anorefine.detectors.base import Detector
 from anorefine.errors import AnorefineError
+from anorefine.refiners.base import Refiner
 from anorefine.weights import RANDOM
 
 if TYPE_CHECKING:
@@ -25,8 +28,8 @@ if TYPE_CHECKING:
 
 def check_components(cfg: DictConfig) -> None:
     """Refiner, curriculum and sizes that fit together (reads no file)."""
-    refiner = get_class(cfg.refiner._target_)
-    curriculum = get_class(cfg.curriculum._target_)
+    refiner = component_class(cfg.refiner, Refiner)
+    curriculum = component_class(cfg.curriculum, Curriculum)
     if refiner.trainable and not curriculum.trains_refiner:
         raise AnorefineError(
             f"refiner={cfg.refiner.name} is trained on the test stream, but curriculum={cfg.curriculum.name} "
@@ -58,8 +61,8 @@ def check_weights(cfg: DictConfig) -> None:
     """Every weight file the detector would read exists (one line naming it and how to get it;
     ``model.weights=random`` reads no pre-trained one), and a trained state it loads (AnomalyCLIP's
     ``model.prompt_ckpt``) fits the configured detector."""
-    settings = OmegaConf.to_container(cfg.model, resolve=True, enum_to_str=True)
-    detector = get_class(cfg.model._target_)
+    settings = resolved(cfg.model)
+    detector = component_class(cfg.model, Detector)
     if settings.get("weights") != RANDOM:
         detector.check_weights(settings)
     detector.check_files(settings)
@@ -67,16 +70,17 @@ def check_weights(cfg: DictConfig) -> None:
 
 def check_test_split(cfg: DictConfig, category: str, records: list[ImageRecord]) -> None:
     """The detector's check of a category's test split (e.g. enough images for MuSc's mutual scoring)."""
-    settings = OmegaConf.to_container(cfg.model, resolve=True)
-    get_class(cfg.model._target_).check_test_split(settings, category, [r.defect_type for r in records])
+    settings = resolved(cfg.model, enums_as_values=False)
+    folders = [r.defect_type for r in records]
+    component_class(cfg.model, Detector).check_test_split(settings, category, folders)
 
 
 def check_model_settings(cfg: DictConfig) -> None:
     """The detector's own check of settings that must go together; a protocol that set one of them is
     named with the model, so the user sees which pair cannot go together."""
-    settings = OmegaConf.to_container(cfg.model, resolve=True, enum_to_str=True)
+    settings = resolved(cfg.model)
     try:
-        get_class(cfg.model._target_).check_settings(settings)
+        component_class(cfg.model, Detector).check_settings(settings)
     except AnorefineError as error:
         protocol = cfg.eval.protocol
         if protocol == "default":
@@ -107,6 +111,6 @@ def check_config(cfg: DictConfig) -> None:
 
 def splits_read(cfg: DictConfig) -> tuple[str, ...]:
     """The splits the run will read for each category: ``train`` only for detectors fitted on it."""
-    settings = OmegaConf.to_container(cfg.model, resolve=True)
-    reads_train = get_class(cfg.model._target_).reads_train_split(settings)
+    settings = resolved(cfg.model, enums_as_values=False)
+    reads_train = component_class(cfg.model, Detector).reads_train_split(settings)
     return ("test", "train") if reads_train else ("test",)

@@ -13,10 +13,11 @@ from typing import Any
 
 import torch
 from lightning.pytorch.loggers import Logger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from anorefine import map_files, plan, report, viz
 from anorefine.assembly import build_logger, is_rank_zero, trainer_factory, uses_gpu
+from anorefine.config import resolved
 from anorefine.data.records import ImageRecord
 from anorefine.metrics import category_seed
 from anorefine.metrics.breakdown import GOOD
@@ -151,8 +152,8 @@ def eta(done: dict[str, dict[str, Any]], categories: list[str]) -> str:
 def run_experiment(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, Any]:
     """Run every category (reusing those finished in ``run_dir`` for this config); write results.json."""
     started = time.perf_counter()
-    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    digest = config_hash(resolved)
+    settings = resolved(cfg)
+    digest = config_hash(settings)
     pipeline = Pipeline(cfg)
     categories = pipeline.dataset.selected_categories()
     pipeline.check(categories, plan.splits_read(cfg))  # every file of the run, before any model is built
@@ -184,7 +185,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict
         if is_rank_zero():
             write_json_atomic(partial, per_category[category], flat_number_lists=True)
     timings = {"total_s": time.perf_counter() - started + reused_s, "prepare_s": prepare_s}
-    results = assemble_results(cfg, resolved, digest, overrides, per_category, timings)
+    results = assemble_results(cfg, settings, digest, overrides, per_category, timings)
     if logger:
         mean = results["metrics"]["mean"]
         logger.log_metrics(

@@ -20,8 +20,9 @@ from hydra._internal.config_loader_impl import get_overrides_dirname
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from anorefine.config import resolved
 from anorefine.leaderboard import build_leaderboard
 from anorefine.resolvers import register_resolvers
 from anorefine.run_folder import (
@@ -70,7 +71,7 @@ register_resolvers()  # a launcher's worker imports this module before any job r
 
 def resolved_hash(cfg: DictConfig) -> str:
     """The config hash that ``results.json`` records for this job config."""
-    return config_hash(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    return config_hash(resolved(cfg))
 
 
 def is_finished(run_dir: Path, cfg: DictConfig) -> bool:

@@ -12,6 +12,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from anorefine.conf import CONF_DIR
+from anorefine.config import component_class, resolved
 from anorefine.data.records import ImageRecord
 from anorefine.errors import DataError
 
@@ -133,14 +134,17 @@ def dataset_class(name: str) -> type[DatasetSource]:
     path = CONF_DIR / "dataset" / f"{name}.yaml"
     if not path.is_file():
         raise DataError(f"unknown dataset {name!r}: use one of {', '.join(dataset_names())}")
-    return get_class(OmegaConf.load(path)["_target_"])
+    cls = get_class(str(OmegaConf.load(path)["_target_"]))
+    if not (isinstance(cls, type) and issubclass(cls, DatasetSource)):
+        raise DataError(f"{path}: _target_ names {cls}, not a DatasetSource subclass")
+    return cls
 
 
 def build_dataset(node: DictConfig | dict[str, Any], root: str | Path | None = None) -> DatasetSource:
     """The dataset a ``dataset`` config node describes (its loader settings stay with the node);
     ``root`` replaces ``node.root`` (an auxiliary dataset's own folder)."""
-    settings = node if isinstance(node, dict) else OmegaConf.to_container(node, resolve=True)
-    cls: type[DatasetSource] = get_class(settings["_target_"])
+    settings: dict[str, Any] = node if isinstance(node, dict) else resolved(node, enums_as_values=False)
+    cls = component_class(OmegaConf.create({"_target_": settings["_target_"]}), DatasetSource)
     return cls(
         name=settings["name"],
         root=settings["root"] if root is None else root,
