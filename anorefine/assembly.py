@@ -21,9 +21,10 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from anorefine import console
-from anorefine.config import is_multiprocess, resolved
+from anorefine.config import is_multiprocess
 from anorefine.detectors.base import Detector
 from anorefine.errors import AnorefineError
+from anorefine.nodes import resolved
 from anorefine.run_folder import LOGS_DIR
 
 #: What a Trainer is for: ``fit`` trains (PGT, prompt training; spans every DDP process), ``evaluate``

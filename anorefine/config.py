@@ -12,15 +12,13 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, TypeVar, cast, get_args
+from typing import Any, Optional, get_args
 
 from hydra.core.config_store import ConfigStore
-from hydra.utils import get_class
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING
 
 from anorefine.conf import CONF_DIR
 from anorefine.data import records
-from anorefine.errors import AnorefineError
 from anorefine.resolvers import register_resolvers
 from anorefine.settings import register_component_schemas
 
@@ -150,26 +148,6 @@ RUN_SCHEMAS: list[tuple[str, type]] = [
     ("trainer", TrainerConfig),
     ("logger", LoggerConfig),
 ]
-
-
-T = TypeVar("T")
-
-
-def resolved(node: DictConfig, enums_as_values: bool = True) -> dict[str, Any]:
-    """A config node as plain Python, interpolations resolved (enums as their values unless
-    ``enums_as_values`` is False): how settings reach components, checks and results.json."""
-    container = OmegaConf.to_container(node, resolve=True, enum_to_str=enums_as_values)
-    if not isinstance(container, dict):
-        raise TypeError(f"expected a mapping config node, got {type(container).__name__}")
-    return cast(dict[str, Any], container)
-
-
-def component_class(node: DictConfig, base: type[T]) -> type[T]:
-    """The class a component node's ``_target_`` names, checked to be a ``base``."""
-    cls = get_class(node._target_)
-    if not (isinstance(cls, type) and issubclass(cls, base)):
-        raise AnorefineError(f"_target_ {node._target_} is not a {base.__name__}: name a subclass of it")
-    return cls
 
 
 def is_multiprocess(cfg: Any) -> bool:

@@ -32,13 +32,13 @@ from torch.utils.data import DataLoader, Dataset
 from anorefine import fits, map_files
 from anorefine.assembly import trainer_factory
 from anorefine.atomic import write_atomic
-from anorefine.config import resolved
 from anorefine.curriculum.base import show_reference
 from anorefine.data import AnomalyImageDataset
 from anorefine.data.dataset import read_rgb
 from anorefine.data.records import ImageRecord, is_image_file
 from anorefine.detectors.base import Detector
 from anorefine.errors import AnorefineError
+from anorefine.nodes import resolved
 from anorefine.pipeline import Pipeline
 from anorefine.progress import ProgressLog
 from anorefine.refiners.base import Refiner

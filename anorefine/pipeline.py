@@ -16,12 +16,12 @@ from torch.utils.data import DataLoader
 
 from anorefine import fits, plan
 from anorefine.assembly import build_component, build_detector, device_of, is_rank_zero
-from anorefine.config import resolved
 from anorefine.curriculum.base import Curriculum
 from anorefine.data import AnomalyImageDataset
 from anorefine.data.records import ImageRecord
 from anorefine.datasets import build_dataset
 from anorefine.detectors.base import Detector, RunPreparation
+from anorefine.nodes import resolved
 from anorefine.refiners.base import Refiner
 from anorefine.stages import StageClock
 

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 import torch
 from omegaconf import DictConfig
 
-from anorefine.config import component_class, resolved
 from anorefine.curriculum.base import Curriculum
 from anorefine.detectors.base import Detector
 from anorefine.errors import AnorefineError
+from anorefine.nodes import component_class, resolved
 from anorefine.refiners.base import Refiner
 from anorefine.weights import RANDOM
 

@@ -21,8 +21,8 @@ def _help() -> str:
 
 
 def _job_dir(override_dirname: str) -> str:
-    """conf/train.yaml ``hydra.sweep.subdir``: a job's folder from its overrides (``anorefine.sweep``)."""
-    from anorefine.sweep import job_key
+    """conf/train.yaml ``hydra.sweep.subdir``: a job's folder from its overrides (``run_folder``)."""
+    from anorefine.run_folder import job_key
 
     return job_key(override_dirname)
 

@@ -17,10 +17,10 @@ from omegaconf import DictConfig
 
 from anorefine import map_files, plan, report, viz
 from anorefine.assembly import build_logger, is_rank_zero, trainer_factory, uses_gpu
-from anorefine.config import resolved
 from anorefine.data.records import ImageRecord
 from anorefine.metrics import category_seed
 from anorefine.metrics.breakdown import GOOD
+from anorefine.nodes import resolved
 from anorefine.pipeline import Pipeline
 from anorefine.progress import ProgressLog
 from anorefine.results import assemble_results, category_intervals, compact_replicates, print_summary

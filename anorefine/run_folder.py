@@ -221,3 +221,31 @@ def is_finished(run_dir: Path, digest: str) -> bool:
         return json.loads((run_dir / RESULTS_FILE).read_text()).get("config_hash") == digest
     except (OSError, ValueError, AttributeError):
         return False
+
+
+#: Job keys longer than this are cut and carry a hash of the full override string.
+MAX_KEY_LENGTH = 160
+_UNSAFE = re.compile(r"[^A-Za-z0-9._,=+-]")
+
+
+#: Where one ``key=value`` of Hydra's ``override_dirname`` ends: a comma that starts the next key.
+_NEXT_OVERRIDE = re.compile(r",(?=[+~]?[\w./@-]+=)")
+
+
+def job_key(override_dirname: str) -> str:
+    """Filename-safe folder name of a job from its sorted overrides (``default`` when there are none).
+
+    Settings that change no number (``NEUTRAL_KEYS``, groups included: ``paths.fit_cache``) are
+    dropped, so a re-run with another logger or cache lands in the same folder. Safe, short strings are
+    kept as they are; otherwise unsafe characters become ``_``, the name is cut to ``MAX_KEY_LENGTH``
+    and a hash of the original string keeps distinct jobs apart.
+    """
+    items = _NEXT_OVERRIDE.split(override_dirname)
+    override_dirname = ",".join(i for i in items if i and not is_neutral(i.split("=")[0]))
+    if not override_dirname:
+        return "default"
+    safe = _UNSAFE.sub("_", override_dirname)
+    if safe == override_dirname and len(safe) <= MAX_KEY_LENGTH:
+        return safe
+    digest = hashlib.sha256(override_dirname.encode()).hexdigest()[:8]
+    return f"{safe[:MAX_KEY_LENGTH].rstrip('_,')}-{digest}"

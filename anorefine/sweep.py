@@ -9,9 +9,7 @@ Hydra imports it in every launcher's worker when it unpickles the callback.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
 import traceback
 from pathlib import Path
 from typing import Any
@@ -22,48 +20,22 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from anorefine.config import resolved
 from anorefine.leaderboard import build_leaderboard
+from anorefine.nodes import resolved
 from anorefine.resolvers import register_resolvers
 from anorefine.run_folder import (
     FAILURE_FILE,
     LEADERBOARD_NAME,
     MANIFEST_FILE,
     config_hash,
-    is_neutral,
+    job_key,
     write_json_atomic,
 )
 from anorefine.run_folder import is_finished as has_results
 
 log = logging.getLogger(__name__)
 
-#: Job keys longer than this are cut and carry a hash of the full override string.
-MAX_KEY_LENGTH = 160
-_UNSAFE = re.compile(r"[^A-Za-z0-9._,=+-]")
 _BASIC_SWEEPER = f"{BasicSweeper.__module__}.{BasicSweeper.__qualname__}"
-
-
-#: Where one ``key=value`` of Hydra's ``override_dirname`` ends: a comma that starts the next key.
-_NEXT_OVERRIDE = re.compile(r",(?=[+~]?[\w./@-]+=)")
-
-
-def job_key(override_dirname: str) -> str:
-    """Filename-safe folder name of a job from its sorted overrides (``default`` when there are none).
-
-    Settings that change no number (``NEUTRAL_KEYS``, groups included: ``paths.fit_cache``) are
-    dropped, so a re-run with another logger or cache lands in the same folder. Safe, short strings are
-    kept as they are; otherwise unsafe characters become ``_``, the name is cut to ``MAX_KEY_LENGTH``
-    and a hash of the original string keeps distinct jobs apart.
-    """
-    items = _NEXT_OVERRIDE.split(override_dirname)
-    override_dirname = ",".join(i for i in items if i and not is_neutral(i.split("=")[0]))
-    if not override_dirname:
-        return "default"
-    safe = _UNSAFE.sub("_", override_dirname)
-    if safe == override_dirname and len(safe) <= MAX_KEY_LENGTH:
-        return safe
-    digest = hashlib.sha256(override_dirname.encode()).hexdigest()[:8]
-    return f"{safe[:MAX_KEY_LENGTH].rstrip('_,')}-{digest}"
 
 
 register_resolvers()  # a launcher's worker imports this module before any job resolves its folder

@@ -34,7 +34,8 @@ from anorefine.conf import CONF_DIR
 from anorefine.config import register_configs
 from anorefine.errors import AnorefineError
 from anorefine.leaderboard import COLUMNS
-from anorefine.sweep import MAX_KEY_LENGTH, expected_jobs, job_key
+from anorefine.run_folder import MAX_KEY_LENGTH, job_key
+from anorefine.sweep import expected_jobs
 
 #: Four cheap jobs: seed × refiner.sigma on one demo category at 64 px.
 SWEEP = [

@@ -12,9 +12,9 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from anorefine.conf import CONF_DIR
-from anorefine.config import component_class, resolved
 from anorefine.data.records import ImageRecord
 from anorefine.errors import DataError
+from anorefine.nodes import component_class, resolved
 
 SPLITS = ("train", "test")
 
