@@ -17,13 +17,12 @@ from anorefine.detectors.clip_models import (
     CLIP_STD,
     TINY,
     ClipCheckpoint,
-    load_clip,
     text_tower,
     torch_save_atomic,
 )
 from anorefine.detectors.normalization import normalize
 from anorefine.errors import AnorefineError
-from anorefine.weights import PRETRAINED, RANDOM, WeightsSource, resolve_weights_dir
+from anorefine.weights import PRETRAINED, RANDOM, WeightsSource
 
 #: Depth of the towers the layer settings refer to (ViT-L/14 vision, its text encoder).
 REFERENCE_DEPTH = (24, 12)
@@ -129,15 +128,7 @@ class AnomalyClipDetector(ClipCheckpoint, Detector):
         official seed). ``weights=random`` (or ``clip=tiny``): random CLIP weights from
         ``weights_seed``, smoke-only."""
         super().__init__()
-        self.clip = load_clip(
-            clip,
-            pretrained,
-            resolve_weights_dir(weights_dir),
-            image_size,
-            self.tiny_patch_size,
-            weights_seed,
-            weights,
-        )
+        self.clip = self.build_clip(clip, pretrained, weights_dir, image_size, weights_seed, weights)
         self.smoke_only = clip == TINY or weights == RANDOM
         vision_depth = len(self.clip.visual.transformer.resblocks)
         text_depth = len(self.clip.transformer.resblocks)

@@ -106,6 +106,22 @@ class ClipCheckpoint:
     def check_weights(cls, settings: dict[str, Any]) -> None:
         configured_clip_weight_file(settings, "clip")
 
+    def build_clip(
+        self, clip: str, pretrained: str, weights_dir: str | None, image_size: int, seed: int,
+        weights: WeightsSource,
+    ) -> open_clip.CLIP:  # fmt: skip
+        """The frozen CLIP the detector runs at ``image_size``² (``load_clip``; the weights directory by
+        ``resolve_weights_dir``'s rule, the tiny CLIP with this detector's patch size)."""
+        return load_clip(
+            clip,
+            pretrained,
+            resolve_weights_dir(weights_dir),
+            image_size,
+            self.tiny_patch_size,
+            seed,
+            weights,
+        )
+
     @classmethod
     def check_settings(cls, settings: dict[str, Any]) -> None:
         clip, size = settings.get("clip"), settings.get("image_size")

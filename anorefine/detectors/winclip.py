@@ -12,9 +12,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from anorefine.detectors.base import Detector, DetectorOutput
-from anorefine.detectors.clip_models import CLIP_MEAN, CLIP_STD, TINY, ClipCheckpoint, load_clip
+from anorefine.detectors.clip_models import CLIP_MEAN, CLIP_STD, TINY, ClipCheckpoint
 from anorefine.detectors.normalization import normalize
-from anorefine.weights import PRETRAINED, RANDOM, WeightsSource, resolve_weights_dir
+from anorefine.weights import PRETRAINED, RANDOM, WeightsSource
 
 
 class BackboneWinClipModel(WinClipModel):
@@ -69,15 +69,7 @@ class WinClipDetector(ClipCheckpoint, Detector):
     ) -> None:
         """``weights=random`` (or ``clip=tiny``): random CLIP weights from ``weights_seed``, smoke-only."""
         super().__init__()
-        backbone = load_clip(
-            clip,
-            pretrained,
-            resolve_weights_dir(weights_dir),
-            image_size,
-            self.tiny_patch_size,
-            weights_seed,
-            weights,
-        )
+        backbone = self.build_clip(clip, pretrained, weights_dir, image_size, weights_seed, weights)
         self.model = BackboneWinClipModel(backbone, scales)
         self.image_size = image_size
         self.k_shot = k_shot
