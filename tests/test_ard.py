@@ -7,6 +7,7 @@ import torch
 from conftest import compose_with
 from fakes import FakeDetector, fake_output
 
+from anorefine.errors import AnorefineError
 from anorefine.refiners.ard import ArdRefiner, stage_sizes
 from anorefine.refiners.baseline import BaselineRefiner
 from anorefine.task import AnomalyTask
@@ -102,7 +103,7 @@ def test_image_score_max_uses_the_refined_map_for_the_refined_stage_only() -> No
 
 
 def test_unknown_image_score_is_refused() -> None:
-    with pytest.raises(ValueError, match="image_score"):
+    with pytest.raises(AnorefineError, match=r"^refiner\.image_score="):
         ArdRefiner(image_score="mean")
 
 

@@ -16,6 +16,7 @@ from anomalib.models.components.feature_extractors import TimmFeatureExtractor
 
 from anorefine.detectors.backbones import backbone_weight_file, detector_feature_extractor
 from anorefine.detectors.base import Detector, DetectorOutput
+from anorefine.errors import AnorefineError
 from anorefine.weights import PRETRAINED, RANDOM, WeightsSource, resolve_weights_dir
 
 
@@ -31,8 +32,9 @@ def stage_layers(backbone: str, strides: Sequence[int]) -> list[str]:
     missing = [s for s in strides if s not in by_stride]
     if missing:
         found = ", ".join(f"{m} (stride {r})" for r, m in sorted(by_stride.items()))
-        raise ValueError(
-            f"{backbone} has no stage at stride {missing[0]} (stages: {found}): set model.layers"
+        raise AnorefineError(
+            f"model.backbone={backbone} has no stage at stride {missing[0]} (stages: {found}): "
+            "set model.layers"
         )
     return [by_stride[s] for s in strides]
 

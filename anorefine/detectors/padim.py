@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from anorefine.detectors.cnn import CnnDetector
 from anorefine.detectors.normalization import IMAGENET_MEAN, IMAGENET_STD, normalize
+from anorefine.errors import DataError
 
 
 class PadimDetector(CnnDetector):
@@ -52,7 +53,7 @@ class PadimDetector(CnnDetector):
         with torch.no_grad():
             embeddings = torch.cat([self.embed(batch["image"].to(device).float()) for batch in normal_loader])
         if embeddings.shape[0] < 2:
-            raise ValueError("PaDiM needs at least 2 normal images to estimate covariances")
+            raise DataError("PaDiM needs at least 2 normal train images to estimate covariances: add images")
         vectors = embeddings.flatten(2)  # (N, C, h*w)
         mean = vectors.mean(0)
         centred = vectors - mean

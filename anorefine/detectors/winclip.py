@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from anorefine.detectors.base import Detector, DetectorOutput
 from anorefine.detectors.clip_models import CLIP_MEAN, CLIP_STD, TINY, ClipCheckpoint
 from anorefine.detectors.normalization import normalize
+from anorefine.errors import DataError
 from anorefine.weights import PRETRAINED, RANDOM, WeightsSource
 
 
@@ -97,8 +98,9 @@ class WinClipDetector(ClipCheckpoint, Detector):
             if collected == self.k_shot:
                 break
         if collected < self.k_shot:
-            raise ValueError(
-                f"WinCLIP k_shot={self.k_shot} but the loader holds only {collected} normal images"
+            raise DataError(
+                f"model.k_shot={self.k_shot}, but the category has only {collected} normal train images: "
+                f"set model.k_shot={collected} or less"
             )
         images = normalize(torch.cat(references).to(device).float(), CLIP_MEAN, CLIP_STD)
         # What WinClipModel.setup does with reference images, without re-encoding the prompt ensemble.

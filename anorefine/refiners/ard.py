@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from anorefine.detectors.base import BaselineBlur, DetectorOutput
+from anorefine.errors import AnorefineError
 from anorefine.refiners.base import Refiner, base_map, baseline_map
 from anorefine.refiners.novelty import NoveltyGuidance
 
@@ -222,12 +223,12 @@ class ArdRefiner(Refiner):
         # Frozen: the optimiser trains the decoder only (``trainable_parameters``).
         self.guidance = guidance.requires_grad_(False) if guidance is not None else None
         if image_score not in get_args(ImageScore):
-            raise ValueError(f"refiner.image_score={image_score!r}: use one of {get_args(ImageScore)}")
+            raise AnorefineError(f"refiner.image_score={image_score!r}: use one of {get_args(ImageScore)}")
         self.width, self.stages, self.attention = width, stages, attention
         self.bi_blocks, self.rgb_skip, self.residual = bi_blocks, rgb_skip, residual
         self.sigma, self.score_source, self.seed = sigma, image_score, seed
         if delta_range is not None and not delta_range[0] <= 0 < delta_range[1]:
-            raise ValueError(f"refiner.delta_range={delta_range}: needs low <= 0 < high (or null)")
+            raise AnorefineError(f"refiner.delta_range={delta_range}: needs low <= 0 < high (or null)")
         self.center, self.gate, self.support_gain = center, gate, support_gain
         self.delta_range = None if delta_range is None else (float(delta_range[0]), float(delta_range[1]))
         self.network: ArdNetwork | None = None
