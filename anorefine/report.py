@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from anorefine.leaderboard import COLUMNS, SMOKE_NOTE, Cell
-from anorefine.results import CONTAINS_ZERO_MARK, breakdown_table, interval_text
+from anorefine.results import CONTAINS_ZERO_MARK, breakdown_table, interval_text, refines, run_method
 from anorefine.run_folder import REPORT_FILE
 from anorefine.viz import pr_path, samples_path
 
@@ -73,7 +73,7 @@ def breakdown_section(results: dict[str, Any], part: str) -> str:
     breakdown = results.get("breakdown")
     if breakdown is None:
         return "<p>Not computed (<code>eval.breakdown=false</code>).</p>"
-    with_delta = results.get("refiner") != "none"
+    with_delta = refines(results)
     table = breakdown_table(breakdown, results.get("intervals"), part, with_delta=with_delta)
     if not table:
         missing = "defect kinds" if part == "kinds" else "pixel metrics (masks with GT regions)"
@@ -92,8 +92,8 @@ def intervals_note(results: dict[str, Any]) -> str:
     intervals = results.get("intervals")
     found = next(iter((intervals or {}).values()), None)
     if not found:
-        if results.get("refiner") == "none":
-            why = "refiner=none: the refined map is the base map, Δ = 0"
+        if not refines(results):
+            why = f"refiner={results.get('refiner')}: the refined map is the base map, Δ = 0"
         elif results.get("format", 0) < 3:
             why = "results written before intervals existed"
         else:
@@ -136,10 +136,7 @@ def evaluation_resolution(results: dict[str, Any]) -> str:
 
 def render_report(results: dict[str, Any], run_dir: Path) -> str:
     """The report page of one run's results."""
-    method = results["refiner"]
-    curriculum = results.get("config", {}).get("curriculum", {}).get("name", "none")
-    if curriculum != "none":
-        method += f" + {curriculum}"
+    method = run_method(results)
     title = f"{results['dataset']} · {results['model']} · {method}"
     overrides = " ".join(results.get("overrides", [])) or "(none)"
     parts = [

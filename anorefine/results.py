@@ -366,7 +366,7 @@ def format_breakdowns(results: dict[str, Any], with_delta: bool = True) -> str:
 
 def assemble_results(
     cfg: DictConfig, resolved: dict[str, Any], digest: str, overrides: list[str],
-    per_category: dict[str, dict[str, Any]], timings: dict[str, float],
+    per_category: dict[str, dict[str, Any]], timings: dict[str, float], method: str,
 ) -> dict[str, Any]:  # fmt: skip
     """results.json's record of a finished run (layout: ``anorefine.run_folder``): each category's
     entry, the means over them, provenance; ``timings``: the run's ``total_s`` and ``prepare_s``."""
@@ -391,6 +391,7 @@ def assemble_results(
         "dataset": cfg.dataset.name,
         "model": cfg.model.name,
         "refiner": cfg.refiner.name,
+        "method": method,  # the refiner, with the curriculum that trains it (``ard+pgt``)
         "categories": categories,
         "metrics": metrics,
         # per category and mean: metrics per defect kind and per size bin (null: eval.breakdown=false)
@@ -422,10 +423,28 @@ def assemble_results(
     }
 
 
+def run_method(results: dict[str, Any]) -> str:
+    """The run's method label, the refiner with the curriculum that trains it (``ard+pgt``):
+    results.json's ``method``, or for files written before it, rebuilt from the configured names."""
+    if "method" in results:
+        return str(results["method"])
+    curriculum = results.get("config", {}).get("curriculum", {}).get("name")
+    return results["refiner"] if curriculum in (None, "none") else f"{results['refiner']}+{curriculum}"
+
+
+def refines(results: dict[str, Any]) -> bool:
+    """True when the run's refined map is a map of its own (False for ``refiner=none``, whose Δ is 0 by
+    construction): results.json's ``refines`` (the refiner's ``returns_base_map``), or for files
+    written before it, whether the refiner was another than ``none``, then the only identity."""
+    if "refines" in results:
+        return bool(results["refines"])
+    return results.get("refiner") != "none"
+
+
 def print_summary(results: dict[str, Any], run_dir: Path) -> None:
     """The finished run on the console: the metrics table (with Δ and intervals when the refiner has a
     map of its own), the breakdowns, a smoke-only warning, the wall time and where the results are."""
-    with_delta = bool(results.get("refines", True))
+    with_delta = refines(results)
     print(f"metrics in %, Δ = refined − base in points ({results['refiner']} over {results['model']}):")
     print(format_table(results["metrics"], with_delta=with_delta, intervals=results["intervals"]))
     breakdowns = format_breakdowns(results, with_delta)

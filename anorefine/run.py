@@ -17,10 +17,11 @@ from omegaconf import DictConfig
 
 from anorefine import map_files, plan, report, viz
 from anorefine.assembly import build_logger, is_rank_zero, trainer_factory, uses_gpu
+from anorefine.curriculum.base import Curriculum
 from anorefine.data.records import ImageRecord
 from anorefine.metrics import category_seed
 from anorefine.metrics.breakdown import GOOD
-from anorefine.nodes import resolved
+from anorefine.nodes import component_class, resolved
 from anorefine.pipeline import Pipeline
 from anorefine.progress import ProgressLog
 from anorefine.results import assemble_results, category_intervals, compact_replicates, print_summary
@@ -185,7 +186,9 @@ def run_experiment(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict
         if is_rank_zero():
             write_json_atomic(partial, per_category[category], flat_number_lists=True)
     timings = {"total_s": time.perf_counter() - started + reused_s, "prepare_s": prepare_s}
-    results = assemble_results(cfg, settings, digest, overrides, per_category, timings)
+    trained = component_class(cfg.curriculum, Curriculum).trains_refiner
+    method = f"{cfg.refiner.name}+{cfg.curriculum.name}" if trained else cfg.refiner.name
+    results = assemble_results(cfg, settings, digest, overrides, per_category, timings, method)
     if logger:
         mean = results["metrics"]["mean"]
         logger.log_metrics(

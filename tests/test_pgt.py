@@ -240,7 +240,7 @@ def test_train_py_runs_ard_with_pgt(demo_root: Path, tmp_path: Path) -> None:
         *short_pgt(group_size=26, steps=2, synthetic=4, crop=32),
     )
     results = run.results
-    assert results["refiner"] == "ard"
+    assert results["refiner"] == "ard" and results["method"] == "ard+pgt" and results["refines"] is True
     extras = results["curriculum"]["grass"]  # the per-group curve reaches results.json
     assert extras == json.loads((run.run_dir / "categories" / "grass.json").read_text())["curriculum"]
     assert len(extras["refined_pixel_ap_curve"]) == 2 and extras["mode"] == "progressive"

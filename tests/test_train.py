@@ -35,6 +35,7 @@ def first_run(demo_root: Path, tmp_path_factory: pytest.TempPathFactory):
 def test_results_json_is_complete(first_run) -> None:
     results = first_run.results
     assert (results["dataset"], results["model"], results["refiner"]) == ("demo", "patchcore", "none")
+    assert results["method"] == "none" and results["refines"] is False  # refiner=none returns the base map
     assert results["format"] == RESULTS_FORMAT
     assert set(results["metrics"]) == {"brick", "gravel", "mean"}
     for entry in results["metrics"].values():

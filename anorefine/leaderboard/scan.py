@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from anorefine.results import run_method
 from anorefine.run_folder import (
     FAILURE_FILE,
     MANIFEST_FILE,
@@ -47,9 +48,8 @@ class Run:
 
     @property
     def method(self) -> str:
-        """The refiner, with its curriculum when there is one (``ard+pgt``)."""
-        curriculum = self.results.get("config", {}).get("curriculum", {}).get("name", "none")
-        return self.results["refiner"] if curriculum == "none" else f"{self.results['refiner']}+{curriculum}"
+        """The refiner, with the curriculum that trains it (``ard+pgt``): ``run_method``."""
+        return run_method(self.results)
 
     def values(self, category: str, stage: str) -> dict[str, float | None]:
         return self.results["metrics"].get(category, {}).get(stage, {})

@@ -29,7 +29,7 @@ from anorefine.datasets import dataset_class
 from anorefine.errors import DataError
 from anorefine.leaderboard.scan import Problem, Run, Scan, prune, scan
 from anorefine.metrics.names import INTERVAL_KEYS
-from anorefine.results import CONTAINS_ZERO_MARK
+from anorefine.results import CONTAINS_ZERO_MARK, refines
 from anorefine.run_folder import is_neutral
 
 PAPER_DIR = CONF_DIR / "paper"
@@ -409,7 +409,7 @@ def dataset_tables(scope: Scope, runs: list[Run], papers: list[PaperResult], tit
     """The main table of one scope (category mean, paper rows last) and one table per category."""
     settings = differing_settings(runs)
     groups = _group(
-        runs, lambda run: (run.results["model"], run.method != "none", run.method, settings[id(run)])
+        runs, lambda run: (run.results["model"], refines(run.results), run.method, settings[id(run)])
     )
     notes = [] if runs else ["No runs of this dataset under the given roots: published numbers only."]
     if settings and any(settings.values()):
