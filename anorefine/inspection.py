@@ -249,9 +249,9 @@ def run_inspection(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
     cfg = fitting_config(cfg)
     saved = state_dir(cfg.predict.state) if cfg.predict.state else None
     pipeline = Pipeline(cfg)
-    category = json.loads((saved / STATE_FILE).read_text())["category"] if saved else only_category(pipeline)
-    pipeline.check([] if saved else [category], ("train",))  # the fit's normal images, unless loaded
     stream = pipeline.images_of(folder_records(images_root))
+    category = json.loads((saved / STATE_FILE).read_text())["category"] if saved else only_category(pipeline)
+    pipeline.check([] if saved else [category], ("train",), trains=saved is None)  # the fit's images
     stream.check_files()
     if saved is None:
         pipeline.prepare(run_dir, trainer_factory(cfg, False))

@@ -37,10 +37,11 @@ class Pipeline:
         self.dataset = build_dataset(cfg.dataset)
         self.device = device_of(cfg)
 
-    def check(self, categories: list[str], splits: tuple[str, ...]) -> None:
-        """Every check before any model is built or image decoded: the settings, the weight files,
-        and every file of ``splits`` of every category (the test split also against the detector)."""
-        plan.check_config(self.cfg)
+    def check(self, categories: list[str], splits: tuple[str, ...], trains: bool = True) -> None:
+        """Every check before any model is built or image decoded: the settings (``trains=False``: a
+        saved state is loaded, nothing trained), the weight files, and every file of ``splits`` of every
+        category (the test split also against the detector)."""
+        plan.check_config(self.cfg, trains)
         plan.check_weights(self.cfg)
         for category in categories:
             for split in splits:

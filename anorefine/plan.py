@@ -101,9 +101,11 @@ def check_eval(cfg: DictConfig) -> None:
         raise AnorefineError(f"eval.bootstrap.seed={bootstrap.seed} must be 0 or more")
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Every check that reads no file."""
-    check_components(cfg)
+def check_config(cfg: DictConfig, trains: bool = True) -> None:
+    """Every check that reads no file; ``trains=False`` (a saved state is loaded: nothing is fitted or
+    trained) skips whether the refiner and the curriculum go together."""
+    if trains:
+        check_components(cfg)
     check_model_settings(cfg)
     check_eval(cfg)
     check_accelerator(cfg)

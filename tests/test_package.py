@@ -17,7 +17,8 @@ SOURCE = ("pyproject.toml", "README.md", "anorefine")
 
 
 def build_wheel(tmp_path: Path) -> Path:
-    """The project's wheel, built from a copy of the source (the checkout keeps no build/ folder)."""
+    """The project's wheel, built from a copy of the source (the checkout keeps no build/ folder) in
+    pip's isolated build environment, as a user's ``pip install .`` builds it."""
     source = tmp_path / "source"
     source.mkdir()
     for name in SOURCE:
@@ -32,7 +33,6 @@ def build_wheel(tmp_path: Path) -> Path:
         "pip",
         "wheel",
         "--no-deps",
-        "--no-build-isolation",
         "-w",
         wheels,
         source,
