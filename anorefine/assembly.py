@@ -66,7 +66,7 @@ def local_rank() -> int:
 
 def is_rank_zero() -> bool:
     """True in the one process that writes the run's files (every process without DDP)."""
-    return rank_zero_only.rank == 0
+    return getattr(rank_zero_only, "rank", 0) == 0  # set by Lightning on the function object
 
 
 def uses_gpu(cfg: DictConfig) -> bool:

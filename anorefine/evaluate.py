@@ -27,7 +27,7 @@ from anorefine.datasets import open_dataset
 from anorefine.errors import AnorefineError, DataError
 from anorefine.metrics import METRIC_KEYS, AnomalyMetrics
 from anorefine.metrics.names import AUPRO_LIMIT
-from anorefine.results import git_commit, mean_metrics, package_versions
+from anorefine.results import git_commit, mean_metrics, package_versions, percent
 from anorefine.run_folder import RESULTS_FILE, write_json_atomic
 
 MAP_SUFFIXES = (".tiff", ".tif", ".npy", ".png")
@@ -97,7 +97,7 @@ def metrics_table(metrics: dict[str, dict[str, float | None]]) -> str:
     """Markdown table, one row per category (and the mean), values in percent."""
     lines = ["| category | " + " | ".join(METRIC_KEYS) + " |", "|---" * (len(METRIC_KEYS) + 1) + "|"]
     for category, values in metrics.items():
-        cells = ("-" if values[key] is None else f"{100 * values[key]:.2f}" for key in METRIC_KEYS)
+        cells = (percent(values[key]) for key in METRIC_KEYS)
         lines.append(f"| {category} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -44,6 +44,7 @@ from anorefine.progress import ProgressLog
 from anorefine.refiners.base import Refiner
 from anorefine.results import git_commit
 from anorefine.run_folder import MAPS_DIR, write_json_atomic
+from anorefine.shapes import spatial_size
 from anorefine.task import AnomalyTask
 
 log = logging.getLogger(__name__)
@@ -214,7 +215,7 @@ def build_refiner_for(refiner: Refiner, detector: Detector, stream: Dataset, dev
         return
     images = stream[0]["image"][None].to(device)
     with torch.no_grad():
-        refiner.build(detector(images), tuple(images.shape[-2:]))  # type: ignore[attr-defined]
+        refiner.build(detector(images), spatial_size(images))  # type: ignore[attr-defined]
 
 
 def save_state(folder: Path, cfg: DictConfig, detector_state: dict[str, torch.Tensor], refiner: Refiner,

@@ -20,6 +20,7 @@ from scipy import ndimage
 
 from anorefine.atomic import write_atomic
 from anorefine.data.records import ImageRecord
+from anorefine.shapes import spatial_size
 
 #: The colour map of overlays.
 OVERLAY_COLORMAP = "inferno"
@@ -30,7 +31,7 @@ OVERLAY_ALPHA = 0.6
 def at_size(anomaly_map: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     """(1, h, w) or (h, w) map -> (H0, W0) float32 array, bilinear (the input size kept as is)."""
     grid = anomaly_map.detach().float().cpu().reshape(1, 1, *anomaly_map.shape[-2:])
-    if tuple(grid.shape[-2:]) != tuple(size):
+    if spatial_size(grid) != tuple(size):
         grid = F.interpolate(grid, size=tuple(size), mode="bilinear", align_corners=False)
     return grid[0, 0].numpy()
 

@@ -75,7 +75,8 @@ def mean_metrics(per_category: dict[str, dict[str, float | None]]) -> dict[str, 
     mean: dict[str, float | None] = {}
     for key in keys:
         values = [metrics.get(key) for metrics in per_category.values()]
-        mean[key] = None if any(v is None for v in values) else sum(values) / len(values)
+        known = [v for v in values if v is not None]
+        mean[key] = None if len(known) < len(values) else sum(known) / len(known)
     return mean
 
 
@@ -421,6 +422,11 @@ def assemble_results(
         "versions": package_versions(),
         "git_commit": git_commit(),
     }
+
+
+def percent(value: float | None) -> str:
+    """A fraction as percent with two decimals (``-`` when undefined)."""
+    return "-" if value is None else f"{100 * value:.2f}"
 
 
 def run_method(results: dict[str, Any]) -> str:

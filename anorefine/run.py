@@ -24,7 +24,13 @@ from anorefine.metrics.breakdown import GOOD
 from anorefine.nodes import component_class, resolved
 from anorefine.pipeline import Pipeline
 from anorefine.progress import ProgressLog
-from anorefine.results import assemble_results, category_intervals, compact_replicates, print_summary
+from anorefine.results import (
+    assemble_results,
+    category_intervals,
+    compact_replicates,
+    percent,
+    print_summary,
+)
 from anorefine.run_folder import MAPS_DIR, RESULTS_FILE, category_file, config_hash, write_json_atomic
 from anorefine.stages import StageClock, maxrss_mb
 from anorefine.task import AnomalyTask, BootstrapSettings
@@ -131,10 +137,6 @@ def log_category_metrics(logger: Logger | bool, category: str, metrics: dict[str
     if logger:
         flat = {f"{category}/{s}/{k}": v for s, values in metrics.items() for k, v in values.items()}
         logger.log_metrics({key: value for key, value in flat.items() if value is not None})
-
-
-def percent(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.2f}"
 
 
 def category_seconds(entry: dict[str, Any]) -> float:

@@ -6,7 +6,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import numpy as np
@@ -30,6 +30,7 @@ from anorefine.metrics.names import AUPRO_LIMIT, METRIC_KEYS, SIZE_KEYS, STAGES
 from anorefine.progress import ProgressLog
 from anorefine.refiners.base import Refiner, base_map
 from anorefine.samples import SampleKeeper
+from anorefine.shapes import spatial_size
 from anorefine.stages import StageClock
 
 #: Receives each test batch with its maps: (batch, base map, refined map, refined image score).
@@ -153,6 +154,10 @@ class AnomalyTask(L.LightningModule):
             {stage: AnomalyMetrics(aupro_limit=aupro_limit, sync_on_compute=False) for stage in STAGES}
         )
 
+    def metric(self, stage: str) -> AnomalyMetrics:
+        """The metric state of ``stage`` (``base`` or ``refined``)."""
+        return cast(AnomalyMetrics, self.metrics[stage])
+
     @property
     def returns_base_map(self) -> bool:
         """True when the refiner's map is the base map itself (scored once, copied to ``refined``)."""
@@ -162,7 +167,7 @@ class AnomalyTask(L.LightningModule):
         """(base map, refined map, image score) at the images' resolution."""
         with self.clock.stage("detector_maps", len(images)):
             output = self.detector(images)
-            base = base_map(output, tuple(images.shape[-2:]))
+            base = base_map(output, spatial_size(images))
         if self.returns_base_map:
             return base, base, output.image_score
         with self.clock.stage("refine", len(images)):
@@ -182,7 +187,7 @@ class AnomalyTask(L.LightningModule):
                 self._indices.append(indices)
             for stage, maps in zip(stages, (base, refined), strict=False):
                 score = (image_score if stage == "base" else refined_score).float()
-                self.metrics[stage].update(
+                self.metric(stage).update(
                     maps.float(), batch["mask"], score, batch["label"], batch["has_mask"]
                 )
             return
@@ -202,7 +207,7 @@ class AnomalyTask(L.LightningModule):
                 score = (image_score if stage == "base" else refined_score).float()
                 chosen = maps[pick.to(maps.device)].float()
                 full = F.interpolate(chosen, size=size, mode="bilinear", align_corners=False)
-                self.metrics[stage].update(full, masks, score[pick.to(score.device)], labels, has_mask)
+                self.metric(stage).update(full, masks, score[pick.to(score.device)], labels, has_mask)
 
     def on_test_batch_end(
         self, outputs: Any, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
@@ -234,8 +239,8 @@ class AnomalyTask(L.LightningModule):
                     results.seconds["bootstrap_s"] = time.perf_counter() - started
             return results
         finally:
-            for metric in self.metrics.values():
-                metric.reset()
+            for stage in STAGES:
+                self.metric(stage).reset()
             self._indices = []
 
     @property
@@ -244,9 +249,9 @@ class AnomalyTask(L.LightningModule):
         return self.bootstrap is not None and self.bootstrap.replicates > 0 and not self.returns_base_map
 
     def _stage_metrics(self) -> dict[str, Metrics]:
-        results = {"base": self._compute(self.metrics["base"])}
+        results = {"base": self._compute(self.metric("base"))}
         results["refined"] = (
-            dict(results["base"]) if self.returns_base_map else self._compute(self.metrics["refined"])
+            dict(results["base"]) if self.returns_base_map else self._compute(self.metric("refined"))
         )
         return results
 
@@ -261,8 +266,8 @@ class AnomalyTask(L.LightningModule):
     def _stored(self) -> _Stored:
         """The accumulated tensors as they are (no copy), in the order the images were tested: the
         dataset's, or a curriculum's stream order (PGT), which the bootstrap's draws follow."""
-        base = self.metrics["base"]
-        refined = base if self.returns_base_map else self.metrics["refined"]
+        base = self.metric("base")
+        refined = base if self.returns_base_map else self.metric("refined")
         has_masks = bool(torch.cat(base.has_mask).all()) and any(bool(m.any()) for m in base.gt_masks)
         labels = dim_zero_cat(base.labels)
         kinds = None

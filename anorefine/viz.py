@@ -133,7 +133,7 @@ def stage_curves(task: AnomalyTask) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     curves = {}
     stages = {"base = refined": "base"} if task.returns_base_map else {"base": "base", "refined": "refined"}
     for label, stage in stages.items():
-        metric = task.metrics[stage]
+        metric = task.metric(stage)
         maps, masks = [], []
         for batch_maps, batch_masks, flags in zip(
             metric.anomaly_maps, metric.gt_masks, metric.has_mask, strict=True

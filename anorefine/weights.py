@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 import torch
 
@@ -16,8 +16,8 @@ from anorefine.errors import WeightsError
 
 #: ``model.weights``: the released weights (the weights dir, or a package), or random ones.
 WeightsSource = Literal["pretrained", "random"]
-PRETRAINED = "pretrained"
-RANDOM = "random"
+PRETRAINED: Final = "pretrained"
+RANDOM: Final = "random"
 
 #: Environment variable naming the weights directory when no setting does.
 WEIGHTS_ENV = "ANOREFINE_WEIGHTS_DIR"

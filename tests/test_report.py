@@ -61,6 +61,7 @@ def fake_task(count: int = 12) -> SimpleNamespace:
     """What the figures read from an AnomalyTask after a test pass: samples and metric accumulators."""
     batch, base, refined = synthetic_batch(count)
     task = SimpleNamespace(samples=SampleKeeper(), returns_base_map=False, metrics={})
+    task.metric = task.metrics.__getitem__  # AnomalyTask.metric(stage)
     task.samples.update(batch, base, refined)
     for stage, maps in (("base", base), ("refined", refined)):
         task.metrics[stage] = AnomalyMetrics()

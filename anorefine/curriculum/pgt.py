@@ -34,6 +34,7 @@ from anorefine.errors import AnorefineError
 from anorefine.metrics.names import STAGES
 from anorefine.progress import ProgressLog
 from anorefine.refiners.base import TrainableRefiner
+from anorefine.shapes import spatial_size
 from anorefine.task import AnomalyTask
 
 log = logging.getLogger(__name__)
@@ -209,7 +210,7 @@ class _Session:
             record.update(pseudo_normals=indices, forced_anomalous=forced)
             pools.append(pool)
         pool = collate_outputs(pools)
-        size = tuple(pool["image"].shape[-2:])
+        size = spatial_size(pool["image"])
         geometry = {name: pool[name] for name in GEOMETRY}
         as_output = DetectorOutput(pool["anomaly_map"], pool["image_score"], pool["features"], **geometry)
         if not self.calibrated:
@@ -259,7 +260,7 @@ class _Session:
 
     def test(self, group: list[int], step: int) -> dict[str, float | None]:
         """Score one group through the task (the only place masks are read); its pixel AP per stage."""
-        starts = {stage: len(self.task.metrics[stage].anomaly_maps) for stage in STAGES}
+        starts = {stage: len(self.task.metric(stage).anomaly_maps) for stage in STAGES}
         trainer = self.make_trainer()
         trainer.test(
             self.task,
@@ -267,7 +268,7 @@ class _Session:
             verbose=False,
         )
         scores = {
-            f"{stage}_pixel_ap": self.task.metrics[stage].pixel_ap_since(starts[stage]) for stage in STAGES
+            f"{stage}_pixel_ap": self.task.metric(stage).pixel_ap_since(starts[stage]) for stage in STAGES
         }
         if trainer.logger:
             trainer.logger.log_metrics({f"pgt/{k}": v for k, v in scores.items() if v is not None}, step=step)

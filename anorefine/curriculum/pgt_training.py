@@ -11,6 +11,7 @@ from torch.utils.data import Dataset
 
 from anorefine.detectors.base import Detector, DetectorOutput
 from anorefine.refiners.base import TrainableRefiner
+from anorefine.shapes import spatial_size
 
 
 class ImagesOnly(Dataset):
@@ -149,7 +150,7 @@ class ArdTrainingModule(L.LightningModule):
         loss = batch["mask"].new_zeros(())
         for estimate in self.refiner.estimates(batch["image"], output, batch.get("cues")):
             prob = self.refiner.probability(estimate.float())
-            target = F.adaptive_avg_pool2d(batch["mask"], tuple(prob.shape[-2:]))  # soft at coarse stages
+            target = F.adaptive_avg_pool2d(batch["mask"], spatial_size(prob))  # soft at coarse stages
             loss = (
                 loss + focal_loss(prob, target, self.focal_gamma) + self.dice_weight * dice_loss(prob, target)
             )

@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 
 from anorefine.data.records import ImageRecord, ImageResize, MaskResize
 from anorefine.errors import DataError
+from anorefine.shapes import spatial_size
 from anorefine.stages import StageClock
 
 _PIL_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
@@ -103,7 +104,7 @@ class AnomalyImageDataset(Dataset):
 
     def _resize(self, x: torch.Tensor, mode: str) -> torch.Tensor:
         size = (self.image_size, self.image_size)
-        if tuple(x.shape[-2:]) == size:
+        if spatial_size(x) == size:
             return x
         if mode == "bilinear":
             return F.interpolate(x[None], size=size, mode=mode, antialias=True, align_corners=False)[0]
@@ -112,6 +113,8 @@ class AnomalyImageDataset(Dataset):
     @staticmethod
     def _file_mask(record: ImageRecord, image_size: tuple[int, int]) -> torch.Tensor:
         """The record's (H0, W0) bool mask at the file's size; its (W, H) must equal ``image_size``."""
+        if record.mask_path is None:
+            raise DataError(f"{record.image_path} has no mask to read")
         mask_img = _open(record.mask_path, "mask")
         if mask_img.size != image_size:
             raise DataError(

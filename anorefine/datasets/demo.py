@@ -4,6 +4,7 @@ second draw with another seed: AnomalyCLIP's auxiliary data for a demo run."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 from anorefine.data.textures import PHOTO_TEXTURES
 from anorefine.datasets.mvtec import LayoutDataset
@@ -12,7 +13,7 @@ from anorefine.datasets.mvtec import LayoutDataset
 class DemoDataset(LayoutDataset):
     """``dataset=demo``: generated into its root on first use (``generation_seed``)."""
 
-    aux_partner = "demo_aux"
+    aux_partner: ClassVar[str | None] = "demo_aux"
     generated = True
     official_categories = PHOTO_TEXTURES  # the demo's categories
     #: Added to ``generation_seed``: a second draw of the same generator is another dataset.

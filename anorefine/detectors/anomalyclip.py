@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import operator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from anorefine.detectors.clip_models import (
 )
 from anorefine.detectors.normalization import normalize
 from anorefine.errors import AnorefineError
+from anorefine.shapes import spatial_size
 from anorefine.weights import PRETRAINED, RANDOM, WeightsSource
 
 #: Depth of the towers the layer settings refer to (ViT-L/14 vision, its text encoder).
@@ -84,6 +87,9 @@ class PromptLearner(nn.Module):
         tokens = open_clip.tokenize([f"{placeholder} object.", f"{placeholder} damaged object."])
         with torch.no_grad():
             embedding = clip.token_embedding(tokens)
+        self.tokens: torch.Tensor
+        self.prefix: torch.Tensor
+        self.suffix: torch.Tensor
         self.register_buffer("tokens", tokens, persistent=False)
         self.register_buffer("prefix", embedding[:, :1], persistent=False)
         self.register_buffer("suffix", embedding[:, 1 + n_ctx :], persistent=False)
@@ -132,7 +138,7 @@ class AnomalyClipDetector(ClipCheckpoint, Detector):
         self.smoke_only = clip == TINY or weights == RANDOM
         vision_depth = len(self.clip.visual.transformer.resblocks)
         text_depth = len(self.clip.transformer.resblocks)
-        feature_layers = [tower_layer(clip, k, REFERENCE_DEPTH[0], vision_depth) for k in feature_layers]
+        feature_layers = tuple(tower_layer(clip, k, REFERENCE_DEPTH[0], vision_depth) for k in feature_layers)
         dpam_start_layer = tower_layer(clip, dpam_start_layer, REFERENCE_DEPTH[0], vision_depth)
         prompt_depth = tower_layer(clip, prompt_depth, REFERENCE_DEPTH[1], text_depth)
         if not feature_layers or not all(1 <= k <= vision_depth for k in feature_layers):
@@ -231,15 +237,17 @@ class AnomalyClipDetector(ClipCheckpoint, Detector):
 
     def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
         """(B,3,S,S) in [0,1] at the configured size -> CLIP-normalised input."""
-        if tuple(images.shape[-2:]) != (self.image_size, self.image_size):
-            raise ValueError(f"AnomalyCLIP expects {self.image_size}² images, got {tuple(images.shape[-2:])}")
+        if spatial_size(images) != (self.image_size, self.image_size):
+            raise ValueError(f"AnomalyCLIP expects {self.image_size}² images, got {spatial_size(images)}")
         return normalize(images.float(), CLIP_MEAN, CLIP_STD)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> DetectorOutput:
         image_embedding, patches = self.encode_image(self.prepare_images(images))
         text = self.encode_text()
-        anomaly_map = sum(self.patch_probabilities(p, text)[:, 1:] for p in patches)
+        anomaly_map = functools.reduce(
+            operator.add, (self.patch_probabilities(p, text)[:, 1:] for p in patches)
+        )
         height, width = self.clip.visual.grid_size
         features = torch.cat([F.normalize(p, dim=-1) for p in patches], dim=-1)
         return self.output(

@@ -42,6 +42,7 @@ from anorefine.detectors.cnn import stage_layers
 from anorefine.detectors.normalization import IMAGENET_MEAN, IMAGENET_STD, normalize
 from anorefine.errors import AnorefineError
 from anorefine.progress import ProgressLog
+from anorefine.shapes import spatial_size
 from anorefine.weights import PRETRAINED, RANDOM, WeightsSource, resolve_weights_dir
 
 log = logging.getLogger(__name__)
@@ -443,6 +444,6 @@ def subset_members(subsets: int, folders: list[str] | None, count: int, referenc
 
 def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear resize of (B,C,h,w) (a no-op at the same size)."""
-    if tuple(x.shape[-2:]) == tuple(size):
+    if spatial_size(x) == tuple(size):
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)

@@ -15,6 +15,7 @@ from anorefine.detectors.base import Detector, DetectorOutput
 from anorefine.detectors.clip_models import CLIP_MEAN, CLIP_STD, TINY, ClipCheckpoint
 from anorefine.detectors.normalization import normalize
 from anorefine.errors import DataError
+from anorefine.shapes import spatial_size
 from anorefine.weights import PRETRAINED, RANDOM, WeightsSource
 
 
@@ -112,7 +113,7 @@ class WinClipDetector(ClipCheckpoint, Detector):
     def forward(self, images: torch.Tensor) -> DetectorOutput:
         """anomalib's WinClipModel.forward, stopped before it upsamples the map to the image size."""
         if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
-            raise ValueError(f"WinCLIP expects {self.image_size}² images, got {tuple(images.shape[-2:])}")
+            raise ValueError(f"WinCLIP expects {self.image_size}² images, got {spatial_size(images)}")
         model = self.model
         image_embeddings, window_embeddings, patch_embeddings = model.encode_image(
             normalize(images.float(), CLIP_MEAN, CLIP_STD)

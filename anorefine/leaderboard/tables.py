@@ -235,7 +235,9 @@ def _distinct(runs: list[Run]) -> list[Run]:
     distinct = []
     for run in runs:
         digest = run.results.get("config_hash")
-        if digest is None or digest not in seen:
+        if digest is None:
+            distinct.append(run)
+        elif digest not in seen:
             distinct.append(run)
             seen.add(digest)
     return distinct
@@ -448,9 +450,9 @@ def dataset_tables(scope: Scope, runs: list[Run], papers: list[PaperResult], tit
             "category", f"{title} / {category}", columns, _run_rows(groups, category, labels, record)
         )
         for paper in papers:
-            values = paper.per_category.get(scope.dataset, {}).get(category)
-            if values:
-                table.rows.append(published_row(paper, scope.dataset, category, values))
+            published = paper.per_category.get(scope.dataset, {}).get(category)
+            if published:
+                table.rows.append(published_row(paper, scope.dataset, category, published))
         per_category.append(table)
     return [main, *per_category]
 

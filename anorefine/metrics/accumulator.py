@@ -34,6 +34,12 @@ class AnomalyMetrics(Metric):
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
+    #: The list states ``add_state`` registers (one tensor per ``update`` call).
+    anomaly_maps: list[torch.Tensor]
+    gt_masks: list[torch.Tensor]
+    image_scores: list[torch.Tensor]
+    labels: list[torch.Tensor]
+    has_mask: list[torch.Tensor]
 
     def __init__(self, aupro_limit: float = AUPRO_LIMIT, **kwargs: Any) -> None:
         super().__init__(**kwargs)

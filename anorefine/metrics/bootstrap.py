@@ -286,7 +286,7 @@ def _pixel_replicates(
     regions: np.ndarray | None,
 ) -> dict[str, np.ndarray]:
     """:func:`replicate_metrics` on checked arguments."""
-    counted = counts.any(0)
+    counted: np.ndarray = np.asarray(counts.any(0))
     selected = np.arange(binned.num_regions) if regions is None else np.asarray(regions, dtype=np.int64)
     selected = selected[counted[binned.region_images[selected]]]
     if selected.size == 0:

@@ -83,7 +83,8 @@ class ProCompatCurve:
         if not self.defined:
             return None
         fpr = self.fp / self.num_normal
-        if self.done:  # stopped at the limit: thresholds below the last group seen have FPR >= limit
+        # stopped at the limit: thresholds below the last group seen have FPR >= limit
+        if self.done and self.last_end_key is not None:
             fpr[self.threshold_keys > self.last_end_key] = math.inf
         kept = fpr < self.fpr_limit
         fpr, pro = fpr[kept], self.pro[kept]

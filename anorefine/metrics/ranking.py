@@ -66,7 +66,7 @@ def sort_descending(scores: Sequence[Tensor], payload: Iterable[Tensor]) -> tupl
     total = sum(part.numel() for part in scores)
     device = scores[0].device
     wide = any(part.dtype == torch.float64 for part in scores)
-    payload_chunks = _flat_chunks(payload)
+    payload_chunks = _flat_chunks(list(payload))
     if wide:
         keys = torch.empty(total, dtype=torch.int64, device=device)
         flat_payload = torch.empty(total, dtype=torch.int32, device=device)

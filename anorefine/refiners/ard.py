@@ -26,6 +26,7 @@ from anorefine.detectors.base import BaselineBlur, DetectorOutput
 from anorefine.errors import AnorefineError
 from anorefine.refiners.base import Refiner, base_map, baseline_map
 from anorefine.refiners.novelty import NoveltyGuidance
+from anorefine.shapes import spatial_size
 
 #: Channels of the stem's map embedding and of its fused output (the published stem).
 MAP_EMBED_CHANNELS = 64
@@ -51,7 +52,7 @@ def conv(in_ch: int, out_ch: int, kernel: int = 3, act: bool = True) -> nn.Seque
 
 def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear resize (a no-op at the same size)."""
-    if tuple(x.shape[-2:]) == tuple(size):
+    if spatial_size(x) == tuple(size):
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
@@ -110,7 +111,7 @@ class DecoderStage(nn.Module):
     def forward(
         self, f: torch.Tensor, a: torch.Tensor, guide: torch.Tensor, cues: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        size = tuple(guide.shape[-2:])
+        size = spatial_size(guide)
         f = resize(self.reduce_f(f), size)
         a = resize(self.reduce_a(a), size)
         f = self.feature_in(f if cues is None else torch.cat([f, cues], 1))
@@ -171,7 +172,7 @@ class ArdNetwork(nn.Module):
         delta = torch.zeros_like(baselines[0])
         deltas = []
         for k, stage in enumerate(self.stages):
-            size = tuple(baselines[k].shape[-2:])
+            size = spatial_size(baselines[k])
             estimate = baselines[k] + delta if residual else delta
             encoded = None
             if self.cues is not None and cues is not None:
@@ -179,7 +180,7 @@ class ArdNetwork(nn.Module):
                 at_head = F.interpolate(cues, size=head_size, mode="bilinear", antialias=True)
                 encoded = self.cues[k](F.pixel_unshuffle(at_head, HEAD_UPSCALE))
             f, a, step = stage(f, a, torch.cat([estimate, baselines[k]], 1), encoded)
-            delta = resize(resize(delta, tuple(step.shape[-2:])) + step, tuple(baselines[k + 1].shape[-2:]))
+            delta = resize(resize(delta, spatial_size(step)) + step, spatial_size(baselines[k + 1]))
             deltas.append(delta)
         return deltas
 
@@ -232,6 +233,11 @@ class ArdRefiner(Refiner):
         self.center, self.gate, self.support_gain = center, gate, support_gain
         self.delta_range = None if delta_range is None else (float(delta_range[0]), float(delta_range[1]))
         self.network: ArdNetwork | None = None
+        self.map_mean: torch.Tensor
+        self.map_scale: torch.Tensor
+        self.feature_mean: torch.Tensor
+        self.feature_std: torch.Tensor
+        self.trained: torch.Tensor
         self.num_stages = 0
         self.layout = torch.contiguous_format  # the decoder's memory layout (``use_layout``)
         self.register_buffer("map_mean", torch.zeros(()))
@@ -280,7 +286,7 @@ class ArdRefiner(Refiner):
 
     def build(self, output: DetectorOutput, size: tuple[int, int]) -> None:
         """(Re)create the network with fresh seeded weights for this detector output and input size."""
-        channels, grid = output.features.shape[1], tuple(output.anomaly_map.shape[-2:])
+        channels, grid = output.features.shape[1], spatial_size(output.anomaly_map)
         self.num_stages = len(stage_sizes(grid, size, self.stages))
         # Built lazily, possibly inside a test loop: parameters must not be inference tensors.
         with torch.inference_mode(False), torch.random.fork_rng(devices=[]):
@@ -321,12 +327,12 @@ class ArdRefiner(Refiner):
 
         ``cues``: precomputed ``pixel_cues`` (training caches them with each crop); computed when None.
         """
-        size = tuple(images.shape[-2:])
+        size = spatial_size(images)
         if self.network is None:
             self.build(output, size)
         self.use_layout(torch.contiguous_format if torch.is_grad_enabled() else torch.channels_last)
         coarse = self.normalise(output.anomaly_map.float())
-        sizes = [*stage_sizes(tuple(coarse.shape[-2:]), size, self.stages), size]
+        sizes = [*stage_sizes(spatial_size(coarse), size, self.stages), size]
         sigma = output.baseline.sigma if self.sigma is None else self.sigma
         align = output.baseline.align_corners  # the stages' own baselines keep the default border
         baselines = [baseline_map(coarse, s, BaselineBlur(sigma * s[0] / size[0], align)) for s in sizes]
@@ -395,7 +401,7 @@ class ArdRefiner(Refiner):
 
     def base(self, images: torch.Tensor, output: DetectorOutput) -> torch.Tensor:
         """The base map the residual or support is added to: the detector's own (or ``sigma``'s blur)."""
-        size = tuple(images.shape[-2:])
+        size = spatial_size(images)
         if self.sigma is None:
             return base_map(output, size)
         return baseline_map(output.anomaly_map, size, output.baseline._replace(sigma=self.sigma))

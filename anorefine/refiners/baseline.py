@@ -6,6 +6,7 @@ import torch
 
 from anorefine.detectors.base import DetectorOutput
 from anorefine.refiners.base import Refiner, base_map, baseline_map
+from anorefine.shapes import spatial_size
 
 
 class BaselineRefiner(Refiner):
@@ -24,7 +25,7 @@ class BaselineRefiner(Refiner):
         return self.sigma is None
 
     def forward(self, images: torch.Tensor, output: DetectorOutput) -> torch.Tensor:
-        size = tuple(images.shape[-2:])
+        size = spatial_size(images)
         if self.sigma is None:
             return base_map(output, size)
         return baseline_map(output.anomaly_map, size, output.baseline._replace(sigma=self.sigma))

@@ -46,6 +46,7 @@ from anorefine.refiners import separable
 from anorefine.refiners.base import Refiner, base_map
 from anorefine.refiners.f2pad_forward import Kernel, ReceptiveFieldOperator, shift
 from anorefine.refiners.novelty import NoveltyGuidance
+from anorefine.shapes import spatial_size
 
 #: How the optimised map meets the base map: raise it (never lower a pixel) or replace it.
 Combine = Literal["raise", "replace"]
@@ -185,7 +186,7 @@ class F2padRefiner(Refiner):
         linear in u (``data_sees_guidance`` off, ``mixture_power`` 1) their products are precomputed,
         so no step touches the working resolution (same energy, a fraction of the cost).
         """
-        size = tuple(support.shape[-2:])
+        size = spatial_size(support)
         first = targets[0][1]
         grid = (first.shape[-2] * self.intensity_scale, first.shape[-1] * self.intensity_scale)
         intensity = F.interpolate(first, size=grid, mode="bilinear", align_corners=False).requires_grad_(True)
@@ -195,7 +196,7 @@ class F2padRefiner(Refiner):
         linear = not self.data_sees_guidance and power == 1.0
         views = []
         for offset, target in targets:
-            pooling = [m.to(**as_maps) for m in operator.matrices(tuple(target.shape[-2:]), size, offset)]
+            pooling = [m.to(**as_maps) for m in operator.matrices(spatial_size(target), size, offset)]
             views.append([p @ u for p, u in zip(pooling, upsample, strict=True)] if linear else pooling)
         optimizer = torch.optim.Adam([intensity], lr=self.lr)
         for _ in range(self.steps):
@@ -223,9 +224,9 @@ class F2padRefiner(Refiner):
         if self.combine == "replace":
             refined = self.proposal(images, output)
         elif self.steps == 0:  # nothing optimised, nothing to raise with
-            refined = base_map(output, tuple(images.shape[-2:]))
+            refined = base_map(output, spatial_size(images))
         else:
-            base = base_map(output, tuple(images.shape[-2:]))
+            base = base_map(output, spatial_size(images))
             refined = raise_only(self.proposal(images, output), base, self.raise_cap, self.threshold_mads)
         self.seconds_per_image.extend([(time.perf_counter() - started) / images.shape[0]] * images.shape[0])
         return refined
@@ -249,6 +250,6 @@ class F2padRefiner(Refiner):
             targets = [((dy // factor, dx // factor), (view - floor) / scale) for (dy, dx), view in views]
             support = F.avg_pool2d(self.support(images, coarse), factor)
             solved = self.optimise(targets, support, operator)
-            size = tuple(images.shape[-2:])
+            size = spatial_size(images)
             refined = floor + scale * F.interpolate(solved, size=size, mode="bilinear", align_corners=False)
         return refined.detach()

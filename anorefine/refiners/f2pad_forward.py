@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from anorefine.refiners import separable
+from anorefine.shapes import spatial_size
 
 #: Receptive-field kernel profiles.
 Kernel = Literal["gaussian", "box"]
@@ -94,4 +95,4 @@ class ReceptiveFieldOperator:
         self, pixel_map: torch.Tensor, grid: tuple[int, int], offset: tuple[int, int] = (0, 0)
     ) -> torch.Tensor:
         """Scores of a (h, w) ``grid`` of cells of ``pixel_map`` seen through a view shifted by ``offset``."""
-        return separable.apply(pixel_map, *self.matrices(grid, tuple(pixel_map.shape[-2:]), offset))
+        return separable.apply(pixel_map, *self.matrices(grid, spatial_size(pixel_map), offset))
