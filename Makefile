@@ -57,6 +57,7 @@ rehearse: setup  # the paper commands on stand-ins with random weights: cost per
 
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache

@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -79,7 +80,7 @@ def check_ddp_launch(cfg: DictConfig, mode: RunMode | None) -> None:
         raise AnorefineError(DDP_IN_MULTIRUN)
 
 
-def check_single_run(hydra_cfg: DictConfig) -> None:
+def check_single_run(hydra_cfg: Any) -> None:
     """Refuse a sweep preset (``experiment=NAME``) started without ``-m``: it would run one default job."""
     params = hydra_cfg.sweeper.get("params")
     if hydra_cfg.mode == RunMode.RUN and params:

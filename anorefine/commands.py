@@ -14,13 +14,15 @@ from collections.abc import Callable
 def _train(argv: list[str]) -> int | None:
     from anorefine.cli import run_train
 
-    return run_train(argv)
+    run_train(argv)
+    return None
 
 
 def _predict(argv: list[str]) -> int | None:
     from anorefine.cli import run_predict
 
-    return run_predict(argv)
+    run_predict(argv)
+    return None
 
 
 def _leaderboard(argv: list[str]) -> int | None:
@@ -34,10 +36,12 @@ def _bench(argv: list[str]) -> int | None:
     if "--gpu" in argv:
         from anorefine.bench_gpu import main as gpu_main
 
-        return gpu_main([arg for arg in argv if arg != "--gpu"])
+        gpu_main([arg for arg in argv if arg != "--gpu"])
+        return None
     from anorefine.bench import main
 
-    return main(argv)
+    main(argv)
+    return None
 
 
 #: Subcommand -> (what it does, its function).

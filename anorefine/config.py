@@ -28,7 +28,7 @@ LOGGERS = ("csv", "wandb", "none")
 
 def run_choice(name: str, values: tuple[str, ...]) -> type[enum.Enum]:
     """A str Enum of a run-level setting's allowed values, importable as ``anorefine.config.<name>``."""
-    return enum.Enum(name, {v: v for v in values}, type=str, module=__name__)  # type: ignore[return-value]
+    return enum.Enum(name, {v: v for v in values}, type=str, module=__name__)  # type: ignore[return-value]  # Enum()'s functional form
 
 
 ImageResize = run_choice("ImageResize", get_args(records.ImageResize))
@@ -60,8 +60,8 @@ class DatasetConfig:
     categories: Optional[list[str]] = MISSING  # noqa: UP045
     defect_types: Optional[list[str]] = MISSING  # noqa: UP045
     image_size: int = MISSING
-    image_resize: ImageResize = MISSING  # type: ignore[valid-type]
-    mask_resize: MaskResize = MISSING  # type: ignore[valid-type]
+    image_resize: ImageResize = MISSING  # type: ignore[valid-type]  # a run_choice Enum
+    mask_resize: MaskResize = MISSING  # type: ignore[valid-type]  # a run_choice Enum
     batch_size: int = MISSING
     num_workers: int = MISSING
     generation_seed: int = MISSING
@@ -82,7 +82,7 @@ class TrainerConfig:
 class LoggerConfig:
     """Experiment logger (conf/logger): csv, wandb (its project and mode) or none."""
 
-    name: LoggerName = MISSING  # type: ignore[valid-type]
+    name: LoggerName = MISSING  # type: ignore[valid-type]  # a run_choice Enum
     project: Optional[str] = None  # noqa: UP045 (wandb only)
     mode: Optional[str] = None  # noqa: UP045 (wandb only)
 
@@ -101,9 +101,9 @@ class EvalConfig:
     """How maps are scored (conf/train.yaml): at the model's input size or each image's original size,
     with per-kind / per-size breakdowns and bootstrap intervals of the deltas."""
 
-    resolution: EvalResolution = MISSING  # type: ignore[valid-type]
+    resolution: EvalResolution = MISSING  # type: ignore[valid-type]  # a run_choice Enum
     aupro_limit: float = MISSING
-    blur_padding: BlurPadding = MISSING  # type: ignore[valid-type]
+    blur_padding: BlurPadding = MISSING  # type: ignore[valid-type]  # a run_choice Enum
     protocol: str = MISSING
     save_maps: bool = MISSING
     breakdown: bool = MISSING
@@ -127,7 +127,7 @@ class TrainConfig:
 
     seed: int = MISSING
     verbose: bool = MISSING
-    mode: RunMode = MISSING  # type: ignore[valid-type]
+    mode: RunMode = MISSING  # type: ignore[valid-type]  # a run_choice Enum
     paths: PathsConfig = field(default_factory=PathsConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: Any = MISSING

@@ -22,7 +22,7 @@ import logging
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ from anorefine.errors import AnorefineError
 from anorefine.nodes import resolved
 from anorefine.pipeline import Pipeline
 from anorefine.progress import ProgressLog
-from anorefine.refiners.base import Refiner
+from anorefine.refiners.base import Refiner, TrainableRefiner
 from anorefine.results import git_commit
 from anorefine.run_folder import MAPS_DIR, write_json_atomic
 from anorefine.shapes import spatial_size
@@ -215,7 +215,7 @@ def build_refiner_for(refiner: Refiner, detector: Detector, stream: Dataset, dev
         return
     images = stream[0]["image"][None].to(device)
     with torch.no_grad():
-        refiner.build(detector(images), spatial_size(images))  # type: ignore[attr-defined]
+        cast(TrainableRefiner, refiner).build(detector(images), spatial_size(images))  # not built: an ARD
 
 
 def save_state(folder: Path, cfg: DictConfig, detector_state: dict[str, torch.Tensor], refiner: Refiner,

@@ -134,7 +134,7 @@ def run_category(pipeline: Pipeline, category: str, logger: Logger | bool, run_d
 
 def log_category_metrics(logger: Logger | bool, category: str, metrics: dict[str, dict[str, Any]]) -> None:
     """Send one category's metrics to the experiment logger (``<category>/<stage>/<metric>``)."""
-    if logger:
+    if isinstance(logger, Logger):
         flat = {f"{category}/{s}/{k}": v for s, values in metrics.items() for k, v in values.items()}
         logger.log_metrics({key: value for key, value in flat.items() if value is not None})
 
@@ -191,7 +191,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict
     trained = component_class(cfg.curriculum, Curriculum).trains_refiner
     method = f"{cfg.refiner.name}+{cfg.curriculum.name}" if trained else cfg.refiner.name
     results = assemble_results(cfg, settings, digest, overrides, per_category, timings, method)
-    if logger:
+    if isinstance(logger, Logger):
         mean = results["metrics"]["mean"]
         logger.log_metrics(
             {f"mean/{s}/{k}": v for s, values in mean.items() for k, v in values.items() if v is not None}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import enum
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any, Optional
@@ -134,13 +135,13 @@ def _annotation(module: str, owner: str, name: str, node: ast.expr | None) -> An
         if head == "Literal":
             return choice_enum(owner, name, tuple(ast.literal_eval(item) for item in items))
         if head in ("list", "Sequence", "tuple") and len(items) == 2 and isinstance(items[1], ast.Constant):
-            return list[_annotation(module, owner, name, items[0])]  # tuple[X, ...]
+            return list[_annotation(module, owner, name, items[0])]  # type: ignore[misc]  # tuple[X, ...]; a runtime type
         if head in ("list", "Sequence"):
-            return list[_annotation(module, owner, name, items[0])]
+            return list[_annotation(module, owner, name, items[0])]  # type: ignore[misc]  # a runtime type
         if head == "tuple":
-            return tuple[tuple(_annotation(module, owner, name, item) for item in items)]
+            return tuple[tuple(_annotation(module, owner, name, item) for item in items)]  # type: ignore[misc]  # runtime
         if head == "dict":
-            return dict[
+            return dict[  # type: ignore[misc]  # a runtime type
                 _annotation(module, owner, name, items[0]), _annotation(module, owner, name, items[1])
             ]
     return Any
@@ -211,20 +212,28 @@ def _base_settings(module: str, node: ast.ClassDef) -> list[Setting]:
     return signature_settings(origin) if origin else []
 
 
+def constant(value: Any) -> Callable[[], Any]:
+    """A default factory returning ``value`` (a list or dict default of a constructor)."""
+    return lambda: value
+
+
 @cache
 def component_schema(target: str, nested: bool = False) -> type:
     """The schema dataclass of a component: ``_target_``, ``name`` (a label, top level only) and every
     constructor parameter; ``nested``: the schema of a component inside another's settings."""
-    fields: list[tuple[str, Any, dataclasses.Field]] = [("_target_", str, dataclasses.field(default=target))]
+    fields: list[tuple[str, Any, Any]] = [("_target_", str, dataclasses.field(default=target))]
     if not nested:
         fields.append(("name", Optional[str], dataclasses.field(default=None)))  # noqa: UP045
     for setting in signature_settings(target):
         if setting.default is _UNSET:
             fields.append((setting.name, setting.annotation, dataclasses.field(default="???")))
         elif isinstance(setting.default, list | dict):
-            value = setting.default
             fields.append(
-                (setting.name, setting.annotation, dataclasses.field(default_factory=lambda v=value: v))
+                (
+                    setting.name,
+                    setting.annotation,
+                    dataclasses.field(default_factory=constant(setting.default)),
+                )
             )
         else:
             annotation = setting.annotation

@@ -19,7 +19,7 @@ def show_reference(task: AnomalyTask, test_set: Dataset, indices: list[int] | No
     detector = task.detector
     if not detector.transductive:
         return
-    chosen = range(len(test_set)) if indices is None else indices  # type: ignore[arg-type]
+    chosen = range(len(test_set)) if indices is None else indices  # type: ignore[arg-type]  # map-style
     device = next((t.device for t in detector.state_dict().values()), torch.device("cpu"))
     with task.clock.stage("reference_features", len(chosen)):
         items = [test_set[i] for i in chosen]

@@ -13,8 +13,8 @@ pseudo-normals of the whole stream before testing; ``mode=scratch`` re-initialis
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any, Literal, get_args
+from collections.abc import Callable, Collection
+from typing import Any, Literal, cast, get_args
 
 import lightning as L
 import torch
@@ -59,7 +59,7 @@ def stream_groups(count: int, group_size: int, order: Order, seed: int) -> list[
     return [indices[i : i + group_size] for i in range(0, count, group_size)]
 
 
-def lowest_scored(scores: torch.Tensor, count: int, exclude: set[int] = frozenset()) -> list[int]:
+def lowest_scored(scores: torch.Tensor, count: int, exclude: Collection[int] = frozenset()) -> list[int]:
     """Positions of the ``count`` lowest scores, skipping positions in ``exclude``."""
     order = [i for i in torch.argsort(scores, stable=True).tolist() if i not in exclude]
     return order[:count]
@@ -120,7 +120,8 @@ class ProgressiveGroupTraining(Curriculum):
     ) -> dict[str, Any]:
         if not isinstance(task.refiner, TrainableRefiner) or not task.refiner.trainable:
             raise AnorefineError("curriculum=pgt trains the refiner: use it with a trainable refiner (ard)")
-        groups = stream_groups(len(test_set), self.group_size, self.order, self.order_seed)  # type: ignore[arg-type]
+        count = len(test_set)  # type: ignore[arg-type]  # a map-style dataset has a length
+        groups = stream_groups(count, self.group_size, self.order, self.order_seed)
         records: list[dict[str, Any]] = [{"indices": group} for group in groups]
         session = _Session(self, task, make_trainer, test_set, batch_size)
         last = len(groups) - 1
@@ -175,16 +176,16 @@ class _Session:
     ) -> None:
         self.settings, self.task, self.make_trainer = settings, task, make_trainer
         self.test_set, self.images, self.batch_size = test_set, ImagesOnly(test_set), batch_size
-        self.refiner: TrainableRefiner = task.refiner  # type: ignore[assignment]
+        self.refiner: TrainableRefiner = task.refiner  # type: ignore[assignment]  # checked above
         self.calibrated = False
 
-    def detect(self, dataset: Dataset) -> dict[str, Any]:
+    def detect(self, dataset: Dataset | list[dict[str, Any]]) -> dict[str, Any]:
         """The frozen detector's outputs (and the images) under a Trainer's predict loop."""
         trainer = self.make_trainer(inference_mode=False)  # cached tensors feed autograd later
         batches = trainer.predict(
-            DetectorPass(self.task.detector), DataLoader(dataset, batch_size=self.batch_size)
+            DetectorPass(self.task.detector), DataLoader(cast(Dataset, dataset), batch_size=self.batch_size)
         )
-        return collate_outputs(batches)
+        return collate_outputs(cast(list[dict[str, Any]], batches))  # one dict per batch, as predicted
 
     def pseudo_normals(self, group: list[int]) -> tuple[dict[str, Any], list[int], list[int]]:
         """(detector outputs of the pool, pool dataset indices, those forced in as contamination)."""
@@ -255,7 +256,9 @@ class _Session:
         cues = []
         for start in range(0, len(images), self.batch_size):
             chunk = slice(start, start + self.batch_size)
-            cues.append(self.refiner.pixel_cues(images[chunk].to(device), maps[chunk].to(device)).cpu())
+            chunk_cues = self.refiner.pixel_cues(images[chunk].to(device), maps[chunk].to(device))
+            assert chunk_cues is not None  # cue_channels > 0: the refiner computes cues
+            cues.append(chunk_cues.cpu())
         return torch.cat(cues)
 
     def test(self, group: list[int], step: int) -> dict[str, float | None]:

@@ -21,7 +21,7 @@ class ImagesOnly(Dataset):
         self.dataset = dataset
 
     def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
+        return len(self.dataset)  # type: ignore[arg-type]  # a map-style dataset has a length
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return {"image": self.dataset[index]["image"]}

@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.error import URLError
 from urllib.request import Request, urlopen
 
@@ -100,7 +101,7 @@ def extract_tar(archive: Path, dest: Path) -> None:
     On a refused member, what came before it stays in `dest`: extract into a temporary folder.
     """
     base = dest.resolve()
-    extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+    extra: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
     try:
         with tarfile.open(archive, mode="r:*") as tar:
             for member in tar:  # streaming: a .tar.xz is decompressed once

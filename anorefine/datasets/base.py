@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from anorefine.conf import CONF_DIR
 from anorefine.data.records import ImageRecord
 from anorefine.errors import DataError
-from anorefine.nodes import component_class, resolved
+from anorefine.nodes import resolved
 
 SPLITS = ("train", "test")
 
@@ -134,9 +134,16 @@ def dataset_class(name: str) -> type[DatasetSource]:
     path = CONF_DIR / "dataset" / f"{name}.yaml"
     if not path.is_file():
         raise DataError(f"unknown dataset {name!r}: use one of {', '.join(dataset_names())}")
-    cls = get_class(str(OmegaConf.load(path)["_target_"]))
+    loaded = OmegaConf.load(path)
+    target = loaded.get("_target_") if isinstance(loaded, DictConfig) else None
+    return source_class(str(target), str(path))
+
+
+def source_class(target: str, where: str) -> type[DatasetSource]:
+    """The ``DatasetSource`` subclass ``target`` names (``where``: the file or node that names it)."""
+    cls = get_class(target)
     if not (isinstance(cls, type) and issubclass(cls, DatasetSource)):
-        raise DataError(f"{path}: _target_ names {cls}, not a DatasetSource subclass")
+        raise DataError(f"{where}: _target_ names {target}, not a DatasetSource subclass")
     return cls
 
 
@@ -144,7 +151,7 @@ def build_dataset(node: DictConfig | dict[str, Any], root: str | Path | None = N
     """The dataset a ``dataset`` config node describes (its loader settings stay with the node);
     ``root`` replaces ``node.root`` (an auxiliary dataset's own folder)."""
     settings: dict[str, Any] = node if isinstance(node, dict) else resolved(node, enums_as_values=False)
-    cls = component_class(OmegaConf.create({"_target_": settings["_target_"]}), DatasetSource)
+    cls = source_class(str(settings["_target_"]), "dataset")
     return cls(
         name=settings["name"],
         root=settings["root"] if root is None else root,

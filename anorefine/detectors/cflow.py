@@ -57,6 +57,9 @@ class CflowDetector(CnnDetector):
         )
         self.model.encoder = self.build_extractor()
         self.model.encoder.requires_grad_(False)
+        self.fitted: torch.Tensor
+        self.feature_mean: torch.Tensor
+        self.feature_std: torch.Tensor
         self.register_buffer("fitted", torch.tensor(False))
         self.register_buffer("feature_mean", torch.zeros(sum(self.model.pool_dims)))
         self.register_buffer("feature_std", torch.ones(sum(self.model.pool_dims)))
@@ -130,7 +133,7 @@ class CflowDetector(CnnDetector):
         for epoch in range(self.epochs):
             total = 0.0
             for layer, (fibers, conditions) in enumerate(rows):
-                order = torch.randperm(fibers.shape[0], device=device)
+                order = torch.randperm(fibers.shape[0], device=fibers.device)
                 for start in range(0, fibers.shape[0] - size + 1, size):
                     index = order[start : start + size]
                     loss = -F.logsigmoid(self._log_prob(layer, fibers[index], conditions[index])).mean()

@@ -27,7 +27,8 @@ def stage_layers(backbone: str, strides: Sequence[int]) -> list[str]:
     later steps (PaDiM's random channel subset, the coreset) would miss.
     """
     with torch.random.fork_rng(devices=[]):
-        info = timm.create_model(backbone, features_only=True, pretrained=False).feature_info.get_dicts()
+        probe: Any = timm.create_model(backbone, features_only=True, pretrained=False)
+        info = probe.feature_info.get_dicts()
     by_stride = {entry["reduction"]: entry["module"] for entry in info}  # the last module at each stride
     missing = [s for s in strides if s not in by_stride]
     if missing:

@@ -184,7 +184,8 @@ class MuscDetector(Detector):
                 "(a stream has no subsets)"
             )
         self.subsets = subsets
-        self.r_list, self.interval, self.k_list = tuple(r_list), tuple(interval), tuple(k_list)
+        self.r_list, self.k_list = tuple(r_list), tuple(k_list)
+        self.interval = (float(interval[0]), float(interval[1]))
         self.block_size, self.matmul_dtype = block_size, getattr(torch, matmul_dtype)
         self.reference_cache_mb = reference_cache_mb
         self.smoke_only = (family == "open_clip" and backbone == TINY) or weights == RANDOM
@@ -204,10 +205,10 @@ class MuscDetector(Detector):
         else:
             import timm
 
-            self.vit = timm.create_model(backbone, pretrained=False, img_size=image_size, num_classes=0)
-            self.vit.requires_grad_(False).eval()
-            self.blocks = self._blocks(blocks, len(self.vit.blocks))
-            self.stride = int(self.vit.patch_embed.patch_size[0])
+            vit: Any = timm.create_model(backbone, pretrained=False, img_size=image_size, num_classes=0)
+            self.vit = vit.requires_grad_(False).eval()
+            self.blocks = self._blocks(blocks, len(vit.blocks))
+            self.stride = int(vit.patch_embed.patch_size[0])
         self.receptive_field = 3 * self.stride  # the widest r×r aggregation of one patch's neighbours
         self._features: dict[str, tuple[list[torch.Tensor], torch.Tensor]] = {}  # key -> layers, embedding
         self._maps: dict[str, torch.Tensor] = {}  # key -> (1,h,w) map of a scored reference image
@@ -393,11 +394,13 @@ class MuscDetector(Detector):
         fresh = dict(zip(outside, self._outside(images[outside]), strict=True)) if outside else {}
         maps, scores, features = [], [], []
         for i, key in enumerate(keys):
-            known = (self._features[key][0], self._maps[key], self._scores[key]) if i not in fresh else None
-            layers, patch_map, score = fresh.get(i, known)
+            if i in fresh:
+                layers, patch_map, score = fresh[i]
+            else:
+                layers, patch_map, score = self._features[key][0], self._maps[key], self._scores[key]
             maps.append(patch_map)
             scores.append(score)
-            features.append(torch.cat([resize(f[None], layers[0].shape[-2:])[0] for f in layers]))
+            features.append(torch.cat([resize(f[None], spatial_size(layers[0]))[0] for f in layers]))
         device = images.device
         stacked = torch.stack(maps).float(), torch.stack(scores).float(), torch.stack(features)
         return self.output(*(t.to(device) for t in stacked))

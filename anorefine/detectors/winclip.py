@@ -90,7 +90,8 @@ class WinClipDetector(ClipCheckpoint, Detector):
         """Keep the first ``k_shot`` normal images of the loader as references (anomalib's rule)."""
         if not self.k_shot:
             return
-        device = self.model.masks[0].device
+        model: Any = self.model  # anomalib's WinClipModel: its buffers and helpers, untyped
+        device = model.masks[0].device
         references: list[torch.Tensor] = []
         collected = 0
         for batch in normal_loader:
@@ -105,9 +106,9 @@ class WinClipDetector(ClipCheckpoint, Detector):
             )
         images = normalize(torch.cat(references).to(device).float(), CLIP_MEAN, CLIP_STD)
         # What WinClipModel.setup does with reference images, without re-encoding the prompt ensemble.
-        self.model.reference_images = images
-        self.model.k_shot = len(images)
-        self.model._collect_visual_embeddings(images)
+        model.reference_images = images
+        model.k_shot = len(images)
+        model._collect_visual_embeddings(images)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> DetectorOutput:

@@ -209,7 +209,7 @@ def load_papers(paper_dir: Path = PAPER_DIR) -> list[PaperResult]:
     papers = []
     for path in sorted(paper_dir.glob("*.yaml")):
         node = OmegaConf.merge(OmegaConf.structured(PaperResult), OmegaConf.load(path))
-        paper: PaperResult = OmegaConf.to_object(node)  # type: ignore[assignment]
+        paper: PaperResult = OmegaConf.to_object(node)  # type: ignore[assignment]  # the structured schema's
         for dataset, values in paper.datasets.items():
             unknown = set(values) - set(paper.metrics) | set(paper.metrics) - set(COLUMNS)
             if unknown:

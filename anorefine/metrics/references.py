@@ -37,7 +37,9 @@ def trapezoid_area(x: np.ndarray, y: np.ndarray, x_max: float) -> float:
     return float(np.sum(0.5 * (y[1:] + y[:-1]) * (x[1:] - x[:-1])) + correction)
 
 
-def aupro_mvtec(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray], limit: float = 0.3) -> float:
+def aupro_mvtec(
+    maps: Sequence[np.ndarray] | np.ndarray, masks: Sequence[np.ndarray] | np.ndarray, limit: float = 0.3
+) -> float:
     """AUPRO the way MVTec's ``compute_pro`` builds the curve: change arrays, one sort, cumsums.
 
     ``maps``/``masks``: (N,H,W) arrays, or sequences of (H,W) arrays whose sizes may differ.

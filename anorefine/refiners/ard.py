@@ -16,7 +16,7 @@ scale ``delta``, so they never break that identity.
 from __future__ import annotations
 
 import math
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 import torch
 import torch.nn.functional as F
@@ -100,12 +100,11 @@ class DecoderStage(nn.Module):
         self.anomaly_in = conv(a_width + 2, a_width)
         self.attention = conv(a_width + 2, width, act=False) if attention else None
         self.blocks = nn.ModuleList(CrossResidualBlock(width, a_width) for _ in range(bi_blocks))
-        self.head = nn.Sequential(
-            nn.Conv2d(width + a_width, HEAD_UPSCALE**2, 3, padding=1), nn.PixelShuffle(HEAD_UPSCALE)
-        )
+        head_conv = nn.Conv2d(width + a_width, HEAD_UPSCALE**2, 3, padding=1)
+        self.head = nn.Sequential(head_conv, nn.PixelShuffle(HEAD_UPSCALE))
         if zero_head:
-            nn.init.zeros_(self.head[0].weight)
-            nn.init.zeros_(self.head[0].bias)
+            nn.init.zeros_(head_conv.weight)
+            nn.init.zeros_(cast(torch.Tensor, head_conv.bias))  # a Conv2d built with its bias
         self.out_f, self.out_a = width, a_width
 
     def forward(
@@ -341,9 +340,11 @@ class ArdRefiner(Refiner):
         ]
         if cues is None:
             cues = self.pixel_cues(images.float(), output.anomaly_map)
+        network = self.network
+        assert network is not None  # built above on first use
         if self.support_gain is not None:  # per-stage anomaly logits
-            return baselines[1:], self.network(cues, coarse, features, baselines, False)
-        deltas = self.network(cues, coarse, features, baselines, self.residual)
+            return baselines[1:], network(cues, coarse, features, baselines, False)
+        deltas = network(cues, coarse, features, baselines, self.residual)
         return baselines[1:], [
             self.gated(self.bound(d), b) for d, b in zip(deltas, baselines[1:], strict=True)
         ]
@@ -428,7 +429,9 @@ class ArdRefiner(Refiner):
         """Support head: base + gain · p · (base above the stream mean), p the decoder's pixel anomaly
         probability. No pixel is ever lowered."""
         base = self.base(images, output)
+        gain = self.support_gain
+        assert gain is not None  # forward calls this only for the support head
         _, logits = self.decode(images, output)
         with torch.autocast(images.device.type, enabled=False):
             probability = torch.sigmoid(logits[-1].float())
-            return base + self.support_gain * probability * (base - self.map_mean).clamp_min(0.0)
+            return base + gain * probability * (base - self.map_mean).clamp_min(0.0)

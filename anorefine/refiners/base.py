@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -81,5 +82,7 @@ class TrainableRefiner(Protocol):
     def probability(self, estimate: torch.Tensor) -> torch.Tensor: ...
 
     def trainable_parameters(self) -> list[nn.Parameter]: ...
+
+    def parameters(self) -> Iterator[nn.Parameter]: ...
 
     def start_training(self) -> None: ...

@@ -190,13 +190,17 @@ class F2padRefiner(Refiner):
         first = targets[0][1]
         grid = (first.shape[-2] * self.intensity_scale, first.shape[-1] * self.intensity_scale)
         intensity = F.interpolate(first, size=grid, mode="bilinear", align_corners=False).requires_grad_(True)
-        as_maps = {"device": first.device, "dtype": first.dtype}
-        upsample = [separable.resize_matrix(g, s).to(**as_maps) for g, s in zip(grid, size, strict=True)]
+        device, dtype = first.device, first.dtype
+        upsample = [
+            separable.resize_matrix(g, s).to(device=device, dtype=dtype)
+            for g, s in zip(grid, size, strict=True)
+        ]
         power = self.mixture_power
         linear = not self.data_sees_guidance and power == 1.0
         views = []
         for offset, target in targets:
-            pooling = [m.to(**as_maps) for m in operator.matrices(spatial_size(target), size, offset)]
+            matrices = operator.matrices(spatial_size(target), size, offset)
+            pooling = [m.to(device=device, dtype=dtype) for m in matrices]
             views.append([p @ u for p, u in zip(pooling, upsample, strict=True)] if linear else pooling)
         optimizer = torch.optim.Adam([intensity], lr=self.lr)
         for _ in range(self.steps):

@@ -86,7 +86,7 @@ class ReceptiveFieldOperator:
         self, grid: tuple[int, int], size: tuple[int, int], offset: tuple[int, int] = (0, 0)
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(rows, cols) float64 matrices of a (h, w) ``grid`` of cells over an (H, W) map, view ``offset``."""
-        return tuple(  # type: ignore[return-value]
+        return tuple(  # type: ignore[return-value]  # two axes: a pair
             pooling_matrix(cells, length, shift_, self.stride, self.kernel_size, self.kind, self.sigma_ratio)
             for cells, length, shift_ in zip(grid, size, offset, strict=True)
         )

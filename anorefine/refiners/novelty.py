@@ -11,6 +11,7 @@ normal reference comes from the detector's feature-level verdict.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +27,7 @@ def drop_unused_blocks(extractor: nn.Module) -> nn.Module:
 
     Other timm feature models already stop at their last returned layer and are left as they are.
     """
-    model = extractor.feature_extractor
+    model: Any = extractor.feature_extractor
     stages = getattr(model, "_stage_out_idx", None)
     if stages and hasattr(model, "blocks"):
         model.blocks = model.blocks[: max(stages)]
