@@ -233,8 +233,8 @@ def per_unit(stages: dict[str, dict[str, float]], names: tuple[str, ...]) -> str
     return f"{sum(entry['seconds'] for entry in found) / found[0]['count']:.3f}"
 
 
-def summary_rows(results: dict[str, Any], record: dict[str, Any]) -> str:
-    """One job's row of the per-stage summary: seconds per image (per group for PGT) and peak RSS."""
+def summary_cells(results: dict[str, Any], record: dict[str, Any]) -> str:
+    """One job's cells of the per-stage summary: seconds per image (per group for PGT) and peak RSS."""
     (timing,) = results["timings"]["per_category"].values()
     stages = timing.get("stages", {})
     tested = stages.get("detector_maps", {}).get("count") or 1
@@ -286,7 +286,7 @@ def write_report(
         record = records.get(job.name, {})
         if record.get("status") == "done":
             results = json.loads((run_dirs[job.name] / RESULTS_FILE).read_text())
-            lines.append(f"| {job.name} | {summary_rows(results, record)} |")
+            lines.append(f"| {job.name} | {summary_cells(results, record)} |")
     lines += ["", "## Stages per job", ""]
     for job in jobs:
         record = records.get(job.name, {})

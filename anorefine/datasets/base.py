@@ -147,14 +147,13 @@ def source_class(target: str, where: str) -> type[DatasetSource]:
     return cls
 
 
-def build_dataset(node: DictConfig | dict[str, Any], root: str | Path | None = None) -> DatasetSource:
-    """The dataset a ``dataset`` config node describes (its loader settings stay with the node);
-    ``root`` replaces ``node.root`` (an auxiliary dataset's own folder)."""
-    settings: dict[str, Any] = node if isinstance(node, dict) else resolved(node, enums_as_values=False)
+def build_dataset(node: DictConfig) -> DatasetSource:
+    """The dataset a ``dataset`` config node describes (its loader settings stay with the node)."""
+    settings = resolved(node, enums_as_values=False)
     cls = source_class(str(settings["_target_"]), "dataset")
     return cls(
         name=settings["name"],
-        root=settings["root"] if root is None else root,
+        root=settings["root"],
         categories=settings.get("categories"),
         defect_types=settings.get("defect_types"),
         generation_seed=settings.get("generation_seed", 0),
