@@ -21,7 +21,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from anorefine import console
-from anorefine.config import is_multiprocess
+from anorefine.config import LoggerConfig, TrainerConfig, is_multiprocess
+from anorefine.data.records import BlurPadding
 from anorefine.detectors.base import Detector
 from anorefine.errors import AnorefineError
 from anorefine.nodes import resolved
@@ -44,13 +45,13 @@ def build_component(node: DictConfig) -> Any:
         raise
 
 
-def build_logger(cfg: DictConfig, run_dir: Path) -> Logger | bool:
-    """The experiment logger the config asks for (False: none)."""
-    name = cfg.logger.name
+def build_logger(settings: LoggerConfig, run_dir: Path) -> Logger | bool:
+    """The experiment logger ``logger`` asks for (False: none)."""
+    name = settings.name
     if name == "csv":
         return CSVLogger(save_dir=str(run_dir), name=LOGS_DIR, version="")
     if name == "wandb":
-        return WandbLogger(project=cfg.logger.project, save_dir=str(run_dir), mode=cfg.logger.mode)
+        return WandbLogger(project=settings.project, save_dir=str(run_dir), mode=settings.mode)
     if name == "none":
         return False
     raise AnorefineError(f"logger.name={name!r} is unknown: use logger=csv, logger=wandb or logger=none")
@@ -69,27 +70,29 @@ def is_rank_zero() -> bool:
     return getattr(rank_zero_only, "rank", 0) == 0  # set by Lightning on the function object
 
 
-def uses_gpu(cfg: DictConfig) -> bool:
+def uses_gpu(trainer: TrainerConfig) -> bool:
     """True when the trainer's accelerator is a CUDA GPU."""
-    return cfg.trainer.accelerator in ("gpu", "cuda")
+    return trainer.accelerator in ("gpu", "cuda")
 
 
-def device_of(cfg: DictConfig) -> torch.device:
+def device_of(trainer: TrainerConfig) -> torch.device:
     """The torch device matching the trainer's accelerator (this process's GPU under DDP)."""
-    return torch.device("cuda", local_rank()) if uses_gpu(cfg) else torch.device("cpu")
+    return torch.device("cuda", local_rank()) if uses_gpu(trainer) else torch.device("cpu")
 
 
-def build_detector(cfg: DictConfig, category: str) -> Detector:
-    """The run's detector on its device, in eval mode, with the protocol's blur border, set up for
-    ``category`` (not fitted yet)."""
-    detector: Detector = build_component(cfg.model).to(device_of(cfg)).eval()
-    padding = cfg.eval.blur_padding  # a str Enum member, whose str() is "BlurPadding.<name>"
-    detector.baseline = detector.baseline._replace(padding=getattr(padding, "value", padding))
+def build_detector(
+    model: DictConfig, blur_padding: BlurPadding, category: str, device: torch.device
+) -> Detector:
+    """The ``model`` node's detector on ``device``, in eval mode, with the protocol's blur border
+    (``eval.blur_padding``), set up for ``category`` (not fitted yet)."""
+    detector: Detector = build_component(model).to(device).eval()
+    # a str Enum member (whose str() is "BlurPadding.<name>") or its value
+    detector.baseline = detector.baseline._replace(padding=getattr(blur_padding, "value", blur_padding))
     detector.setup_category(category)
     return detector
 
 
-def trainer_factory(cfg: DictConfig, logger: Logger | bool) -> Callable[..., L.Trainer]:
+def trainer_factory(trainer: TrainerConfig, logger: Logger | bool) -> Callable[..., L.Trainer]:
     """Builds Lightning Trainers that share the run's device, precision, logger and progress bar.
 
     Under a multi-process strategy only ``purpose="fit"`` trainers span the processes. Evaluation
@@ -100,19 +103,19 @@ def trainer_factory(cfg: DictConfig, logger: Logger | bool) -> Callable[..., L.T
 
     def make_trainer(purpose: Purpose = "evaluate", **overrides: Any) -> L.Trainer:
         settings = {
-            "accelerator": cfg.trainer.accelerator,
-            "devices": cfg.trainer.devices,
-            "precision": cfg.trainer.precision,
-            "strategy": cfg.trainer.strategy,
+            "accelerator": trainer.accelerator,
+            "devices": trainer.devices,
+            "precision": trainer.precision,
+            "strategy": trainer.strategy,
             "logger": logger,
-            "enable_progress_bar": console.shows_progress_bars(cfg.trainer.enable_progress_bar),
+            "enable_progress_bar": console.shows_progress_bars(trainer.enable_progress_bar),
             "enable_checkpointing": False,
             "enable_model_summary": False,
         }
         if purpose == "fit":
             settings.update(max_epochs=-1, limit_val_batches=0, num_sanity_val_steps=0)
-        elif is_multiprocess(cfg):
-            settings.update(strategy="auto", devices=[local_rank()] if uses_gpu(cfg) else 1)
+        elif is_multiprocess(trainer):
+            settings.update(strategy="auto", devices=[local_rank()] if uses_gpu(trainer) else 1)
         return L.Trainer(**{**settings, **overrides})
 
     return make_trainer

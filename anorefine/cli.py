@@ -22,7 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from anorefine.config import is_multiprocess, register_configs
+from anorefine.config import TrainerConfig, is_multiprocess, register_configs
 from anorefine.errors import AnorefineError
 
 #: The exit status of every bad-input error (a config value, a missing file): one line on stderr.
@@ -70,11 +70,11 @@ def main_with_one_line_errors(main: Callable[[], None]) -> None:
         sys.exit(BAD_INPUT)
 
 
-def check_ddp_launch(cfg: DictConfig, mode: RunMode | None) -> None:
-    """Refuse DDP in a multirun whose jobs would have to start their own processes."""
+def check_ddp_launch(trainer: TrainerConfig, mode: RunMode | None) -> None:
+    """Refuse DDP (``trainer.strategy``) in a multirun whose jobs would have to start their own processes."""
     from lightning.fabric.plugins.environments import SLURMEnvironment
 
-    if mode != RunMode.MULTIRUN or not is_multiprocess(cfg):
+    if mode != RunMode.MULTIRUN or not is_multiprocess(trainer):
         return
     if not ("LOCAL_RANK" in os.environ or SLURMEnvironment.detect()):
         raise AnorefineError(DDP_IN_MULTIRUN)
@@ -111,7 +111,7 @@ def train(cfg: DictConfig) -> None:
         print(f"skipped: {run_dir} already holds results.json for this config", flush=True)
         return
     try:
-        check_ddp_launch(cfg, hydra_cfg.mode)
+        check_ddp_launch(cfg.trainer, hydra_cfg.mode)
         if cfg.mode == "predict":
             from anorefine.inspection import run_inspection
 

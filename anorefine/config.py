@@ -150,9 +150,9 @@ RUN_SCHEMAS: list[tuple[str, type]] = [
 ]
 
 
-def is_multiprocess(cfg: Any) -> bool:
+def is_multiprocess(trainer: TrainerConfig) -> bool:
     """True for a trainer strategy that runs one process per device (``trainer=ddp``)."""
-    return str(cfg.trainer.strategy).startswith("ddp")
+    return str(trainer.strategy).startswith("ddp")
 
 
 def register_configs(conf_dir: Path = CONF_DIR) -> None:

@@ -30,7 +30,6 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from anorefine import fits, map_files
-from anorefine.assembly import trainer_factory
 from anorefine.atomic import write_atomic
 from anorefine.curriculum.base import show_reference
 from anorefine.data import AnomalyImageDataset
@@ -255,7 +254,7 @@ def run_inspection(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
     pipeline.check([] if saved else [category], ("train",), trains=saved is None)  # the fit's images
     stream.check_files()
     if saved is None:
-        pipeline.prepare(run_dir, trainer_factory(cfg, False))
+        pipeline.prepare(run_dir, pipeline.trainers())
     detector = pipeline.build_detector(category)
     held_out: list[ImageRecord] = []
     detector_state: dict[str, torch.Tensor] = {}
@@ -273,7 +272,7 @@ def run_inspection(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
     task.sink = writer
     task.progress = ProgressLog(log, f"{category}: scoring", len(stream), "images")
     loader = DataLoader(stream, batch_size=int(cfg.dataset.batch_size))
-    trainer_factory(cfg, False)().test(task, dataloaders=loader, verbose=False)
+    pipeline.trainers()().test(task, dataloaders=loader, verbose=False)
     writer.write_csv(run_dir / SCORES_FILE)
     report(writer.rows, thresholds, run_dir, saved)
     return writer.rows
@@ -301,7 +300,7 @@ def train_and_calibrate(
     """Steps 2-3 of the module docstring: train the refiner on the stream, set the thresholds on the
     held-out normal images."""
     cfg = pipeline.cfg
-    make_trainer = trainer_factory(cfg, False)
+    make_trainer = pipeline.trainers()
     batch_size = int(cfg.dataset.batch_size)
     curriculum = pipeline.build_curriculum()
     if curriculum.trains_refiner:

@@ -11,11 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from anorefine import fits, plan
-from anorefine.assembly import build_component, build_detector, device_of, is_rank_zero
+from anorefine.assembly import build_component, build_detector, device_of, is_rank_zero, trainer_factory
 from anorefine.curriculum.base import Curriculum
 from anorefine.data import AnomalyImageDataset
 from anorefine.data.records import ImageRecord
@@ -35,20 +36,20 @@ class Pipeline:
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg
         self.dataset = build_dataset(cfg.dataset)
-        self.device = device_of(cfg)
+        self.device = device_of(cfg.trainer)
 
     def check(self, categories: list[str], splits: tuple[str, ...], trains: bool = True) -> None:
         """Every check before any model is built or image decoded: the settings (``trains=False``: a
         saved state is loaded, nothing trained), the weight files, and every file of ``splits`` of every
         category (the test split also against the detector)."""
         plan.check_config(self.cfg, trains)
-        plan.check_weights(self.cfg)
+        plan.check_weights(self.cfg.model)
         for category in categories:
             for split in splits:
                 images = self.images(category, split)
                 images.check_files()
                 if split == "test":
-                    plan.check_test_split(self.cfg, category, images.records)
+                    plan.check_test_split(self.cfg.model, category, images.records)
 
     def images(self, category: str, split: str, clock: StageClock | None = None) -> AnomalyImageDataset:
         """The images of one split of one category (``images_of``)."""
@@ -72,10 +73,14 @@ class Pipeline:
         self.cfg = copy.deepcopy(self.cfg)
         self.cfg.model[stage.sets] = str(path)
 
+    def trainers(self, logger: Logger | bool = False) -> Callable[..., L.Trainer]:
+        """The run's Trainer factory (``anorefine.assembly.trainer_factory``) logging to ``logger``."""
+        return trainer_factory(self.cfg.trainer, logger)
+
     def build_detector(self, category: str) -> Detector:
         """The detector for ``category``, built after seeding (``seed``)."""
         L.seed_everything(self.cfg.seed, workers=True, verbose=False)
-        return build_detector(self.cfg, category)
+        return build_detector(self.cfg.model, self.cfg.eval.blur_padding, category, self.device)
 
     def fit(self, detector: Detector, train_set: AnomalyImageDataset, category: str) -> None:
         """Fit on the normal images, or load the state an identical earlier fit saved (``fit_cache``)."""

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 from omegaconf import DictConfig
 
+from anorefine.config import EvalConfig, TrainerConfig
 from anorefine.curriculum.base import Curriculum
 from anorefine.detectors.base import Detector
 from anorefine.errors import AnorefineError
@@ -26,71 +27,70 @@ if TYPE_CHECKING:
     from anorefine.data.records import ImageRecord
 
 
-def check_components(cfg: DictConfig) -> None:
-    """Refiner, curriculum and sizes that fit together (reads no file)."""
-    refiner = component_class(cfg.refiner, Refiner)
-    curriculum = component_class(cfg.curriculum, Curriculum)
-    if refiner.trainable and not curriculum.trains_refiner:
+def check_components(refiner: DictConfig, curriculum: DictConfig, model: DictConfig, image_size: int) -> None:
+    """Refiner, curriculum and sizes (the dataset's ``image_size``) that fit together (reads no file)."""
+    refiner_class = component_class(refiner, Refiner)
+    curriculum_class = component_class(curriculum, Curriculum)
+    if refiner_class.trainable and not curriculum_class.trains_refiner:
         raise AnorefineError(
-            f"refiner={cfg.refiner.name} is trained on the test stream, but curriculum={cfg.curriculum.name} "
+            f"refiner={refiner.name} is trained on the test stream, but curriculum={curriculum.name} "
             "never trains it (every map would be the base map): add curriculum=pgt"
         )
-    if curriculum.trains_refiner and not refiner.trainable:
+    if curriculum_class.trains_refiner and not refiner_class.trainable:
         raise AnorefineError(
-            f"curriculum={cfg.curriculum.name} trains the refiner, but refiner={cfg.refiner.name} has "
+            f"curriculum={curriculum.name} trains the refiner, but refiner={refiner.name} has "
             "nothing to train: use refiner=ard, or curriculum=none"
         )
-    model_size = cfg.model.get("image_size")
-    if model_size is not None and int(cfg.dataset.image_size) != int(model_size):
+    model_size = model.get("image_size")
+    if model_size is not None and int(image_size) != int(model_size):
         raise AnorefineError(
-            f"dataset.image_size={cfg.dataset.image_size} differs from model.image_size={model_size}: "
+            f"dataset.image_size={image_size} differs from model.image_size={model_size}: "
             "set model.image_size (the dataset follows it)"
         )
 
 
-def check_accelerator(cfg: DictConfig) -> None:
+def check_accelerator(trainer: TrainerConfig) -> None:
     """The accelerator asked for exists on this machine."""
-    if cfg.trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+    if trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise AnorefineError(
-            f"trainer.accelerator={cfg.trainer.accelerator} asks for a CUDA GPU, but torch finds none "
+            f"trainer.accelerator={trainer.accelerator} asks for a CUDA GPU, but torch finds none "
             f"(torch {torch.__version__}, CUDA build {torch.version.cuda}): use trainer=cpu"
         )
 
 
-def check_weights(cfg: DictConfig) -> None:
-    """Every weight file the detector would read exists (one line naming it and how to get it;
-    ``model.weights=random`` reads no pre-trained one), and a trained state it loads (AnomalyCLIP's
-    ``model.prompt_ckpt``) fits the configured detector."""
-    settings = resolved(cfg.model)
-    detector = component_class(cfg.model, Detector)
+def check_weights(model: DictConfig) -> None:
+    """Every weight file the ``model`` node's detector would read exists (one line naming it and how to
+    get it; ``model.weights=random`` reads no pre-trained one), and a trained state it loads
+    (AnomalyCLIP's ``model.prompt_ckpt``) fits the configured detector."""
+    settings = resolved(model)
+    detector = component_class(model, Detector)
     if settings.get("weights") != RANDOM:
         detector.check_weights(settings)
     detector.check_files(settings)
 
 
-def check_test_split(cfg: DictConfig, category: str, records: list[ImageRecord]) -> None:
+def check_test_split(model: DictConfig, category: str, records: list[ImageRecord]) -> None:
     """The detector's check of a category's test split (e.g. enough images for MuSc's mutual scoring)."""
-    settings = resolved(cfg.model, enums_as_values=False)
+    settings = resolved(model, enums_as_values=False)
     folders = [r.defect_type for r in records]
-    component_class(cfg.model, Detector).check_test_split(settings, category, folders)
+    component_class(model, Detector).check_test_split(settings, category, folders)
 
 
-def check_model_settings(cfg: DictConfig) -> None:
-    """The detector's own check of settings that must go together; a protocol that set one of them is
-    named with the model, so the user sees which pair cannot go together."""
-    settings = resolved(cfg.model)
+def check_model_settings(model: DictConfig, protocol: str) -> None:
+    """The detector's own check of settings that must go together; a protocol (``eval.protocol``) that
+    set one of them is named with the model, so the user sees which pair cannot go together."""
+    settings = resolved(model)
     try:
-        component_class(cfg.model, Detector).check_settings(settings)
+        component_class(model, Detector).check_settings(settings)
     except AnorefineError as error:
-        protocol = cfg.eval.protocol
         if protocol == "default":
             raise
-        raise AnorefineError(f"protocol={protocol} with model={cfg.model.name}: {error}") from None
+        raise AnorefineError(f"protocol={protocol} with model={model.name}: {error}") from None
 
 
-def check_eval(cfg: DictConfig) -> None:
+def check_eval(settings: EvalConfig) -> None:
     """``eval.bootstrap`` within its range (one line naming the key otherwise)."""
-    bootstrap = cfg.eval.bootstrap
+    bootstrap = settings.bootstrap
     if bootstrap.replicates < 0:
         raise AnorefineError(
             f"eval.bootstrap.replicates={bootstrap.replicates}: use 0 (no intervals) or more"
@@ -102,17 +102,17 @@ def check_eval(cfg: DictConfig) -> None:
 
 
 def check_config(cfg: DictConfig, trains: bool = True) -> None:
-    """Every check that reads no file; ``trains=False`` (a saved state is loaded: nothing is fitted or
-    trained) skips whether the refiner and the curriculum go together."""
+    """Every check that reads no file, each given the nodes it reads; ``trains=False`` (a saved state is
+    loaded: nothing is fitted or trained) skips whether the refiner and the curriculum go together."""
     if trains:
-        check_components(cfg)
-    check_model_settings(cfg)
-    check_eval(cfg)
-    check_accelerator(cfg)
+        check_components(cfg.refiner, cfg.curriculum, cfg.model, cfg.dataset.image_size)
+    check_model_settings(cfg.model, cfg.eval.protocol)
+    check_eval(cfg.eval)
+    check_accelerator(cfg.trainer)
 
 
-def splits_read(cfg: DictConfig) -> tuple[str, ...]:
+def splits_read(model: DictConfig) -> tuple[str, ...]:
     """The splits the run will read for each category: ``train`` only for detectors fitted on it."""
-    settings = resolved(cfg.model, enums_as_values=False)
-    reads_train = component_class(cfg.model, Detector).reads_train_split(settings)
+    settings = resolved(model, enums_as_values=False)
+    reads_train = component_class(model, Detector).reads_train_split(settings)
     return ("test", "train") if reads_train else ("test",)

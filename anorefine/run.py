@@ -16,10 +16,12 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
 from anorefine import map_files, plan, report, viz
-from anorefine.assembly import build_logger, is_rank_zero, trainer_factory, uses_gpu
+from anorefine.assembly import build_logger, is_rank_zero, uses_gpu
+from anorefine.config import BootstrapConfig
 from anorefine.curriculum.base import Curriculum
 from anorefine.data.records import ImageRecord
 from anorefine.metrics import category_seed
+from anorefine.metrics.bootstrap import BootstrapSettings
 from anorefine.metrics.breakdown import GOOD
 from anorefine.nodes import component_class, resolved
 from anorefine.pipeline import Pipeline
@@ -33,14 +35,13 @@ from anorefine.results import (
 )
 from anorefine.run_folder import MAPS_DIR, RESULTS_FILE, category_file, config_hash, write_json_atomic
 from anorefine.stages import StageClock, maxrss_mb
-from anorefine.task import AnomalyTask, BootstrapSettings
+from anorefine.task import AnomalyTask
 
 log = logging.getLogger(__name__)
 
 
-def bootstrap_settings(cfg: DictConfig, category: str) -> BootstrapSettings | None:
+def bootstrap_settings(bootstrap: BootstrapConfig, category: str) -> BootstrapSettings | None:
     """``eval.bootstrap`` for one category (its own resample stream), or None when it is off."""
-    bootstrap = cfg.eval.bootstrap
     if bootstrap.replicates == 0:
         return None
     return BootstrapSettings(
@@ -65,7 +66,7 @@ def run_category(pipeline: Pipeline, category: str, logger: Logger | bool, run_d
     """Fit, test and score one category; returns metrics, breakdown, intervals (with the replicate
     Δs the interval of the mean needs), curriculum extras, timings and flags."""
     cfg = pipeline.cfg
-    sync = functools.partial(torch.cuda.synchronize, pipeline.device) if uses_gpu(cfg) else None
+    sync = functools.partial(torch.cuda.synchronize, pipeline.device) if uses_gpu(cfg.trainer) else None
     clock = StageClock(sync=sync)
     detector = pipeline.build_detector(category)
     started = time.perf_counter()
@@ -80,7 +81,7 @@ def run_category(pipeline: Pipeline, category: str, logger: Logger | bool, run_d
     curriculum = pipeline.build_curriculum()
     with clock.stage("read", count=0):
         test_set = pipeline.images(category, "test", clock)
-    bootstrap = bootstrap_settings(cfg, category)
+    bootstrap = bootstrap_settings(cfg.eval.bootstrap, category)
     maps_dir = run_dir / MAPS_DIR / category
     task = AnomalyTask(
         detector,
@@ -98,7 +99,7 @@ def run_category(pipeline: Pipeline, category: str, logger: Logger | bool, run_d
         "%s: fit %.1f s; testing %d images (refiner %s, curriculum %s)",
         category, fitted - started, len(test_set), cfg.refiner.name, cfg.curriculum.name,
     )  # fmt: skip
-    extras = curriculum.evaluate(task, trainer_factory(cfg, logger), test_set, cfg.dataset.batch_size)
+    extras = curriculum.evaluate(task, pipeline.trainers(logger), test_set, cfg.dataset.batch_size)
     if is_rank_zero():
         viz.write_category_figures(task, run_dir, category, logger)
     scored = task.compute_all()
@@ -159,10 +160,12 @@ def run_experiment(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict
     digest = config_hash(settings)
     pipeline = Pipeline(cfg)
     categories = pipeline.dataset.selected_categories()
-    pipeline.check(categories, plan.splits_read(cfg))  # every file of the run, before any model is built
-    logger = build_logger(cfg, run_dir)
+    pipeline.check(
+        categories, plan.splits_read(cfg.model)
+    )  # every file of the run, before any model is built
+    logger = build_logger(cfg.logger, run_dir)
     preparing = time.perf_counter()
-    pipeline.prepare(run_dir, trainer_factory(cfg, logger))
+    pipeline.prepare(run_dir, pipeline.trainers(logger))
     prepare_s = time.perf_counter() - preparing
     per_category: dict[str, dict[str, Any]] = {}
     reused_s = 0.0

@@ -24,7 +24,12 @@ from anorefine.metrics import (
     pixel_metrics,
     score_parts,
 )
-from anorefine.metrics.bootstrap import IMAGE_METRICS, replicate_image_metrics, resample_counts
+from anorefine.metrics.bootstrap import (
+    IMAGE_METRICS,
+    BootstrapSettings,
+    replicate_image_metrics,
+    resample_counts,
+)
 from anorefine.metrics.breakdown import kind_selections, select_images, size_metrics
 from anorefine.metrics.names import AUPRO_LIMIT, METRIC_KEYS, SIZE_KEYS, STAGES
 from anorefine.progress import ProgressLog
@@ -36,15 +41,6 @@ from anorefine.stages import StageClock
 #: Receives each test batch with its maps: (batch, base map, refined map, refined image score).
 MapSink = Callable[[dict[str, Any], torch.Tensor, torch.Tensor, torch.Tensor], None]
 Metrics = dict[str, float | None]
-
-
-@dataclass(frozen=True)
-class BootstrapSettings:
-    """``eval.bootstrap`` for one category: ``seed`` is that category's stream (``category_seed``)."""
-
-    replicates: int = 1000
-    level: float = 0.95
-    seed: int = 0
 
 
 @dataclass
@@ -353,9 +349,7 @@ class AnomalyTask(L.LightningModule):
             stored.scores["refined"],
             stored.labels,
             kinds,
-            replicates=settings.replicates,
-            seed=settings.seed,
-            level=settings.level,
+            settings,
             aupro_limit=self.aupro_limit,
         )
         if not self.breakdown:

@@ -7,6 +7,13 @@ import torch.nn.functional as F
 
 from anorefine.detectors.base import Detector, DetectorOutput
 
+#: The CLIP detectors' published backbones: (overrides, architecture, open_clip pretrained tag).
+PUBLISHED_CLIPS = [
+    (["model=winclip"], "ViT-B-16-plus-240", "laion400m_e31"),
+    (["model=anomalyclip"], "ViT-L-14-336", "openai"),
+    (["model=musc", "model.family=open_clip", "model.backbone=ViT-L-14-336"], "ViT-L-14-336", "openai"),
+]
+
 
 class FakeDetector(Detector):
     """A contract-complete detector in microseconds: the map is how far a cell's colour is from grey.

@@ -48,7 +48,7 @@ def _metrics(base: float, refined: float) -> dict[str, dict[str, float]]:
 INTERVAL_KEYS = ("image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "aupro")
 
 
-def _intervals(categories: list[str], zero: dict[str, tuple[str, ...]]) -> dict[str, Any]:
+def interval_records(categories: list[str], zero: dict[str, tuple[str, ...]]) -> dict[str, Any]:
     """A format-3 ``intervals``: each Δ's interval above 0, but those of ``zero[category]`` contain 0."""
 
     def record(contains: bool) -> dict[str, Any]:
@@ -68,7 +68,7 @@ def _results(dataset: str, model: str, refiner: str, seed: int, value: float, *o
     categories = extra.pop("categories", ["a", "b"])
     per_category = {c: _metrics(value - 0.05 * i, value - 0.05 * i + 0.04) for i, c in enumerate(categories)}
     if "zero" in extra:  # a format-3 run with bootstrap intervals
-        extra.update(format=3, intervals=_intervals(categories, extra.pop("zero")))
+        extra.update(format=3, intervals=interval_records(categories, extra.pop("zero")))
     return {
         "dataset": dataset,
         "model": model,

@@ -94,7 +94,7 @@ def test_the_table_maps_every_official_learnable_key(official: Path) -> None:
 
 
 def test_plan_accepts_the_official_file(official: Path) -> None:
-    plan.check_weights(composed("model.clip=tiny", f"model.prompt_ckpt={official}"))
+    plan.check_weights(composed("model.clip=tiny", f"model.prompt_ckpt={official}").model)
 
 
 def official_with(change: dict[str, Any], drop: str | None = None) -> dict[str, Any]:
@@ -139,7 +139,7 @@ def test_a_bad_file_fails_before_any_model_is_built_naming_the_key(
     elif payload is not None:
         torch.save(payload, path)
     with pytest.raises(AnorefineError, match=message) as raised:
-        plan.check_weights(composed("model.clip=tiny", f"model.prompt_ckpt={path}"))
+        plan.check_weights(composed("model.clip=tiny", f"model.prompt_ckpt={path}").model)
     assert str(path) in str(raised.value) and "model.prompt_ckpt=null" in str(raised.value)
 
 
@@ -161,7 +161,7 @@ def test_settings_that_do_not_match_the_checkpoint_fail_naming_the_setting(
 ) -> None:
     cfg = composed("model.clip=tiny", f"model.prompt_ckpt={official}", *overrides)
     with pytest.raises(AnorefineError, match=message):
-        plan.check_weights(cfg)
+        plan.check_weights(cfg.model)
 
 
 def test_a_given_checkpoint_skips_prompt_training(official: Path, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from scipy import ndimage
 
 from anorefine.errors import MetricError
 from anorefine.metrics import (
+    BootstrapSettings,
     DeltaInterval,
     DeltaReplicates,
     RegionLayout,
@@ -137,6 +138,7 @@ def run_bootstrap(
     masks: list[np.ndarray],
     replicates: int,
     seed: int = 0,
+    level: float = 0.95,
     **kwargs: int,
 ) -> DeltaReplicates:
     return delta_intervals(
@@ -147,8 +149,7 @@ def run_bootstrap(
         image_scores(refined),
         labels_of(masks),
         kinds=KINDS,
-        replicates=replicates,
-        seed=seed,
+        settings=BootstrapSettings(replicates, level, seed),
         **kwargs,
     )
 

@@ -27,6 +27,7 @@ from anorefine.metrics import (
     kind_metrics,
     size_metrics,
 )
+from anorefine.metrics.bootstrap import BootstrapSettings
 from anorefine.refiners.baseline import BaselineRefiner
 from anorefine.results import (
     category_intervals,
@@ -41,7 +42,7 @@ from anorefine.results import (
 )
 from anorefine.run import bootstrap_settings, defect_kinds
 from anorefine.run_folder import RESULTS_FORMAT, validate_results, write_json_atomic
-from anorefine.task import AnomalyTask, BootstrapSettings
+from anorefine.task import AnomalyTask
 
 SIZE = 32
 #: 24 images: 8 good, then kinds a, b, c (c: regions only in the first two images of the kind)
@@ -157,8 +158,8 @@ def test_kinds_sizes_and_deltas_equal_direct_recomputations() -> None:
     tested = {key: values[order] for key, values in every.items()}
     direct = delta_intervals(
         [tested["base"]], [tested["refined"]], [tested["masks"]], tested["base_scores"],
-        tested["refined_scores"], tested["labels"], [KINDS[i] for i in order], replicates=200, seed=11,
-        level=0.9,
+        tested["refined_scores"], tested["labels"], [KINDS[i] for i in order],
+        BootstrapSettings(200, 0.9, 11),
     )  # fmt: skip
     assert set(results.deltas.views) == set(direct.views)
     assert {"all", "kind/a", "kind/b", "kind/c", "size/small"} <= set(direct.views)
@@ -244,10 +245,13 @@ def test_options_off() -> None:
 
 def test_run_settings_per_category() -> None:
     cfg = OmegaConf.create({"eval": {"bootstrap": {"replicates": 1000, "level": 0.95, "seed": 2}}})
-    brick, grass = bootstrap_settings(cfg, "brick"), bootstrap_settings(cfg, "grass")
+    brick, grass = (
+        bootstrap_settings(cfg.eval.bootstrap, "brick"),
+        bootstrap_settings(cfg.eval.bootstrap, "grass"),
+    )
     assert brick.replicates == 1000 and brick.level == 0.95 and brick.seed != grass.seed
     cfg.eval.bootstrap.replicates = 0
-    assert bootstrap_settings(cfg, "brick") is None
+    assert bootstrap_settings(cfg.eval.bootstrap, "brick") is None
     records = [
         data.ImageRecord(Path("a.png"), None, 0, "good", "c"),
         data.ImageRecord(Path("b.png"), Path("b_mask.png"), 1, "hole", "c"),

@@ -49,7 +49,7 @@ def test_every_option_composes_and_instantiates(group: str, option: str, tmp_pat
         component = build_component(cfg[group])
         assert type(component).__module__.startswith("anorefine.")
     if group == "logger":
-        logger = build_logger(cfg, tmp_path)
+        logger = build_logger(cfg.logger, tmp_path)
         assert (logger is False) == (option == "none")
 
 

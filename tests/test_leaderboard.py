@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from leaderboard_fixture import resolved_config
+from leaderboard_fixture import interval_records, resolved_config
 
 from anorefine.data import MVTEC_CATEGORIES
 from anorefine.leaderboard import COLUMNS, build_leaderboard, latex_escape, load_papers
@@ -380,29 +380,16 @@ def test_failures_superseded_by_a_later_run_are_not_listed_and_prune_deletes_the
     assert (tmp_path / "retry" / "results.json").is_file()
 
 
-def intervals(zero: dict[str, tuple[str, ...]]) -> dict[str, Any]:
-    """``results["intervals"]`` for categories a, b and the mean: every Δ's interval lies above 0 but
-    those of the metrics ``zero[category]`` names, which contain 0."""
-    keys = ("image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "aupro")
-
-    def record(contains: bool) -> dict[str, Any]:
-        low, high = (-0.01, 0.05) if contains else (0.01, 0.05)
-        return {"low": low, "high": high, "contains_zero": contains, "valid": 1000}
-
-    return {
-        category: {
-            "level": 0.95, "replicates": 1000, "seed": 0, "kinds": {}, "sizes": {},
-            "delta": {key: record(key in zero.get(category, ())) for key in keys},
-        }
-        for category in ("a", "b", "mean")
-    }  # fmt: skip
-
-
 def test_a_delta_whose_interval_contains_zero_in_any_run_is_marked(tmp_path: Path) -> None:
     seeds = {0: {"mean": ("pixel_ap",)}, 1: {"a": ("aupro",)}, 2: {}}
     for seed, zero in seeds.items():
         payload = results(
-            refiner="ard", seed=seed, value=0.5, delta=0.02, format=3, intervals=intervals(zero)
+            refiner="ard",
+            seed=seed,
+            value=0.5,
+            delta=0.02,
+            format=3,
+            intervals=interval_records(["a", "b"], zero),
         )
         write_run(tmp_path / f"ard{seed}", payload)
     write_run(tmp_path / "old", results(refiner="f2pad", delta=0.03, format=2))  # no intervals at all
@@ -436,7 +423,7 @@ def test_a_delta_whose_interval_contains_zero_in_any_run_is_marked(tmp_path: Pat
     run = next(
         r for r in rows if r["table"] == "run" and r["path"].endswith("ard0") and r["category"] == "mean"
     )
-    assert (float(run["pixel_ap_delta_low"]), run["pixel_ap_delta_contains_zero"]) == (-0.01, "True")
+    assert (float(run["pixel_ap_delta_low"]), run["pixel_ap_delta_contains_zero"]) == (-0.004, "True")
     assert r"(+2.00)\textasciitilde{}" in (tmp_path / "LEADERBOARD.tex").read_text()
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import compose_with, run_train
+from fakes import PUBLISHED_CLIPS
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
@@ -53,11 +54,11 @@ def test_a_gpu_asked_for_on_a_cpu_machine_fails_naming_the_fix() -> None:
 
 
 def test_only_detectors_fitted_on_train_read_it() -> None:
-    assert plan.splits_read(composed()) == ("test", "train")
-    assert plan.splits_read(composed("model=musc")) == ("test",)
-    assert plan.splits_read(composed("model=winclip", "model.clip=tiny")) == ("test",)
+    assert plan.splits_read(composed().model) == ("test", "train")
+    assert plan.splits_read(composed("model=musc").model) == ("test",)
+    assert plan.splits_read(composed("model=winclip", "model.clip=tiny").model) == ("test",)
     few_shot = composed("model=winclip", "model.clip=tiny", "model.k_shot=2")
-    assert plan.splits_read(few_shot) == ("test", "train")
+    assert plan.splits_read(few_shot.model) == ("test", "train")
 
 
 def test_every_seeded_component_follows_the_run_seed() -> None:
@@ -98,9 +99,7 @@ def test_a_bad_file_in_a_later_category_fails_before_the_first_fit(demo_root: Pa
     ("overrides", "missing"),
     [
         (["model.backbone=wide_resnet50_2"], "ImageNet wide_resnet50_2 weights not found"),
-        (["model=winclip"], "CLIP ViT-B-16-plus-240 (laion400m_e31) weights not found"),
-        (["model=anomalyclip"], "CLIP ViT-L-14-336 (openai) weights not found"),
-        (["model=musc", "model.family=open_clip", "model.backbone=ViT-L-14-336"], "CLIP ViT-L-14-336"),
+        *[(overrides, f"CLIP {arch} ({tag}) weights not found") for overrides, arch, tag in PUBLISHED_CLIPS],
     ],
 )
 def test_a_missing_weight_file_fails_before_any_model_is_built(
@@ -109,13 +108,13 @@ def test_a_missing_weight_file_fails_before_any_model_is_built(
     monkeypatch.delenv("ANOREFINE_WEIGHTS_DIR", raising=False)
     cfg = composed(*overrides, f"paths.weights_dir={tmp_path}")
     with pytest.raises(AnorefineError, match=re.escape(missing)) as raised:
-        plan.check_weights(cfg)
+        plan.check_weights(cfg.model)
     assert str(tmp_path) in str(raised.value) and "scripts/download.py weights" in str(raised.value)
 
 
 def test_weights_that_ship_in_a_package_or_are_random_pass(tmp_path: Path) -> None:
     for overrides in ([], ["model=padim"], ["model=musc"], ["model=winclip", "model.clip=tiny"]):
-        plan.check_weights(composed(*overrides, f"paths.weights_dir={tmp_path}"))
+        plan.check_weights(composed(*overrides, f"paths.weights_dir={tmp_path}").model)
 
 
 def test_a_protocol_and_a_model_that_cannot_go_together_say_which() -> None:

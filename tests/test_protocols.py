@@ -93,7 +93,7 @@ def test_the_protocols_blur_border_reaches_the_detectors_base_map(overrides: lis
     """The border is a str Enum in the config: the detector must receive its value, which the base
     map then applies (an enum's str() once sent every run to the default border)."""
     cfg = compose_with([*overrides, "model.weights=random", "dataset.image_size=64", "model.image_size=64"])
-    detector = build_detector(cfg, "brick")
+    detector = build_detector(cfg.model, cfg.eval.blur_padding, "brick", torch.device("cpu"))
     with torch.no_grad():
         detector.fit([{"image": torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))}])
         output = detector(torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1)))

@@ -16,6 +16,7 @@ import timm
 import torch
 from anomalib.models.components.feature_extractors import TimmFeatureExtractor
 from conftest import TINY_RUN, run_train
+from fakes import PUBLISHED_CLIPS
 from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 
@@ -141,11 +142,7 @@ def test_clip_detectors_build_the_named_architecture_with_random_weights(
 
 @pytest.mark.parametrize(
     ("overrides", "architecture"),
-    [
-        (["model=winclip"], "ViT-B-16-plus-240"),
-        (["model=anomalyclip"], "ViT-L-14-336"),
-        (["model=musc", "model.family=open_clip", "model.backbone=ViT-L-14-336"], "ViT-L-14-336"),
-    ],
+    [(overrides, architecture) for overrides, architecture, _ in PUBLISHED_CLIPS],
 )
 def test_the_published_clip_is_asked_for_without_a_checkpoint(
     overrides: list[str], architecture: str, no_weights: Path, monkeypatch: pytest.MonkeyPatch
@@ -196,9 +193,9 @@ def test_a_missing_weight_file_is_an_error_for_pretrained_weights_only(
 ) -> None:
     monkeypatch.delenv(WEIGHTS_ENV, raising=False)
     missing = f"paths.weights_dir={tmp_path / 'no_weights'}"
-    plan.check_weights(composed(*overrides, missing, "model.weights=random"))
+    plan.check_weights(composed(*overrides, missing, "model.weights=random").model)
     with pytest.raises(WeightsError, match="weights not found"):
-        plan.check_weights(composed(*overrides, missing))
+        plan.check_weights(composed(*overrides, missing).model)
 
 
 @pytest.mark.slow

@@ -350,7 +350,7 @@ DDP_ON_CPU = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
 
 
 def test_under_ddp_only_training_trainers_span_the_processes(compose: Callable[..., DictConfig]) -> None:
-    make_trainer = trainer_factory(compose(DDP_ON_CPU), logger=False)
+    make_trainer = trainer_factory(compose(DDP_ON_CPU).trainer, logger=False)
     tester, trainer = make_trainer(), make_trainer(purpose="fit", max_steps=1)
     assert isinstance(tester.strategy, SingleDeviceStrategy) and tester.num_devices == 1
     assert isinstance(trainer.strategy, DDPStrategy) and trainer.num_devices == 2
@@ -362,16 +362,16 @@ def test_ddp_in_a_multirun_needs_processes_started_by_the_cluster(
     for name in ("LOCAL_RANK", "SLURM_NTASKS", "SLURM_JOB_NAME"):
         monkeypatch.delenv(name, raising=False)
     config = compose(DDP_ON_CPU)
-    check_ddp_launch(config, RunMode.RUN)  # Lightning starts the other ranks by re-running train.py
-    check_ddp_launch(compose([]), RunMode.MULTIRUN)
+    check_ddp_launch(config.trainer, RunMode.RUN)  # Lightning starts the other ranks by re-running train.py
+    check_ddp_launch(compose([]).trainer, RunMode.MULTIRUN)
     with pytest.raises(AnorefineError, match="tasks_per_node"):
-        check_ddp_launch(config, RunMode.MULTIRUN)
+        check_ddp_launch(config.trainer, RunMode.MULTIRUN)
     monkeypatch.setenv("SLURM_NTASKS", "2")  # one SLURM task per GPU (submitit, tasks_per_node=2)
     monkeypatch.setenv("SLURM_JOB_NAME", "anorefine")
-    check_ddp_launch(config, RunMode.MULTIRUN)
+    check_ddp_launch(config.trainer, RunMode.MULTIRUN)
     monkeypatch.delenv("SLURM_NTASKS")
     monkeypatch.setenv("LOCAL_RANK", "0")  # started by torchrun
-    check_ddp_launch(config, RunMode.MULTIRUN)
+    check_ddp_launch(config.trainer, RunMode.MULTIRUN)
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ _LAZY = {
     "AUPRO_LIMIT": "anorefine.metrics.names",
     "AnomalyMetrics": "anorefine.metrics.accumulator",
     "BinnedMaps": "anorefine.metrics.bootstrap",
+    "BootstrapSettings": "anorefine.metrics.bootstrap",
     "DeltaInterval": "anorefine.metrics.bootstrap",
     "DeltaReplicates": "anorefine.metrics.bootstrap",
     "INTERVAL_KEYS": "anorefine.metrics.names",

@@ -443,6 +443,15 @@ class DeltaInterval:
 
 
 @dataclass(frozen=True)
+class BootstrapSettings:
+    """``eval.bootstrap`` for one category: ``seed`` is that category's stream (``category_seed``)."""
+
+    replicates: int = 1000
+    level: float = 0.95
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class DeltaReplicates:
     """Replicate Δs (refined − base), each (R,) float64 with NaN where undefined, per view and metric.
 
@@ -470,9 +479,7 @@ def delta_intervals(
     refined_scores: ArrayLike,
     labels: ArrayLike,
     kinds: Sequence[str] | None = None,
-    replicates: int = 1000,
-    seed: int = 0,
-    level: float = 0.95,
+    settings: BootstrapSettings = BootstrapSettings(),
     bins: int = 4096,
     aupro_limit: float = AUPRO_LIMIT,
 ) -> DeltaReplicates:
@@ -481,14 +488,15 @@ def delta_intervals(
     ``base_maps``/``refined_maps``/``masks``: parts as for ``score_parts``, (N,H,W) float maps and
     bool masks; ``base_scores``/``refined_scores``/``labels``: (N,) image scores and labels (1 =
     anomalous); ``kinds``: one defect kind per image (``"good"`` for normal images) or ``None`` for
-    no per-kind views. Each map is binned once and the counts are drawn once, with ``seed`` (give
-    each category its own: :func:`category_seed`), and reused for every view. Extra memory: 4 bytes
+    no per-kind views; ``settings``: replicates, level and seed. Each map is binned once and the counts
+    are drawn once, with the seed (give each category its own: :func:`category_seed`), and reused for
+    every view. Extra memory: 4 bytes
     per pixel (the layout) plus one map's sort at a time (as ``pixel_metrics``), then the binned
     maps, (images + regions) x bins float64 each.
     Raises ``MetricError`` when the masks hold no GT region.
     """
     check_aupro_limit(aupro_limit)
-    _check_level(level)
+    _check_level(settings.level)
     layout = RegionLayout.from_masks(masks)
     if layout.num_regions == 0:
         raise MetricError("pixel metrics are undefined: no ground-truth mask has an anomalous pixel")
@@ -503,7 +511,7 @@ def delta_intervals(
     image_labels = prepare_labels(labels, num_images, cpu).numpy()
     base, refined = bin_maps(base_maps, layout, bins), bin_maps(refined_maps, layout, bins)
     del layout  # frees the per-pixel rows
-    counts = resample_counts(num_images, replicates, seed)
+    counts = resample_counts(num_images, settings.replicates, settings.seed)
     selections = {"all": np.ones(num_images, dtype=bool)}
     if kinds is not None:
         selections.update({f"kind/{kind}": selected for kind, selected in kind_selections(kinds).items()})
@@ -522,4 +530,4 @@ def delta_intervals(
             regions = np.flatnonzero(bin_of_region == index)
             if regions.size:
                 views[f"size/{size_bin.key}"] = _paired(base, refined, counts, aupro_limit, regions)
-    return DeltaReplicates(views, level)
+    return DeltaReplicates(views, settings.level)
