@@ -34,6 +34,7 @@ def run_choice(name: str, values: tuple[str, ...]) -> type[enum.Enum]:
 ImageResize = run_choice("ImageResize", get_args(records.ImageResize))
 MaskResize = run_choice("MaskResize", get_args(records.MaskResize))
 BlurPadding = run_choice("BlurPadding", get_args(records.BlurPadding))
+TilingWindow = run_choice("TilingWindow", get_args(records.TilingWindow))
 EvalResolution = run_choice("EvalResolution", EVAL_RESOLUTIONS)
 LoggerName = run_choice("LoggerName", LOGGERS)
 #: train: score a labeled test split; predict: score a folder of new images (anorefine.inspection).
@@ -97,6 +98,17 @@ class BootstrapConfig:
 
 
 @dataclass
+class TilingConfig:
+    """High resolution by tiling (conf/train.yaml ``eval.tiling``; anorefine.detectors.tiling): tile side
+    and overlap in pixels of the dataset's image size, the blend window, tiles per detector call."""
+
+    tile: Optional[int] = MISSING  # noqa: UP045 (null: no tiling)
+    overlap: int = MISSING
+    window: TilingWindow = MISSING  # type: ignore[valid-type]  # a run_choice Enum
+    batch: int = MISSING
+
+
+@dataclass
 class EvalConfig:
     """How maps are scored (conf/train.yaml): at the model's input size or each image's original size,
     with per-kind / per-size breakdowns and bootstrap intervals of the deltas."""
@@ -108,6 +120,7 @@ class EvalConfig:
     save_maps: bool = MISSING
     breakdown: bool = MISSING
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
+    tiling: TilingConfig = field(default_factory=TilingConfig)
 
 
 @dataclass

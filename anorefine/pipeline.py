@@ -22,6 +22,7 @@ from anorefine.data import AnomalyImageDataset
 from anorefine.data.records import ImageRecord
 from anorefine.datasets import build_dataset
 from anorefine.detectors.base import Detector, RunPreparation
+from anorefine.detectors.tiling import TiledDetector, Tiling
 from anorefine.nodes import resolved
 from anorefine.refiners.base import Refiner
 from anorefine.stages import StageClock
@@ -78,9 +79,14 @@ class Pipeline:
         return trainer_factory(self.cfg.trainer, logger)
 
     def build_detector(self, category: str) -> Detector:
-        """The detector for ``category``, built after seeding (``seed``)."""
+        """The detector for ``category``, built after seeding (``seed``), scoring tile by tile when
+        ``eval.tiling.tile`` is set."""
         L.seed_everything(self.cfg.seed, workers=True, verbose=False)
-        return build_detector(self.cfg.model, self.cfg.eval.blur_padding, category, self.device)
+        detector = build_detector(self.cfg.model, self.cfg.eval.blur_padding, category, self.device)
+        tiling = resolved(self.cfg.eval.tiling)
+        if not tiling["tile"]:
+            return detector
+        return TiledDetector(detector, Tiling(**tiling)).to(self.device).eval()
 
     def fit(self, detector: Detector, train_set: AnomalyImageDataset, category: str) -> None:
         """Fit on the normal images, or load the state an identical earlier fit saved (``fit_cache``)."""

@@ -27,8 +27,11 @@ if TYPE_CHECKING:
     from anorefine.data.records import ImageRecord
 
 
-def check_components(refiner: DictConfig, curriculum: DictConfig, model: DictConfig, image_size: int) -> None:
-    """Refiner, curriculum and sizes (the dataset's ``image_size``) that fit together (reads no file)."""
+def check_components(
+    refiner: DictConfig, curriculum: DictConfig, model: DictConfig, input_size: int, input_setting: str
+) -> None:
+    """Refiner, curriculum and sizes that fit together (reads no file): ``input_size`` is what the
+    detector sees, set by ``input_setting`` (``dataset.image_size``, or ``eval.tiling.tile``)."""
     refiner_class = component_class(refiner, Refiner)
     curriculum_class = component_class(curriculum, Curriculum)
     if refiner_class.trainable and not curriculum_class.trains_refiner:
@@ -42,10 +45,11 @@ def check_components(refiner: DictConfig, curriculum: DictConfig, model: DictCon
             "nothing to train: use refiner=ard, or curriculum=none"
         )
     model_size = model.get("image_size")
-    if model_size is not None and int(image_size) != int(model_size):
+    if model_size is not None and int(input_size) != int(model_size):
+        follows = "the dataset follows it" if input_setting == "dataset.image_size" else "or the tile"
         raise AnorefineError(
-            f"dataset.image_size={image_size} differs from model.image_size={model_size}: "
-            "set model.image_size (the dataset follows it)"
+            f"{input_setting}={input_size} differs from model.image_size={model_size}: "
+            f"set model.image_size ({follows})"
         )
 
 
@@ -105,7 +109,9 @@ def check_config(cfg: DictConfig, trains: bool = True) -> None:
     """Every check that reads no file, each given the nodes it reads; ``trains=False`` (a saved state is
     loaded: nothing is fitted or trained) skips whether the refiner and the curriculum go together."""
     if trains:
-        check_components(cfg.refiner, cfg.curriculum, cfg.model, cfg.dataset.image_size)
+        tile = cfg.eval.tiling.tile
+        size, setting = (tile, "eval.tiling.tile") if tile else (cfg.dataset.image_size, "dataset.image_size")
+        check_components(cfg.refiner, cfg.curriculum, cfg.model, size, setting)
     check_model_settings(cfg.model, cfg.eval.protocol)
     check_eval(cfg.eval)
     check_accelerator(cfg.trainer)

@@ -16,6 +16,9 @@ MaskResize = Literal["nearest", "above_half", "full", "nonzero"]
 #: or ``symmetric`` (the edge pixel repeated: scipy.ndimage.gaussian_filter's ``reflect``, as the
 #: official AnomalyCLIP code).
 BlurPadding = Literal["reflect", "symmetric"]
+#: How overlapping tiles blend (``eval.tiling.window``): sin² weights, or each cell from the nearest
+#: tile centre (anorefine.detectors.tiling).
+TilingWindow = Literal["hann", "crop"]
 
 
 @dataclass(frozen=True)

@@ -81,7 +81,7 @@ def wood(rng: np.random.Generator, size: int = PROCEDURAL_SIZE) -> np.ndarray:
     return _colourise(gray, np.array([1.0, 0.68, 0.42], np.float32) * rng.uniform(0.85, 1.1))
 
 
-PROCEDURAL_TEXTURES: dict[str, Callable[[np.random.Generator], np.ndarray]] = {
+PROCEDURAL_TEXTURES: dict[str, Callable[..., np.ndarray]] = {
     "woven": woven,
     "carpet": carpet,
     "wood": wood,
