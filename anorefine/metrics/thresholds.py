@@ -145,11 +145,12 @@ def _plateau_threshold(
     return (math.inf, 0) if chosen is None else (float(levels[chosen[0]]), chosen[1])
 
 
-def _check_mebin(sample_rate: int, min_interval_len: int, kernel_size: int) -> None:
+def check_mebin(sample_rate: int, min_interval_len: int, kernel_size: int, prefix: str = "MEBin ") -> None:
+    """MEBin's integer settings are 1 or more; ``prefix`` names the config node."""
     for name, value in (("sample_rate", sample_rate), ("min_interval_len", min_interval_len),
                         ("kernel_size", kernel_size)):  # fmt: skip
         if value < 1:
-            raise AnorefineError(f"MEBin {name}={value} must be 1 or more")
+            raise AnorefineError(f"{prefix}{name}={value} must be 1 or more")
 
 
 def mebin_threshold(
@@ -164,7 +165,7 @@ def mebin_threshold(
 ) -> tuple[float, int]:
     """(threshold, component count of its stable interval) of one map within the set's search range
     (``mebin_search_range``); (inf, 0) when no interval is stable."""
-    _check_mebin(sample_rate, min_interval_len, kernel_size)
+    check_mebin(sample_rate, min_interval_len, kernel_size)
     return _plateau_threshold(
         _eroded(anomaly_map, erode, kernel_size), low, high, sample_rate, min_interval_len
     )
@@ -184,7 +185,7 @@ def mebin_masks(
     ``search_range`` (low, high) defaults to ``mebin_search_range(maps)``; give the range of the whole
     set (e.g. the peaks of all test maps of a category) to binarise it batch by batch.
     """
-    _check_mebin(sample_rate, min_interval_len, kernel_size)
+    check_mebin(sample_rate, min_interval_len, kernel_size)
     low, high = mebin_search_range(maps) if search_range is None else search_range
     masks = []
     for anomaly_map in maps:
