@@ -19,6 +19,7 @@ from omegaconf import MISSING
 
 from anorefine.conf import CONF_DIR
 from anorefine.data import records
+from anorefine.metrics.names import THRESHOLD_RULES, THRESHOLD_SOURCES
 from anorefine.resolvers import register_resolvers
 from anorefine.settings import register_component_schemas
 
@@ -37,6 +38,8 @@ BlurPadding = run_choice("BlurPadding", get_args(records.BlurPadding))
 TilingWindow = run_choice("TilingWindow", get_args(records.TilingWindow))
 EvalResolution = run_choice("EvalResolution", EVAL_RESOLUTIONS)
 LoggerName = run_choice("LoggerName", LOGGERS)
+ThresholdRule = run_choice("ThresholdRule", THRESHOLD_RULES)
+ThresholdSource = run_choice("ThresholdSource", THRESHOLD_SOURCES)
 #: train: score a labeled test split; predict: score a folder of new images (anorefine.inspection).
 RunMode = run_choice("RunMode", ("train", "predict"))
 
@@ -109,9 +112,30 @@ class TilingConfig:
 
 
 @dataclass
+class MebinConfig:
+    """MEBin's settings (``eval.threshold.rule=mebin``; anorefine.metrics.thresholds)."""
+
+    sample_rate: int = MISSING
+    min_interval_len: int = MISSING
+    erode: bool = MISSING
+    kernel_size: int = MISSING
+
+
+@dataclass
+class ThresholdConfig:
+    """How binary masks are set without labels (conf/train.yaml ``eval.threshold``; docs/thresholds.md)."""
+
+    rule: ThresholdRule = MISSING  # type: ignore[valid-type]  # a run_choice Enum
+    quantile: float = MISSING
+    k: float = MISSING
+    source: ThresholdSource = MISSING  # type: ignore[valid-type]  # a run_choice Enum
+    mebin: MebinConfig = field(default_factory=MebinConfig)
+
+
+@dataclass
 class EvalConfig:
     """How maps are scored (conf/train.yaml): at the model's input size or each image's original size,
-    with per-kind / per-size breakdowns and bootstrap intervals of the deltas."""
+    with per-kind / per-size breakdowns, bootstrap intervals of the deltas and label-free thresholds."""
 
     resolution: EvalResolution = MISSING  # type: ignore[valid-type]  # a run_choice Enum
     aupro_limit: float = MISSING
@@ -121,6 +145,7 @@ class EvalConfig:
     breakdown: bool = MISSING
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
     tiling: TilingConfig = field(default_factory=TilingConfig)
+    threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
 
 
 @dataclass

@@ -37,6 +37,7 @@ from anorefine.data.dataset import read_rgb
 from anorefine.data.records import ImageRecord, is_image_file
 from anorefine.detectors.base import Detector
 from anorefine.errors import AnorefineError
+from anorefine.metrics.thresholds import choose_threshold
 from anorefine.nodes import resolved
 from anorefine.pipeline import Pipeline
 from anorefine.progress import ProgressLog
@@ -118,10 +119,11 @@ class NormalScores:
         self.scores.extend(score.detach().float().cpu().tolist())
 
     def thresholds(self, image_quantile: float, pixel_quantile: float) -> Thresholds:
+        """The ``quantile`` rule of ``anorefine.metrics.thresholds`` on the scores and on the pixels."""
         pixels = np.concatenate(self.pixels)
         return Thresholds(
-            image=float(np.quantile(self.scores, image_quantile)),
-            pixel=float(np.quantile(pixels, pixel_quantile)),
+            image=choose_threshold("quantile", np.asarray(self.scores), quantile=image_quantile),
+            pixel=choose_threshold("quantile", pixels, quantile=pixel_quantile),
             floor=float(np.median(pixels)),
             normal_images=len(self.scores),
         )

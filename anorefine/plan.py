@@ -19,6 +19,7 @@ from anorefine.config import EvalConfig, TrainerConfig
 from anorefine.curriculum.base import Curriculum
 from anorefine.detectors.base import Detector
 from anorefine.errors import AnorefineError
+from anorefine.metrics.thresholds import check_mebin, check_params
 from anorefine.nodes import component_class, resolved
 from anorefine.refiners.base import Refiner
 from anorefine.weights import RANDOM
@@ -93,7 +94,7 @@ def check_model_settings(model: DictConfig, protocol: str) -> None:
 
 
 def check_eval(settings: EvalConfig) -> None:
-    """``eval.bootstrap`` within its range (one line naming the key otherwise)."""
+    """``eval.bootstrap`` and ``eval.threshold`` within their ranges (one line naming the key otherwise)."""
     bootstrap = settings.bootstrap
     if bootstrap.replicates < 0:
         raise AnorefineError(
@@ -103,6 +104,10 @@ def check_eval(settings: EvalConfig) -> None:
         raise AnorefineError(f"eval.bootstrap.level={bootstrap.level} must lie strictly between 0 and 1")
     if bootstrap.seed < 0:
         raise AnorefineError(f"eval.bootstrap.seed={bootstrap.seed} must be 0 or more")
+    threshold = settings.threshold
+    check_params(threshold.quantile, threshold.k, prefix="eval.threshold.")
+    mebin = threshold.mebin
+    check_mebin(mebin.sample_rate, mebin.min_interval_len, mebin.kernel_size, prefix="eval.threshold.mebin.")
 
 
 def check_config(cfg: DictConfig, trains: bool = True) -> None:

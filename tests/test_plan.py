@@ -12,6 +12,7 @@ import torch
 from conftest import compose_with, run_train
 from fakes import PUBLISHED_CLIPS
 from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
 from PIL import Image
 
 from anorefine import plan
@@ -48,6 +49,28 @@ def test_consistent_configs_pass() -> None:
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without a GPU")
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("eval.threshold.quantile=1.5", r"eval\.threshold\.quantile=1\.5 must lie in \[0, 1\]"),
+        ("eval.threshold.k=-1", r"eval\.threshold\.k=-1\.0 must be a number, 0 or more"),
+        ("eval.threshold.mebin.sample_rate=0", r"eval\.threshold\.mebin\.sample_rate=0 must be 1 or more"),
+    ],
+)
+def test_a_bad_threshold_setting_fails_naming_the_key(override: str, message: str) -> None:
+    with pytest.raises(AnorefineError, match=message):
+        plan.check_config(composed(override))
+
+
+def test_threshold_settings_are_typed_choices_and_default_to_none() -> None:
+    cfg = composed()
+    assert cfg.eval.threshold.rule == "none" and cfg.eval.threshold.source == "validation"
+    for rule in ("quantile", "mean_std", "mebin"):
+        plan.check_config(composed(f"eval.threshold.rule={rule}", "eval.threshold.source=train"))
+    with pytest.raises(ConfigCompositionException, match=r"eval\.threshold\.rule"):
+        composed("eval.threshold.rule=otsu")
+
+
 def test_a_gpu_asked_for_on_a_cpu_machine_fails_naming_the_fix() -> None:
     with pytest.raises(AnorefineError, match=r"trainer\.accelerator=gpu .* use trainer=cpu"):
         plan.check_config(composed("trainer=gpu"))

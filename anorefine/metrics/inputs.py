@@ -69,6 +69,11 @@ def to_binary(values: Tensor, name: str) -> Tensor:
     return positive
 
 
+def prepare_binary(values: ArrayLike, name: str) -> Tensor:
+    """Binary maps (bool, {0,1} or {0,255}) as a contiguous (N,H,W) bool tensor on their own device."""
+    return to_binary(_squeeze_channel(as_tensor(values, name), name), name).contiguous()
+
+
 def prepare_masks(gt_masks: ArrayLike, shape: torch.Size, device: torch.device) -> Tensor:
     """Ground-truth masks as a contiguous (N,H,W) bool tensor of the maps' shape, on ``device``."""
     masks = _squeeze_channel(as_tensor(gt_masks, "gt_masks", device), "gt_masks")

@@ -22,3 +22,9 @@ SIZE_KEYS = ("pixel_auroc", "pixel_ap", "aupro")
 #: AUPRO integrates the PRO curve up to this false-positive rate (MVTec AD's definition; the run's
 #: value is ``eval.aupro_limit``).
 AUPRO_LIMIT = 0.3
+#: Label-free threshold rules of ``eval.threshold.rule`` (anorefine.metrics.thresholds): none, a quantile
+#: or mean + k·σ of normal images' values, or MEBin's per-image binarisation.
+THRESHOLD_RULES = ("none", "quantile", "mean_std", "mebin")
+#: Where the normal images of ``eval.threshold.source`` come from: the dataset's validation split of
+#: normal images (MVTec AD 2's ``validation``) or the category's normal train images.
+THRESHOLD_SOURCES = ("validation", "train")
