@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig
 
 from anorefine.curriculum.base import Curriculum
+from anorefine.data.records import require_labeled
 from anorefine.detectors.base import Detector
 from anorefine.errors import AnorefineError
 from anorefine.nodes import component_class, resolved
@@ -69,7 +70,9 @@ def check_weights(cfg: DictConfig) -> None:
 
 
 def check_test_split(cfg: DictConfig, category: str, records: list[ImageRecord]) -> None:
-    """The detector's check of a category's test split (e.g. enough images for MuSc's mutual scoring)."""
+    """Every test image labeled (metrics are computed on it), then the detector's check of the split
+    (e.g. enough images for MuSc's mutual scoring)."""
+    require_labeled(records)
     settings = resolved(cfg.model, enums_as_values=False)
     folders = [r.defect_type for r in records]
     component_class(cfg.model, Detector).check_test_split(settings, category, folders)
