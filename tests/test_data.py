@@ -377,7 +377,7 @@ def test_download_btad_zip_unwraps_its_top_folder(tmp_path: Path, monkeypatch: p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["btad", "btad.zip"]
 
 
-@pytest.mark.parametrize("name", ["../evil.txt", "/tmp/evil.txt", "link"])
+@pytest.mark.parametrize("name", ["../evil.txt", "/absolute/evil.txt", "link"])
 def test_extract_zip_refuses_escaping_members_and_links(tmp_path: Path, name: str) -> None:
     archive = tmp_path / "bad.zip"
     with zipfile.ZipFile(archive, "w") as zipped:
