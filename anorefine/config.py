@@ -9,7 +9,9 @@ data is read. This module imports no torch: composing a config takes a fraction 
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, get_args
@@ -21,7 +23,14 @@ from anorefine.conf import CONF_DIR
 from anorefine.data import records
 from anorefine.metrics.names import THRESHOLD_RULES, THRESHOLD_SOURCES
 from anorefine.resolvers import register_resolvers
-from anorefine.settings import register_component_schemas
+from anorefine.settings import (
+    encoded,
+    publish,
+    register_component_schemas,
+    schema_fields,
+    signature_settings,
+    yaml_target,
+)
 
 EVAL_RESOLUTIONS = ("input", "original")
 LOGGERS = ("csv", "wandb", "none")
@@ -56,7 +65,8 @@ class PathsConfig:
 
 @dataclass
 class DatasetConfig:
-    """One dataset: its kind, root, categories and loader settings (conf/dataset, conf/common/dataset)."""
+    """One dataset: its kind, root, categories and loader settings (conf/dataset, conf/common/dataset);
+    each conf/dataset option's schema extends it with its class's own settings (``dataset_schema``)."""
 
     _target_: str = MISSING  # its class (anorefine/datasets): categories, splits, facts
     name: str = MISSING  # the conf/dataset option
@@ -69,6 +79,30 @@ class DatasetConfig:
     batch_size: int = MISSING
     num_workers: int = MISSING
     generation_seed: int = MISSING
+
+
+#: Published names of derived dataset schemas: ``DatasetSchema__<target with __ for .>``.
+DATASET_SCHEMA_PREFIX = "DatasetSchema__"
+
+
+@functools.cache
+def dataset_schema(target: str) -> type:
+    """The schema of a ``conf/dataset`` option, stored as ``schema/dataset/<file>``: ``DatasetConfig``
+    plus the constructor settings of its class that ``DatasetConfig`` lacks (Real-IAD's ``views``),
+    typed and defaulted from the signature. A subclass, so it fills ``TrainConfig.dataset``."""
+    shared = {f.name for f in dataclasses.fields(DatasetConfig)}
+    own = [setting for setting in signature_settings(target) if setting.name not in shared]
+    name = f"{DATASET_SCHEMA_PREFIX}{encoded(target)}"
+    return publish(
+        name, dataclasses.make_dataclass(name, schema_fields(own), bases=(DatasetConfig,)), __name__
+    )
+
+
+def __getattr__(name: str) -> Any:
+    """A derived dataset schema by its published name, built on first use (worker processes)."""
+    if name.startswith(DATASET_SCHEMA_PREFIX):
+        return dataset_schema(name.removeprefix(DATASET_SCHEMA_PREFIX).replace("__", "."))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -182,7 +216,6 @@ class TrainConfig:
 RUN_SCHEMAS: list[tuple[str, type]] = [
     ("train", TrainConfig),
     ("paths", PathsConfig),
-    ("dataset", DatasetConfig),
     ("trainer", TrainerConfig),
     ("logger", LoggerConfig),
 ]
@@ -200,4 +233,8 @@ def register_configs(conf_dir: Path = CONF_DIR) -> None:
     store = ConfigStore.instance()
     for group, node in RUN_SCHEMAS:
         store.store(group="schema", name=group, node=node)
+    for path in sorted((conf_dir / "dataset").glob("*.yaml")):
+        target = yaml_target(path)
+        if target:
+            store.store(group="schema/dataset", name=path.stem, node=dataset_schema(target))
     register_component_schemas(conf_dir)

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from anorefine import data
-from anorefine.data.records import ImageRecord
+from anorefine.data.records import ImageRecord, require_labeled
 from anorefine.datasets import open_dataset
 from anorefine.errors import AnorefineError, DataError
 from anorefine.metrics import METRIC_KEYS, AnomalyMetrics
@@ -73,6 +73,7 @@ def evaluate_category(
     records = open_dataset(dataset, root).records(category, "test")
     if not records:
         raise DataError(f"no test images for category {category!r} under {root}")
+    require_labeled(records)
     images = data.AnomalyImageDataset(records, image_size=1)  # only original_mask is used
     metric = AnomalyMetrics(aupro_limit=aupro_limit)
     for index, record in enumerate(records):

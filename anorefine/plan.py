@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from anorefine.config import EvalConfig, TrainerConfig
 from anorefine.curriculum.base import Curriculum
+from anorefine.data.records import require_labeled
 from anorefine.detectors.base import Detector
 from anorefine.errors import AnorefineError
 from anorefine.metrics.thresholds import check_mebin, check_params
@@ -75,7 +76,9 @@ def check_weights(model: DictConfig) -> None:
 
 
 def check_test_split(model: DictConfig, category: str, records: list[ImageRecord]) -> None:
-    """The detector's check of a category's test split (e.g. enough images for MuSc's mutual scoring)."""
+    """Every test image labeled (metrics are computed on it), then the detector's check of the split
+    (e.g. enough images for MuSc's mutual scoring)."""
+    require_labeled(records)
     settings = resolved(model, enums_as_values=False)
     folders = [r.defect_type for r in records]
     component_class(model, Detector).check_test_split(settings, category, folders)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import enum
+import sys
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -93,24 +94,25 @@ def _default(module: str, node: ast.expr) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def _published(name: str, cls: Any) -> Any:
-    """``cls`` made importable as ``anorefine.settings.<name>``: a launcher's worker process (joblib,
-    Ray) unpickles Hydra's config store by reference, and ``__getattr__`` below rebuilds the class
-    there from its name; pickled by value, a derived dataclass loses its defaults."""
-    cls.__module__, cls.__qualname__ = __name__, name
-    globals()[name] = cls
+def publish(name: str, cls: Any, module: str = __name__) -> Any:
+    """``cls`` made importable as ``<module>.<name>``: a launcher's worker process (joblib, Ray)
+    unpickles Hydra's config store by reference, and the module's ``__getattr__`` (below for this one)
+    rebuilds the class there from its name; pickled by value, a derived dataclass loses its defaults."""
+    cls.__module__, cls.__qualname__ = module, name
+    setattr(sys.modules[module], name, cls)
     return cls
 
 
-def _encoded(target: str) -> str:
+def encoded(target: str) -> str:
+    """A dotted target as part of a Python name (``.`` as ``__``)."""
     return target.replace(".", "__")
 
 
 @cache
 def choice_enum(owner: str, name: str, values: tuple[str, ...]) -> type[enum.Enum]:
     """A str Enum whose members are the allowed values (names equal values); ``owner``: the target."""
-    label = f"{CHOICE_PREFIX}{_encoded(owner)}__{name}"
-    return _published(label, enum.Enum(label, {v: v for v in values}, type=str, module=__name__))
+    label = f"{CHOICE_PREFIX}{encoded(owner)}__{name}"
+    return publish(label, enum.Enum(label, {v: v for v in values}, type=str, module=__name__))
 
 
 def _annotation(module: str, owner: str, name: str, node: ast.expr | None) -> Any:
@@ -217,14 +219,10 @@ def constant(value: Any) -> Callable[[], Any]:
     return lambda: value
 
 
-@cache
-def component_schema(target: str, nested: bool = False) -> type:
-    """The schema dataclass of a component: ``_target_``, ``name`` (a label, top level only) and every
-    constructor parameter; ``nested``: the schema of a component inside another's settings."""
-    fields: list[tuple[str, Any, Any]] = [("_target_", str, dataclasses.field(default=target))]
-    if not nested:
-        fields.append(("name", Optional[str], dataclasses.field(default=None)))  # noqa: UP045
-    for setting in signature_settings(target):
+def schema_fields(settings: list[Setting]) -> list[tuple[str, Any, Any]]:
+    """Dataclass fields of constructor settings: each one's type and default (``???``: required)."""
+    fields: list[tuple[str, Any, Any]] = []
+    for setting in settings:
         if setting.default is _UNSET:
             fields.append((setting.name, setting.annotation, dataclasses.field(default="???")))
         elif isinstance(setting.default, list | dict):
@@ -240,16 +238,27 @@ def component_schema(target: str, nested: bool = False) -> type:
             if setting.default is None and annotation is not Any:
                 annotation = Optional[annotation]  # noqa: UP045 (a runtime type)
             fields.append((setting.name, annotation, dataclasses.field(default=setting.default)))
-    name = f"{SCHEMA_PREFIX}{_encoded(target)}{NESTED_SUFFIX if nested else ''}"
-    return _published(name, dataclasses.make_dataclass(name, fields))
+    return fields
+
+
+@cache
+def component_schema(target: str, nested: bool = False) -> type:
+    """The schema dataclass of a component: ``_target_``, ``name`` (a label, top level only) and every
+    constructor parameter; ``nested``: the schema of a component inside another's settings."""
+    fields: list[tuple[str, Any, Any]] = [("_target_", str, dataclasses.field(default=target))]
+    if not nested:
+        fields.append(("name", Optional[str], dataclasses.field(default=None)))  # noqa: UP045
+    fields += schema_fields(signature_settings(target))
+    name = f"{SCHEMA_PREFIX}{encoded(target)}{NESTED_SUFFIX if nested else ''}"
+    return publish(name, dataclasses.make_dataclass(name, fields))
 
 
 def __getattr__(name: str) -> Any:
     """A derived schema or choice Enum by its published name, built on first use (worker processes)."""
     if name.startswith(SCHEMA_PREFIX):
-        encoded = name.removeprefix(SCHEMA_PREFIX)
-        nested = encoded.endswith(NESTED_SUFFIX)
-        return component_schema(encoded.removesuffix(NESTED_SUFFIX).replace("__", "."), nested)
+        label = name.removeprefix(SCHEMA_PREFIX)
+        nested = label.endswith(NESTED_SUFFIX)
+        return component_schema(label.removesuffix(NESTED_SUFFIX).replace("__", "."), nested)
     if name.startswith(CHOICE_PREFIX):
         owner = name.removeprefix(CHOICE_PREFIX).rsplit("__", 1)[0].replace("__", ".")
         signature_settings(owner)  # creates and publishes the owner's choice Enums

@@ -1,8 +1,10 @@
 """Download what anorefine needs that is not on PyPI.
 
-python scripts/download.py mvtec --root DIR    # MVTec AD archive, sha256-verified, extracted
-python scripts/download.py visa --root DIR     # VisA archive, sha256-verified, extracted
-python scripts/download.py weights [--dir DIR] # every checkpoint the configs name, into the weights dir
+python scripts/download.py mvtec --root DIR       # MVTec AD archive, sha256-verified, extracted
+python scripts/download.py visa --root DIR        # VisA archive, likewise
+python scripts/download.py mvtec_loco --root DIR  # MVTec LOCO AD archive, likewise
+python scripts/download.py btad --root DIR        # BTAD archive (a zip), likewise
+python scripts/download.py weights [--dir DIR]    # every checkpoint the configs name, into the weights dir
 """
 
 from __future__ import annotations

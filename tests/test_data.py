@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import json
 import re
+import stat
 import tarfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -350,3 +352,48 @@ def test_extract_refuses_escaping_members(tmp_path: Path, name: str) -> None:
     with pytest.raises(DataError, match="refused"):
         download.extract_tar(archive, tmp_path / "out")
     assert not (tmp_path / "evil.txt").exists()
+
+
+def _zip(path: Path, files: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as zipped:
+        for name, data in files.items():
+            zipped.writestr(name, data)
+    return path
+
+
+def test_download_btad_zip_unwraps_its_top_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    archive = _zip(
+        tmp_path / "btad.zip",
+        {
+            "BTech_Dataset_transformed/01/train/ok/0000.bmp": b"x",
+            "BTech_Dataset_transformed/01/ground_truth/ko/0000.png": b"m",
+            "readme.txt": b"beside the dataset",
+        },
+    )
+    _serve(monkeypatch, "btad", archive, download.sha256_of(archive))
+    root = download.download_dataset("btad", tmp_path / "btad")
+    assert (root / "01" / "train" / "ok" / "0000.bmp").read_bytes() == b"x"
+    assert (root / "01" / "ground_truth" / "ko" / "0000.png").read_bytes() == b"m"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["btad", "btad.zip"]
+
+
+@pytest.mark.parametrize("name", ["../evil.txt", "/absolute/evil.txt", "link"])
+def test_extract_zip_refuses_escaping_members_and_links(tmp_path: Path, name: str) -> None:
+    archive = tmp_path / "bad.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        info = zipfile.ZipInfo(name)
+        if name == "link":
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zipped.writestr(info, "../../etc/passwd" if name == "link" else "")
+    with pytest.raises(DataError, match="refused"):
+        download.extract_zip(archive, tmp_path / "out")
+    assert not (tmp_path / "evil.txt").exists() and not (tmp_path / "out" / "link").exists()
+
+
+def test_a_damaged_zip_fails_naming_it(tmp_path: Path) -> None:
+    archive = tmp_path / "btad.zip"
+    archive.write_bytes(b"PK not a zip")
+    with pytest.raises(
+        DataError, match=f"cannot extract {re.escape(str(archive))}: .*run the download again"
+    ):
+        download.extract_archive(archive, tmp_path / "out")

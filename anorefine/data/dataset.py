@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
-from anorefine.data.records import ImageRecord, ImageResize, MaskResize
+from anorefine.data.records import IMAGE_SUFFIXES, ImageRecord, ImageResize, MaskResize, is_image_file
 from anorefine.errors import DataError
 from anorefine.shapes import spatial_size
 from anorefine.stages import StageClock
@@ -64,6 +64,30 @@ def _to_mask(img: Image.Image) -> np.ndarray:
     return arr > 0
 
 
+def mask_files(path: Path) -> list[Path]:
+    """The files of a record's mask: the file itself, or the image files of a mask directory, sorted
+    (MVTec LOCO AD ships one file per defect of an image; their union is the image's mask)."""
+    if not path.is_dir():
+        return [path]
+    files = sorted(p for p in path.iterdir() if is_image_file(p))
+    if not files:
+        raise DataError(
+            f"mask folder {path} holds no mask files (*{', *'.join(IMAGE_SUFFIXES)}): restore its masks"
+        )
+    return files
+
+
+def _check_mask_size(
+    path: Path, size: tuple[int, int], record: ImageRecord, image_size: tuple[int, int]
+) -> None:
+    """A mask file's (W, H) must be its image's."""
+    if size != image_size:
+        raise DataError(
+            f"mask {path} is {size[0]}x{size[1]} but image {record.image_path} is "
+            f"{image_size[0]}x{image_size[1]}: the mask does not belong to this image"
+        )
+
+
 _MASK_RULES = {"above_half": lambda m: m > 127.5, "full": lambda m: m == 255, "nonzero": lambda m: m > 0}
 
 
@@ -112,17 +136,16 @@ class AnomalyImageDataset(Dataset):
 
     @staticmethod
     def _file_mask(record: ImageRecord, image_size: tuple[int, int]) -> torch.Tensor:
-        """The record's (H0, W0) bool mask at the file's size; its (W, H) must equal ``image_size``."""
+        """The record's (H0, W0) bool mask at the file's size: the union of its mask files (``mask_files``),
+        each of whose (W, H) must equal ``image_size``."""
         if record.mask_path is None:
             raise DataError(f"{record.image_path} has no mask to read")
-        mask_img = _open(record.mask_path, "mask")
-        if mask_img.size != image_size:
-            raise DataError(
-                f"mask {record.mask_path} is {mask_img.width}x{mask_img.height} but image "
-                f"{record.image_path} is {image_size[0]}x{image_size[1]}: "
-                "the mask does not belong to this image"
-            )
-        return torch.from_numpy(_to_mask(mask_img))
+        masks = []
+        for path in mask_files(record.mask_path):
+            mask_img = _open(path, "mask")
+            _check_mask_size(path, mask_img.size, record, image_size)
+            masks.append(_to_mask(mask_img))
+        return torch.from_numpy(np.logical_or.reduce(masks))
 
     def check_files(self) -> None:
         """Read every image's and mask's header (nothing decoded): each must be readable and each mask
@@ -130,12 +153,8 @@ class AnomalyImageDataset(Dataset):
         for record in self.records:
             size = _header_size(record.image_path, "image")
             if record.label == 1 and record.mask_path is not None:
-                mask_size = _header_size(record.mask_path, "mask")
-                if mask_size != size:
-                    raise DataError(
-                        f"mask {record.mask_path} is {mask_size[0]}x{mask_size[1]} but image "
-                        f"{record.image_path} is {size[0]}x{size[1]}: the mask does not belong to this image"
-                    )
+                for path in mask_files(record.mask_path):
+                    _check_mask_size(path, _header_size(path, "mask"), record, size)
 
     def original_mask(self, index: int) -> torch.Tensor:
         """Item ``index``'s (H0, W0) bool mask at the original image size, not resized (for

@@ -1,4 +1,5 @@
-"""Download of the MVTec AD and VisA archives: stream, verify sha256, extract safely, rename into place."""
+"""Download of the dataset archives with a direct URL (MVTec AD, MVTec LOCO AD, VisA, BTAD): stream,
+verify sha256, extract safely, rename into place."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import hashlib
 import lzma
 import os
 import shutil
+import stat
 import tarfile
 import tempfile
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,11 +56,25 @@ ARCHIVES: dict[str, Archive] = {
         "2eb8690c803ab37de0324772964100169ec8ba1fa3f7e94291c9ca673f40f362",
         SPLIT_CSV.as_posix(),
     ),
+    "mvtec_loco": Archive(
+        "MVTec LOCO AD",
+        "https://www.mydrive.ch/shares/48237/1b9106ccdfbb09a0c414bd49fe44a14a/download/430647091-1646842701/"
+        "mvtec_loco_anomaly_detection.tar.xz",
+        "9e7c84dba550fd2e59d8e9e231c929c45ba737b6b6a6d3814100f54d63aae687",
+        f"breakfast_box/train/{GOOD}",
+    ),
+    "btad": Archive(
+        "BTAD",
+        "https://avires.dimi.uniud.it/papers/btad/btad.zip",
+        "461c9387e515bfed41ecaae07c50cf6b10def647b36c9e31d239ab2736b10d2a",
+        "01/train/ok",
+    ),
 }
 
 
 def is_extracted(archive: Archive, root: Path) -> bool:
-    """True when `root` holds the extracted `archive` (its marker: VisA's split CSV, an MVTec category)."""
+    """True when `root` holds the extracted `archive` (its marker: VisA's split CSV, a category's train
+    folder)."""
     return root.is_dir() and any(root.glob(archive.marker))
 
 
@@ -95,6 +112,16 @@ def fetch(url: str, dest: Path, progress: Progress | None = None) -> None:
         raise DataError(f"cannot download {url}: {err}; check the connection and download again") from err
 
 
+def _check_inside(archive: Path, member: str, base: Path) -> None:
+    """Refuse an archive member whose path would leave the (resolved) extraction folder ``base``."""
+    if not (base / member).resolve().is_relative_to(base):
+        raise DataError(f"archive {archive} member '{member}' would be written outside {base}: refused")
+
+
+def _damaged(archive: Path, err: Exception) -> DataError:
+    return DataError(f"cannot extract {archive}: {err}; the archive is damaged: run the download again")
+
+
 def extract_tar(archive: Path, dest: Path) -> None:
     """Extract a tar archive into `dest` in one pass, refusing links, special files and paths escaping `dest`.
 
@@ -107,19 +134,36 @@ def extract_tar(archive: Path, dest: Path) -> None:
             for member in tar:  # streaming: a .tar.xz is decompressed once
                 if not (member.isfile() or member.isdir()):
                     raise DataError(f"archive {archive} has a link or special file '{member.name}': refused")
-                if not (base / member.name).resolve().is_relative_to(base):
-                    raise DataError(
-                        f"archive {archive} member '{member.name}' would be written outside {dest}: refused"
-                    )
+                _check_inside(archive, member.name, base)
                 tar.extract(member, dest, **extra)
     except (tarfile.TarError, lzma.LZMAError, EOFError) as err:
-        raise DataError(
-            f"cannot extract {archive}: {err}; the archive is damaged: run the download again"
-        ) from err
+        raise _damaged(archive, err) from err
+
+
+def extract_zip(archive: Path, dest: Path) -> None:
+    """Extract a zip archive into `dest`, refusing links and paths escaping `dest` (as ``extract_tar``)."""
+    base = dest.resolve()
+    try:
+        with zipfile.ZipFile(archive) as zipped:
+            for member in zipped.infolist():
+                if stat.S_ISLNK(member.external_attr >> 16):
+                    raise DataError(f"archive {archive} has a link '{member.filename}': refused")
+                _check_inside(archive, member.filename, base)
+                zipped.extract(member, dest)
+    except (zipfile.BadZipFile, EOFError) as err:
+        raise _damaged(archive, err) from err
+
+
+def extract_archive(archive: Path, dest: Path) -> None:
+    """Extract a .zip or a tar archive (any compression) into `dest`."""
+    if archive.suffix.lower() == ".zip":
+        extract_zip(archive, dest)
+    else:
+        extract_tar(archive, dest)
 
 
 def download_dataset(kind: str, root: Path, progress: Progress | None = None) -> Path:
-    """Download, verify and extract dataset `kind` ("mvtec" or "visa") into `root`; return root.
+    """Download, verify and extract dataset `kind` (a key of ``ARCHIVES``) into `root`; return root.
 
     Does nothing when `root` already holds the dataset. Works in temporary siblings of `root`
     and renames the extracted tree into place last, so a failed run leaves `root` untouched.
@@ -136,15 +180,16 @@ def download_dataset(kind: str, root: Path, progress: Progress | None = None) ->
     root.parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".download", dir=root.parent))
     try:
-        tar_path = workdir / archive.filename
-        fetch(archive.url, tar_path, progress)
-        verify_sha256(tar_path, archive.sha256, archive.url)
+        archive_path = workdir / archive.filename
+        fetch(archive.url, archive_path, progress)
+        verify_sha256(archive_path, archive.sha256, archive.url)
         extracted = workdir / "extracted"
-        extract_tar(tar_path, extracted)
-        tar_path.unlink()
-        entries = list(extracted.iterdir())
-        if not is_extracted(archive, extracted) and len(entries) == 1 and entries[0].is_dir():
-            extracted = entries[0]  # the archive wraps everything in one top folder
+        extracted.mkdir()
+        extract_archive(archive_path, extracted)
+        archive_path.unlink()
+        if not is_extracted(archive, extracted):  # in one top folder (maybe beside other files)
+            inner = [d for d in extracted.iterdir() if d.is_dir() and is_extracted(archive, d)]
+            extracted = inner[0] if len(inner) == 1 else extracted
         if not is_extracted(archive, extracted):
             raise DataError(
                 f"archive {archive.filename} holds no {archive.marker}: not the {archive.name} archive"

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from anorefine.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 #: How images reach the model's size: torch bilinear with antialias, or PIL bicubic (the CLIP codes).
@@ -19,14 +22,20 @@ BlurPadding = Literal["reflect", "symmetric"]
 #: How overlapping tiles blend (``eval.tiling.window``): sin² weights, or each cell from the nearest
 #: tile centre (anorefine.detectors.tiling).
 TilingWindow = Literal["hann", "crop"]
+#: The label of an image whose ground truth is not published (MVTec AD 2's private test splits).
+UNLABELED = -1
 
 
 @dataclass(frozen=True)
 class ImageRecord:
     """One image of a split.
 
-    `mask_path` is None for good images, and for defective images of a folder dataset
-    that ships no ground_truth/ (image-level labels only).
+    ``label``: 1 anomalous, 0 normal, ``UNLABELED`` (-1) when the dataset publishes none (never score
+    such records with metrics: ``require_labeled``). ``mask_path`` is None for good images, and for
+    defective images of a folder dataset that ships no ground_truth/ (image-level labels only); a
+    directory stands for the union of the mask files in it (MVTec LOCO AD: one file per defect).
+    ``sample_id`` names the physical sample a view belongs to (Real-IAD: five camera views each), None
+    for single-view datasets.
     """
 
     image_path: Path
@@ -34,6 +43,23 @@ class ImageRecord:
     label: int
     defect_type: str
     category: str
+    sample_id: str | None = None
+
+
+def is_labeled(record: ImageRecord) -> bool:
+    """True when the record's label is known (0 or 1), not ``UNLABELED``."""
+    return record.label != UNLABELED
+
+
+def require_labeled(records: Sequence[ImageRecord]) -> None:
+    """Fail in one line when any record is unlabeled: metrics would otherwise need a label to assume."""
+    unlabeled = [r for r in records if not is_labeled(r)]
+    if unlabeled:
+        raise DataError(
+            f"{len(unlabeled)} of {len(records)} images of category {unlabeled[0].category!r} are unlabeled "
+            f"(e.g. {unlabeled[0].image_path}): metrics need a labeled split; score unlabeled images with "
+            "predict.py (docs/inspection.md)"
+        )
 
 
 def has_ground_truth(records: list[ImageRecord]) -> bool:

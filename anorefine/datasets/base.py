@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,7 @@ from anorefine.data.records import ImageRecord
 from anorefine.errors import DataError
 from anorefine.nodes import resolved
 
+#: The splits every dataset has: normal training images, and the labeled test images a run scores.
 SPLITS = ("train", "test")
 
 
@@ -25,8 +27,14 @@ class DatasetSource(ABC):
     Built from the ``dataset`` config node (``build_dataset``): ``name`` is the option's name,
     ``categories`` and ``defect_types`` the selection (None: all), ``generation_seed`` the seed of a
     generated dataset. Subclasses implement ``list_categories`` and ``read_split`` and say how to get
-    the data (``root_hint``); a generated dataset overrides ``ensure_root``.
+    the data (``root_hint``); a generated dataset overrides ``ensure_root``. A subclass's own
+    constructor parameters are dataset settings: its YAML's schema gains them and ``build_dataset``
+    passes them from the node.
     """
+
+    #: The splits ``records`` reads: ``train`` and ``test`` (the labeled split a run scores), then any
+    #: the dataset adds (e.g. ``validation``, or MVTec AD 2's unlabeled ``test_private``).
+    splits: ClassVar[tuple[str, ...]] = SPLITS
 
     #: ``prepare.aux_dataset=auto``: the dataset (a conf/dataset name) whose test split trains
     #: AnomalyCLIP's prompts when this one is evaluated (the zero-shot protocol); None: none known.
@@ -97,8 +105,8 @@ class DatasetSource(ABC):
                 f"category '{category}' is not in the {self.name} dataset at {self.root} (available: "
                 f"{', '.join(available) or 'none'}): set dataset.categories to a list of available ones"
             )
-        if split not in SPLITS:
-            raise DataError(f"split '{split}' is not one of {', '.join(SPLITS)}")
+        if split not in self.splits:
+            raise DataError(f"split '{split}' is not one of {self.name}'s splits: {', '.join(self.splits)}")
         records = self.read_split(category, split)
         if split == "test":
             records = select_defect_types(records, self.defect_types)
@@ -148,16 +156,12 @@ def source_class(target: str, where: str) -> type[DatasetSource]:
 
 
 def build_dataset(node: DictConfig) -> DatasetSource:
-    """The dataset a ``dataset`` config node describes (its loader settings stay with the node)."""
+    """The dataset a ``dataset`` config node describes: every setting its class's constructor takes
+    (the shared ones and its own) comes from the node; the loader settings stay with the node."""
     settings = resolved(node, enums_as_values=False)
     cls = source_class(str(settings["_target_"]), "dataset")
-    return cls(
-        name=settings["name"],
-        root=settings["root"],
-        categories=settings.get("categories"),
-        defect_types=settings.get("defect_types"),
-        generation_seed=settings.get("generation_seed", 0),
-    )
+    parameters = inspect.signature(cls).parameters
+    return cls(**{key: value for key, value in settings.items() if key in parameters})
 
 
 def open_dataset(name: str, root: str | Path, **selection: Any) -> DatasetSource:

@@ -46,6 +46,7 @@ _LAZY = {
     "replicate_image_metrics": "anorefine.metrics.bootstrap",
     "replicate_metrics": "anorefine.metrics.bootstrap",
     "resample_counts": "anorefine.metrics.bootstrap",
+    "sample_scores": "anorefine.metrics.multiview",
     "score_parts": "anorefine.metrics.compute",
     "size_metrics": "anorefine.metrics.breakdown",
 }

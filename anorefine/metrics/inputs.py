@@ -96,5 +96,12 @@ def prepare_scores(image_scores: ArrayLike, length: int, device: torch.device) -
 
 
 def prepare_labels(labels: ArrayLike, length: int, device: torch.device) -> Tensor:
-    """Image labels (1 = anomalous) as a bool vector."""
-    return to_binary(prepare_vector(labels, length, "labels", device), "labels")
+    """Image labels (1 = anomalous) as a bool vector; an unlabeled image (-1) is refused, never taken
+    for a normal one."""
+    vector = prepare_vector(labels, length, "labels", device)
+    if vector.dtype != torch.bool and bool((vector < 0).any()):
+        raise MetricError(
+            f"labels hold {int((vector < 0).sum())} unlabeled images (-1, e.g. MVTec AD 2's test_private): "
+            "metrics need labeled images"
+        )
+    return to_binary(vector, "labels")
