@@ -23,6 +23,8 @@ from anorefine.data.records import ImageRecord
 from anorefine.datasets import build_dataset
 from anorefine.detectors.base import Detector, RunPreparation
 from anorefine.detectors.tiling import TiledDetector, Tiling
+from anorefine.errors import AnorefineError
+from anorefine.metrics.thresholds import GLOBAL_RULES
 from anorefine.nodes import resolved
 from anorefine.refiners.base import Refiner
 from anorefine.stages import StageClock
@@ -45,6 +47,9 @@ class Pipeline:
         category (the test split also against the detector)."""
         plan.check_config(self.cfg, trains)
         plan.check_weights(self.cfg.model)
+        threshold_split = self.threshold_split()
+        if threshold_split and threshold_split not in splits:
+            splits = (*splits, threshold_split)
         for category in categories:
             for split in splits:
                 images = self.images(category, split)
@@ -55,6 +60,27 @@ class Pipeline:
     def images(self, category: str, split: str, clock: StageClock | None = None) -> AnomalyImageDataset:
         """The images of one split of one category (``images_of``)."""
         return self.images_of(self.dataset.records(category, split), clock)
+
+    def threshold_split(self) -> str | None:
+        """The split whose normal images set a global threshold (``eval.threshold.source``); None when
+        ``eval.threshold.rule`` sets none. A split the dataset lacks fails naming the fix."""
+        settings = self.cfg.eval.threshold
+        if getattr(settings.rule, "value", settings.rule) not in GLOBAL_RULES:
+            return None
+        source = str(getattr(settings.source, "value", settings.source))
+        if source not in self.dataset.splits:
+            raise AnorefineError(
+                f"eval.threshold.source={source}: dataset={self.dataset.name} has no {source} split "
+                f"(its splits: {', '.join(self.dataset.splits)}); use eval.threshold.source=train"
+            )
+        return source
+
+    def normal_images(self, category: str, clock: StageClock | None = None) -> AnomalyImageDataset | None:
+        """The normal images of the threshold's split (``threshold_split``), or None."""
+        split = self.threshold_split()
+        if split is None:
+            return None
+        return self.images_of([r for r in self.dataset.records(category, split) if r.label == 0], clock)
 
     def images_of(self, records: list[ImageRecord], clock: StageClock | None = None) -> AnomalyImageDataset:
         """``records``' images resized to the model's input size, each read charged to ``clock``'s

@@ -410,6 +410,8 @@ def assemble_results(
         "refines": any(entry.get("refines", True) for entry in per_category.values()),
         # per category, what the curriculum reports beside the metrics (PGT: the per-group pixel-AP curve)
         "curriculum": {name: entry.get("curriculum") or {} for name, entry in per_category.items()},
+        # per category, eval.threshold's rule and the threshold chosen per stage (null: rule=none)
+        "thresholds": {name: entry.get("threshold") for name, entry in per_category.items()},
         "config": resolved,
         "config_hash": digest,
         "overrides": list(overrides),

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from anorefine import map_files, plan, report, viz
 from anorefine.assembly import build_logger, is_rank_zero, uses_gpu
+from anorefine.calibration import calibrate, segmentation_scores
 from anorefine.config import BootstrapConfig
 from anorefine.curriculum.base import Curriculum
 from anorefine.data.records import ImageRecord
@@ -99,10 +100,12 @@ def run_category(pipeline: Pipeline, category: str, logger: Logger | bool, run_d
         "%s: fit %.1f s; testing %d images (refiner %s, curriculum %s)",
         category, fitted - started, len(test_set), cfg.refiner.name, cfg.curriculum.name,
     )  # fmt: skip
-    extras = curriculum.evaluate(task, pipeline.trainers(logger), test_set, cfg.dataset.batch_size)
+    batch_size = int(cfg.dataset.batch_size)
+    extras = curriculum.evaluate(task, pipeline.trainers(logger), test_set, batch_size)
     if is_rank_zero():
         viz.write_category_figures(task, run_dir, category, logger)
-    scored = task.compute_all()
+    binarisation = calibrate(cfg.eval.threshold, task, pipeline.normal_images(category, clock), batch_size)
+    scored = task.compute_all(functools.partial(segmentation_scores, binarisation) if binarisation else None)
     tested = time.perf_counter()
     refiner_timing = refiner.timing()  # per-image cost, for refiners that measure it (F2PAD)
     log_category_metrics(logger, category, scored.metrics)
@@ -118,6 +121,7 @@ def run_category(pipeline: Pipeline, category: str, logger: Logger | bool, run_d
         # the "all" view's replicate Δs, rounded: the interval of the mean over categories reads them
         "replicate_deltas": replicates,
         "curriculum": extras,
+        "threshold": binarisation.record() if binarisation else None,  # eval.threshold's choice per stage
         "timings": {
             "fit_s": fitted - started,
             "test_s": tested - fitted,  # metrics_s, breakdown_s and bootstrap_s included

@@ -41,6 +41,8 @@ from anorefine.stages import StageClock
 #: Receives each test batch with its maps: (batch, base map, refined map, refined image score).
 MapSink = Callable[[dict[str, Any], torch.Tensor, torch.Tensor, torch.Tensor], None]
 Metrics = dict[str, float | None]
+#: Metrics of binarised maps: (per stage the stored map parts, the mask parts) -> per stage metrics.
+ThresholdMetrics = Callable[[dict[str, list[torch.Tensor]], list[torch.Tensor]], dict[str, Metrics]]
 
 
 @dataclass
@@ -216,13 +218,20 @@ class AnomalyTask(L.LightningModule):
         """Metrics of every map seen so far, per stage; resets the accumulators."""
         return self.compute_all().metrics
 
-    def compute_all(self) -> ScoredCategory:
+    def compute_all(self, threshold_metrics: ThresholdMetrics | None = None) -> ScoredCategory:
         """Metrics of every map seen so far, per stage, with the breakdown and the bootstrap Δs the
-        task was built for (:class:`ScoredCategory`); resets the accumulators."""
+        task was built for (:class:`ScoredCategory`), and ``threshold_metrics`` of the stored maps and
+        masks (SegF1, IoU: anorefine.calibration) when given and there are masks; resets the
+        accumulators."""
         try:
             started = time.perf_counter()
             results = ScoredCategory(self._stage_metrics())
             results.seconds["metrics_s"] = time.perf_counter() - started
+            if threshold_metrics is not None:
+                stored = self._stored()
+                if stored.masks is not None:
+                    for stage, values in threshold_metrics(stored.maps, stored.masks).items():
+                        results.metrics[stage].update(values)
             if self.breakdown or self._bootstraps:
                 stored = self._stored()
                 started = time.perf_counter()

@@ -1,0 +1,103 @@
+"""Thresholds without labels in the train path (``eval.threshold``; docs/thresholds.md): one threshold
+per stage from the maps of normal images only (``quantile``, ``mean_std``), or MEBin's per-image masks,
+applied to the test maps and scored as SegF1 and IoU next to the threshold-free metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from anorefine.config import ThresholdConfig
+from anorefine.data.dataset import AnomalyImageDataset
+from anorefine.metrics.names import STAGES
+from anorefine.metrics.segmentation import SegmentationScores
+from anorefine.metrics.thresholds import GLOBAL_RULES, choose_threshold, mebin_masks, mebin_search_range
+from anorefine.task import AnomalyTask
+
+
+@dataclass(frozen=True)
+class Binarisation:
+    """How a run binarises its maps: the rule, and per stage the threshold a global rule chose."""
+
+    settings: ThresholdConfig
+    thresholds: dict[str, float]
+
+    @property
+    def rule(self) -> str:
+        return str(getattr(self.settings.rule, "value", self.settings.rule))
+
+    def masks(self, stage: str, maps: Sequence[Tensor]) -> list[Tensor]:
+        """Each (N,H,W) part of ``stage``'s maps as bool masks."""
+        if self.rule in GLOBAL_RULES:
+            return [part > self.thresholds[stage] for part in maps]
+        images = [image.float().cpu().numpy() for part in maps for image in part]
+        mebin = self.settings.mebin
+        found = mebin_masks(
+            images,
+            search_range=mebin_search_range(images),
+            sample_rate=int(mebin.sample_rate),
+            min_interval_len=int(mebin.min_interval_len),
+            erode=bool(mebin.erode),
+            kernel_size=int(mebin.kernel_size),
+        )
+        out, start = [], 0
+        for part in maps:
+            out.append(torch.from_numpy(np.stack(found[start : start + len(part)])))
+            start += len(part)
+        return out
+
+    def record(self) -> dict[str, Any]:
+        """What results.json keeps of it: the rule and the thresholds chosen."""
+        return {"rule": self.rule, "thresholds": dict(self.thresholds)}
+
+
+def normal_maps(
+    task: AnomalyTask, normals: AnomalyImageDataset, batch_size: int
+) -> dict[str, list[np.ndarray]]:
+    """Base and refined maps of the normal images (the refiner as trained on the test stream)."""
+    maps: dict[str, list[np.ndarray]] = {stage: [] for stage in STAGES}
+    device = next(task.detector.parameters(), torch.empty(0)).device
+    with torch.no_grad():
+        for batch in DataLoader(normals, batch_size=batch_size):
+            base, refined, _ = task.predict_maps(batch["image"].to(device))
+            for stage, stage_maps in zip(STAGES, (base, refined), strict=True):
+                maps[stage].append(stage_maps.float().cpu().numpy())
+    return maps
+
+
+def calibrate(
+    settings: ThresholdConfig, task: AnomalyTask, normals: AnomalyImageDataset | None, batch_size: int
+) -> Binarisation | None:
+    """The run's binarisation (None for ``rule=none``): a global rule's threshold per stage from
+    ``normals``' maps; MEBin needs none."""
+    rule = str(getattr(settings.rule, "value", settings.rule))
+    if rule == "none":
+        return None
+    thresholds: dict[str, float] = {}
+    if rule in GLOBAL_RULES:
+        assert normals is not None, "a global threshold rule needs normal images"
+        maps = normal_maps(task, normals, batch_size)
+        thresholds = {
+            stage: choose_threshold(rule, maps[stage], quantile=float(settings.quantile), k=float(settings.k))
+            for stage in STAGES
+        }
+    return Binarisation(settings, thresholds)
+
+
+def segmentation_scores(
+    binarisation: Binarisation, maps: dict[str, Sequence[Tensor]], masks: Sequence[Tensor]
+) -> dict[str, dict[str, float | None]]:
+    """SegF1 and IoU of each stage's binarised maps against the ground-truth masks."""
+    scores = {}
+    for stage, stage_maps in maps.items():
+        metric = SegmentationScores()
+        for predicted, truth in zip(binarisation.masks(stage, stage_maps), masks, strict=True):
+            metric.update(predicted, truth)
+        scores[stage] = metric.compute()
+    return scores

@@ -1,0 +1,103 @@
+"""Thresholds without labels in the train path (anorefine.calibration): the binarisation of stored
+maps, SegF1/IoU against a direct computation, the threshold's split, and a run that reports them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_RUN, compose_with, run_train
+from omegaconf import OmegaConf
+
+from anorefine.calibration import Binarisation, segmentation_scores
+from anorefine.errors import AnorefineError
+from anorefine.metrics.thresholds import mebin_masks
+from anorefine.pipeline import Pipeline
+
+
+def settings(rule: str) -> object:
+    node = {"rule": rule, "quantile": 0.99, "k": 3.0, "source": "train",
+            "mebin": {"sample_rate": 4, "min_interval_len": 4, "erode": True, "kernel_size": 6}}  # fmt: skip
+    return OmegaConf.create(node)
+
+
+def parts(seed: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Two parts of maps with a bright square where the mask marks a defect (and noise elsewhere)."""
+    generator = torch.Generator().manual_seed(seed)
+    maps, masks = [], []
+    for count, side in ((3, 32), (2, 40)):
+        part = torch.rand(count, side, side, generator=generator)
+        mask = torch.zeros(count, side, side, dtype=torch.bool)
+        mask[1:, 8:16, 8:16] = True
+        maps.append(part + 2.0 * mask)
+        masks.append(mask)
+    return maps, masks
+
+
+def direct_f1_iou(predicted: list[np.ndarray], truth: list[np.ndarray]) -> tuple[float, float]:
+    p = np.concatenate([a.ravel() for a in predicted])
+    t = np.concatenate([a.ravel() for a in truth])
+    tp, fp, fn = int((p & t).sum()), int((p & ~t).sum()), int((~p & t).sum())
+    return 2 * tp / (2 * tp + fp + fn), tp / (tp + fp + fn)
+
+
+@pytest.mark.parametrize("threshold", [0.9, 1.5, 2.5])
+def test_a_global_threshold_scores_like_a_direct_count(threshold: float) -> None:
+    maps, masks = parts(0)
+    refined = [m * 0.5 for m in maps]
+    binarisation = Binarisation(settings("quantile"), {"base": threshold, "refined": threshold / 2})  # type: ignore[arg-type]
+    scores = segmentation_scores(binarisation, {"base": maps, "refined": refined}, masks)
+    for stage, stage_maps, cut in (("base", maps, threshold), ("refined", refined, threshold / 2)):
+        predicted = [(m > cut).numpy() for m in stage_maps]
+        f1, iou = direct_f1_iou(predicted, [m.numpy() for m in masks])
+        assert scores[stage]["seg_f1"] == pytest.approx(f1) and scores[stage]["seg_iou"] == pytest.approx(iou)
+    if threshold == 1.5:  # between the noise (below 1) and the defects (above 2): every pixel right
+        assert scores["base"]["seg_f1"] == scores["base"]["seg_iou"] == 1.0
+
+
+def test_mebin_binarises_every_image_of_the_set_with_one_search_range() -> None:
+    maps, masks = parts(1)
+    binarisation = Binarisation(settings("mebin"), {})  # type: ignore[arg-type]
+    found = binarisation.masks("base", maps)
+    assert [tuple(f.shape) for f in found] == [tuple(m.shape) for m in maps]
+    expected = mebin_masks([image.numpy() for part in maps for image in part])
+    flat = [image.numpy() for part in found for image in part]
+    assert all(np.array_equal(a, b) for a, b in zip(flat, expected, strict=True))
+    scores = segmentation_scores(binarisation, {"base": maps}, masks)
+    assert scores["base"]["seg_f1"] == pytest.approx(
+        direct_f1_iou(flat, [m.numpy() for p in masks for m in p])[0]
+    )
+
+
+def test_the_threshold_split_must_exist_and_is_checked_first() -> None:
+    pipeline = Pipeline(compose_with([*TINY_RUN, "eval.threshold.rule=quantile"]))  # source: validation
+    with pytest.raises(
+        AnorefineError, match=r"eval.threshold.source=validation: dataset=demo has no validation"
+    ):
+        pipeline.check(["brick"], ("test", "train"))
+    assert Pipeline(compose_with(["eval.threshold.rule=mebin"])).threshold_split() is None
+    assert (
+        Pipeline(
+            compose_with(["eval.threshold.rule=mean_std", "eval.threshold.source=train"])
+        ).threshold_split()
+        == "train"
+    )
+
+
+@pytest.mark.slow
+def test_a_run_reports_segf1_and_iou_at_the_threshold_of_its_normal_images(tmp_path: Path) -> None:
+    run = run_train(
+        [*TINY_RUN, "dataset.categories=[brick]", "eval.bootstrap.replicates=0", "refiner=f2pad",
+         "eval.threshold.rule=mean_std", "eval.threshold.source=train", "eval.threshold.k=4"],
+        tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    results = run.results
+    chosen = results["thresholds"]["brick"]
+    assert chosen["rule"] == "mean_std" and set(chosen["thresholds"]) == {"base", "refined"}
+    for stage in ("base", "refined"):
+        metrics = results["metrics"]["brick"][stage]
+        assert 0.0 <= metrics["seg_f1"] <= 1.0 and 0.0 <= metrics["seg_iou"] <= metrics["seg_f1"]
+        assert results["metrics"]["mean"][stage]["seg_f1"] == metrics["seg_f1"]
