@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,6 +35,7 @@ from anorefine.data.standin import LAYOUTS, scaled_count, write_standin
 from anorefine.datasets import open_dataset
 from anorefine.detectors.anomalyclip_training import resolve_aux_dataset
 from anorefine.detectors.musc import MIN_REFERENCE
+from anorefine.jobs import run_job
 from anorefine.projection import (
     ASSUMED_GPU,
     BUDGETS,
@@ -51,7 +50,7 @@ from anorefine.projection import (
 )
 from anorefine.results import cpu_model, git_commit
 from anorefine.run_folder import RESULTS_FILE
-from anorefine.stages import UNITS, maxrss_mb
+from anorefine.stages import UNITS
 from anorefine.sweep import expected_jobs
 
 PRESETS = ("anorefiner", "f2pad")
@@ -70,14 +69,6 @@ QUICK_MODELS = {
 }
 #: Every job: random weights, no logger, no progress bar, no shared fit cache.
 COMMON = ["model.weights=random", "logger=none", "trainer.enable_progress_bar=false", "paths.fit_cache=null"]
-TAIL_LINES = 8
-#: Runs a command and writes its peak RSS (``ru_maxrss``) to argv[1]: a small parent, since a child's
-#: ``ru_maxrss`` starts at the resident size of the process it was forked from (here, one with torch).
-LAUNCHER = (
-    "import os, subprocess, sys; child = subprocess.Popen(sys.argv[2:]); "
-    "_, status, usage = os.wait4(child.pid, 0); open(sys.argv[1], 'w').write(str(usage.ru_maxrss)); "
-    "sys.exit(os.waitstatus_to_exitcode(status) % 256)"
-)
 RECORD_FILE = "rehearsal.json"
 #: When and where the rehearsal's jobs ran (kept when a later call only re-renders the report).
 RUN_FILE = "rehearsal_run.json"
@@ -127,31 +118,6 @@ def job_overrides(job: Job, cfg: DictConfig, roots: dict[str, Path], quick: bool
         "hydra.sweeper.params=null",
         f"hydra.run.dir='{run_dir}'",
     ]  # quoted: job keys hold = and ,
-
-
-def run_job(overrides: list[str], run_dir: Path) -> dict[str, Any]:
-    """Run train.py in a child process; its status, wall time, peak RSS and, on failure, its last lines."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log_path, rss_path = run_dir / "rehearse.log", run_dir / "rehearse.maxrss"
-    command = [
-        sys.executable,
-        "-c",
-        LAUNCHER,
-        str(rss_path),
-        sys.executable,
-        str(REPO / "train.py"),
-        *overrides,
-    ]
-    started = time.perf_counter()
-    with log_path.open("w") as log:
-        done = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=False)
-    record: dict[str, Any] = {"wall_s": time.perf_counter() - started}
-    if rss_path.exists():
-        record["peak_rss_mb"] = maxrss_mb(int(rss_path.read_text()))
-    if done.returncode == 0:
-        return {"status": "done", **record}
-    tail = log_path.read_text(errors="replace").strip().splitlines()[-TAIL_LINES:]
-    return {"status": f"failed (exit {done.returncode})", "error": tail, **record}
 
 
 def standin_population(kind: str, root: Path, category: str) -> Population:
@@ -379,7 +345,9 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = run_dirs[job.name]
         if not (run_dir / RESULTS_FILE).exists():
             print(f"[{number}/{len(jobs)}] {job.name}", flush=True)
-            records[job.name] = run_job(job_overrides(job, cfg, roots, args.quick, run_dir), run_dir)
+            records[job.name] = run_job(
+                job_overrides(job, cfg, roots, args.quick, run_dir), run_dir, "rehearse.log"
+            )
             record_path.write_text(json.dumps(records, indent=1))
             run["load_end"] = os.getloadavg()[0]
             run_path.write_text(json.dumps(run, indent=1))

@@ -120,23 +120,28 @@ def make_visa(root: Path, *, categories: tuple[str, ...] = ("candle", "pcb1"), n
     return root
 
 
+def _plain_images(category: Path, folders: tuple[tuple[str, int], ...], code: int, stem: str = "") -> int:
+    """``count`` RGB images ``<i:03d><stem>.png`` per folder from successive codes; returns the next code."""
+    for folder, count in folders:
+        for i in range(count):
+            _save(category / folder / f"{i:03d}{stem}.png", _image(code, gray=False))
+            code += 1
+    return code
+
+
 def make_mvtec_ad2(root: Path, *, categories: tuple[str, ...] = ("can", "walnuts")) -> Path:
     """MVTec AD 2: train/validation good, test_public good/bad with ground_truth/bad/<stem>_mask.png,
     and the unlabeled test_private (3 images) and test_private_mixed (2 images)."""
     for category in categories:
         cat, code = root / category, 0
-        for folder, count in (("train/good", 3), ("validation/good", 2), ("test_public/good", 2)):
-            for i in range(count):
-                _save(cat / folder / f"{i:03d}_regular.png", _image(code, gray=False))
-                code += 1
+        code = _plain_images(
+            cat, (("train/good", 3), ("validation/good", 2), ("test_public/good", 2)), code, "_regular"
+        )
         for i in range(2):
             _save(cat / "test_public" / "bad" / f"{i:03d}_regular.png", _image(code, gray=False))
             _save(cat / "test_public" / "ground_truth" / "bad" / f"{i:03d}_regular_mask.png", _mask(code))
             code += 1
-        for folder, count in (("test_private", 3), ("test_private_mixed", 2)):
-            for i in range(count):
-                _save(cat / folder / f"{i:03d}_regular.png", _image(code, gray=False))
-                code += 1
+        code = _plain_images(cat, (("test_private", 3), ("test_private_mixed", 2)), code, "_regular")
     return root
 
 
@@ -146,10 +151,7 @@ def make_loco(root: Path, *, categories: tuple[str, ...] = ("breakfast_box", "pu
     ``LOCO_SECOND_VALUE``)."""
     for category in categories:
         cat, code = root / category, 0
-        for folder, count in (("train/good", 3), ("validation/good", 2), ("test/good", 2)):
-            for i in range(count):
-                _save(cat / folder / f"{i:03d}.png", _image(code, gray=False))
-                code += 1
+        code = _plain_images(cat, (("train/good", 3), ("validation/good", 2), ("test/good", 2)), code)
         for kind, count in (("logical_anomalies", 2), ("structural_anomalies", 1)):
             for i in range(count):
                 _save(cat / "test" / kind / f"{i:03d}.png", _image(code, gray=False))

@@ -341,19 +341,6 @@ def test_download_rejects_archive_without_split_csv(tmp_path: Path, monkeypatch:
     assert not (tmp_path / "visa").exists()
 
 
-@pytest.mark.parametrize("name", ["../evil.txt", "/tmp/evil.txt", "link"])
-def test_extract_refuses_escaping_members(tmp_path: Path, name: str) -> None:
-    archive = tmp_path / "bad.tar"
-    with tarfile.open(archive, "w") as tar:
-        info = tarfile.TarInfo(name)
-        if name == "link":
-            info.type, info.linkname = tarfile.SYMTYPE, "../../etc/passwd"
-        tar.addfile(info, io.BytesIO(b""))
-    with pytest.raises(DataError, match="refused"):
-        download.extract_tar(archive, tmp_path / "out")
-    assert not (tmp_path / "evil.txt").exists()
-
-
 def _zip(path: Path, files: dict[str, bytes]) -> Path:
     with zipfile.ZipFile(path, "w") as zipped:
         for name, data in files.items():
@@ -377,16 +364,31 @@ def test_download_btad_zip_unwraps_its_top_folder(tmp_path: Path, monkeypatch: p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["btad", "btad.zip"]
 
 
-@pytest.mark.parametrize("name", ["../evil.txt", "/absolute/evil.txt", "link"])
-def test_extract_zip_refuses_escaping_members_and_links(tmp_path: Path, name: str) -> None:
-    archive = tmp_path / "bad.zip"
-    with zipfile.ZipFile(archive, "w") as zipped:
-        info = zipfile.ZipInfo(name)
+def _escaping_archive(path: Path, kind: str, name: str) -> Path:
+    """A tar or zip archive of one member ``name`` that would land outside the target (``link``: a
+    symbolic link pointing out of it)."""
+    if kind == "tar":
+        with tarfile.open(path, "w") as tar:
+            info = tarfile.TarInfo(name)
+            if name == "link":
+                info.type, info.linkname = tarfile.SYMTYPE, "../../etc/passwd"
+            tar.addfile(info, io.BytesIO(b""))
+        return path
+    with zipfile.ZipFile(path, "w") as zipped:
+        member = zipfile.ZipInfo(name)
         if name == "link":
-            info.external_attr = (stat.S_IFLNK | 0o777) << 16
-        zipped.writestr(info, "../../etc/passwd" if name == "link" else "")
+            member.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zipped.writestr(member, "../../etc/passwd" if name == "link" else "")
+    return path
+
+
+@pytest.mark.parametrize("kind", ["tar", "zip"])
+@pytest.mark.parametrize("name", ["../evil.txt", "/absolute/evil.txt", "link"])
+def test_extract_refuses_escaping_members_and_links(tmp_path: Path, kind: str, name: str) -> None:
+    archive = _escaping_archive(tmp_path / f"bad.{kind}", kind, name)
+    extract = download.extract_tar if kind == "tar" else download.extract_zip
     with pytest.raises(DataError, match="refused"):
-        download.extract_zip(archive, tmp_path / "out")
+        extract(archive, tmp_path / "out")
     assert not (tmp_path / "evil.txt").exists() and not (tmp_path / "out" / "link").exists()
 
 

@@ -86,7 +86,7 @@ def test_each_schema_is_the_shared_fields_plus_the_class_s_own_settings(name: st
     schema = dataset_schema(target)
     shared = {f.name for f in dataclasses.fields(DatasetConfig)}
     parameters = inspect.signature(dataset_class(name)).parameters.items()
-    own = {key: p.default for key, p in parameters if key not in shared}
+    own = {key: p.default for key, p in parameters if key not in shared and p.kind != p.VAR_KEYWORD}
     values = OmegaConf.to_container(OmegaConf.structured(schema))
     assert isinstance(values, dict) and issubclass(schema, DatasetConfig)
     assert {k: v for k, v in values.items() if k not in shared} == {

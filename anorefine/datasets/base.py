@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ from anorefine.conf import CONF_DIR
 from anorefine.data.records import ImageRecord
 from anorefine.errors import DataError
 from anorefine.nodes import resolved
+from anorefine.settings import signature_settings
 
 #: The splits every dataset has: normal training images, and the labeled test images a run scores.
 SPLITS = ("train", "test")
@@ -159,11 +159,12 @@ def build_dataset(node: DictConfig) -> DatasetSource:
     """The dataset a ``dataset`` config node describes: every setting its class's constructor takes
     (the shared ones and its own) comes from the node; the loader settings stay with the node."""
     settings = resolved(node, enums_as_values=False)
-    cls = source_class(str(settings["_target_"]), "dataset")
-    parameters = inspect.signature(cls).parameters
+    target = str(settings["_target_"])
+    cls = source_class(target, "dataset")
+    parameters = {setting.name for setting in signature_settings(target)}  # ``**common`` followed
     return cls(**{key: value for key, value in settings.items() if key in parameters})
 
 
 def open_dataset(name: str, root: str | Path, **selection: Any) -> DatasetSource:
     """Dataset ``name`` (a conf/dataset option) at ``root``: for scripts and tests that have no config."""
-    return dataset_class(name)(name, root, **selection)
+    return dataset_class(name)(name=name, root=root, **selection)

@@ -47,17 +47,14 @@ class RealIAD(DatasetSource):
 
     def __init__(
         self,
-        name: str,
-        root: str | Path,
-        categories: Sequence[str] | None = None,
-        defect_types: Sequence[str] | None = None,
-        generation_seed: int = 0,
         *,
         resolution: str = "1024",
         json_variant: str = "realiad_jsons",
         views: Sequence[str] = REALIAD_VIEWS,
+        **common: Any,
     ) -> None:
-        super().__init__(name, root, categories, defect_types, generation_seed)
+        """``common``: the ``DatasetSource`` settings (name, root, categories, ...)."""
+        super().__init__(**common)
         unknown = [view for view in views if view not in REALIAD_VIEWS]
         if unknown or not views:
             raise DataError(
