@@ -247,6 +247,12 @@ def run_inspection(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
     if not cfg.predict.images:
         raise AnorefineError("predict.images is not set: predict.images=DIR (the folder of images to score)")
     images_root = Path(cfg.predict.images).expanduser()
+    if cfg.predict.engine == "onnx":  # an exported graph in onnxruntime, no PyTorch modules
+        from anorefine.onnx_engine import score_folder  # it imports this module
+
+        return score_folder(cfg, images_root, run_dir)
+    if cfg.predict.onnx:
+        raise AnorefineError(f"predict.onnx={cfg.predict.onnx} is set: add predict.engine=onnx to use it")
     cfg = fitting_config(cfg)
     saved = state_dir(cfg.predict.state) if cfg.predict.state else None
     pipeline = Pipeline(cfg)
