@@ -30,6 +30,7 @@ from anorefine.inspection import (
     FolderWriter,
     Thresholds,
     folder_records,
+    images_folder,
     report,
     state_dir,
 )
@@ -200,8 +201,9 @@ def check_state(info: ExportInfo, state: str, model: Path) -> None:
         )
 
 
-def score_folder(cfg: DictConfig, images_root: Path, run_dir: Path) -> list[dict[str, Any]]:
+def score_folder(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
     """Score ``predict.images`` with the exported graph; returns the rows of scores.csv."""
+    images_root = images_folder(cfg)
     model = exported_model(cfg.predict.onnx, cfg.predict.state)
     info = ExportInfo.read(info_path(model))
     if cfg.predict.state:
