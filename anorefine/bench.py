@@ -39,6 +39,8 @@ GPU_PLACEHOLDER = [
 GPU_COLUMN = "see the GPU section"
 #: The peer of the refiner rows: their detector alone (a refiner's own time is the difference).
 REFINED_DETECTOR = "PatchCore Lite0 alone"
+#: The peer of the onnxruntime row: the exported graph's own PyTorch modules.
+ONNX_PEER = "the same PatchCore + ARD in PyTorch"
 RUN_BATCH = 16  # dataset.batch_size of a run: the batch the CNN detectors and refiners see in train.py
 
 
@@ -410,6 +412,28 @@ def ard_overhead(device: str = "cpu") -> dict[str, float]:
     return refined_patchcore_speed(refiner, device, rounds=3)
 
 
+def onnx_speed() -> dict[str, float]:
+    """PatchCore (EfficientNet-Lite0) + ARD exported by ``anorefine.export`` and run in onnxruntime,
+    against the same graph in PyTorch, 256², batches of RUN_BATCH, torch's thread count on both sides."""
+    import tempfile
+
+    import torch
+
+    from anorefine.export import DEFAULT_OPSET, ExampleImages, ScoringGraph, export_graph
+    from anorefine.onnx_engine import OnnxScorer
+    from anorefine.refiners.ard import ArdRefiner
+
+    refiner = ArdRefiner()
+    refiner.start_training()  # as after PGT (see ard_overhead)
+    graph = ScoringGraph(fitted_patchcore("efficientnet_lite0"), refiner)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.onnx"
+        export_graph(graph, ExampleImages(256).images, path, DEFAULT_OPSET, "the bench's PatchCore + ARD")
+        scorer = OnnxScorer.load(path)
+    with torch.no_grad():
+        return best_images_per_second({"ips": scorer, "peer_ips": graph}, 256, RUN_BATCH, rounds=3)
+
+
 def f2pad_speed(device: str = "cpu") -> dict[str, float]:
     """F2PAD (default settings, random guidance backbone) on PatchCore (EfficientNet-Lite0), 256²."""
     from anorefine.refiners.f2pad import F2padRefiner
@@ -604,6 +628,7 @@ def bench_models(quick: bool, timeout: float) -> list[str]:
         ("WinCLIP ours (ViT-B-16-plus-240, 240²)", winclip_speed, "anomalib WinClipModel.forward"),
         ("ARD refiner on PatchCore Lite0, 256²", ard_overhead, REFINED_DETECTOR),
         ("F2PAD refiner on PatchCore Lite0, 256²", f2pad_speed, REFINED_DETECTOR),
+        ("onnxruntime: PatchCore Lite0 + ARD exported, 256²", onnx_speed, ONNX_PEER),
     ]
     if not quick:
         rows.insert(3, ("AnomalyCLIP (ViT-L-14-336 at 518²)", anomalyclip_speed, ""))
@@ -692,8 +717,10 @@ def main(argv: list[str] | None = None) -> None:
         "images, as in a run; the CLIP models 1 or 2. Images/s: after one warm-up call, the fastest of 1–3 "
         "rounds in which the call and its peer take turns. The ratio is the time per image relative to the "
         "peer named (ARD and F2PAD: the refiner's cost on top of its detector, the peer being that "
-        "detector alone). PGT: wall time of the default curriculum per group of 13 images (test the group, "
-        "paint and map its synthetic images, train the ARD), averaged over two groups.",
+        "detector alone; onnxruntime: the graph `anorefine export` writes, against its own PyTorch "
+        "modules, both on torch's thread count). PGT: wall time of the default curriculum per group of "
+        "13 images (test the group, paint and map its synthetic images, train the ARD), averaged over two "
+        "groups.",
         "",
     ]
     msm_header = [

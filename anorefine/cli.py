@@ -114,8 +114,9 @@ def train(cfg: DictConfig) -> None:
         check_ddp_launch(cfg.trainer, hydra_cfg.mode)
         if cfg.mode == "predict":
             from anorefine.inspection import run_inspection
+            from anorefine.onnx_engine import score_folder  # predict.engine=onnx: the exported graph
 
-            run_inspection(cfg, run_dir)
+            (score_folder if cfg.predict.engine == "onnx" else run_inspection)(cfg, run_dir)
             return
         run_experiment(cfg, run_dir, overrides)
     except KeyboardInterrupt:

@@ -1,7 +1,7 @@
-"""The ``anorefine`` console command: ``anorefine train|predict|leaderboard|bench [...]``.
+"""The ``anorefine`` console command: ``anorefine train|predict|export|leaderboard|bench [...]``.
 
 ``train`` and ``predict`` take Hydra overrides exactly as ``python train.py`` and ``python predict.py``
-do (``anorefine train --help`` lists the options); ``leaderboard`` and ``bench`` their own flags
+do (``anorefine train --help`` lists the options); ``export``, ``leaderboard`` and ``bench`` their own flags
 (``--help``). Each subcommand's module is imported only when it runs.
 """
 
@@ -31,6 +31,12 @@ def _leaderboard(argv: list[str]) -> int | None:
     return main(argv)
 
 
+def _export(argv: list[str]) -> int | None:
+    from anorefine.export import main
+
+    return main(argv)
+
+
 def _bench(argv: list[str]) -> int | None:
     """``--gpu``: the GPU section (anorefine/bench_gpu.py) instead of the CPU tables."""
     if "--gpu" in argv:
@@ -48,6 +54,7 @@ def _bench(argv: list[str]) -> int | None:
 COMMANDS: dict[str, tuple[str, Callable[[list[str]], int | None]]] = {
     "train": ("one run or a sweep (-m) of the composed config; Hydra overrides", _train),
     "predict": ("score a folder of new images (predict.images=DIR); Hydra overrides", _predict),
+    "export": ("a predict run's detector + refiner as ONNX (RUN_DIR [--out FILE] [--opset N])", _export),
     "leaderboard": ("the leaderboard tables from run folders (ROOT ... [--out DIR])", _leaderboard),
     "bench": ("speed, memory and exactness benchmarks ([--quick] [--gpu] [--output PATH])", _bench),
 }

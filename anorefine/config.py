@@ -51,6 +51,8 @@ ThresholdRule = run_choice("ThresholdRule", THRESHOLD_RULES)
 ThresholdSource = run_choice("ThresholdSource", THRESHOLD_SOURCES)
 #: train: score a labeled test split; predict: score a folder of new images (anorefine.inspection).
 RunMode = run_choice("RunMode", ("train", "predict"))
+#: How predict scores: the PyTorch modules, or the graph ``anorefine export`` wrote, in onnxruntime.
+PredictEngine = run_choice("PredictEngine", ("torch", "onnx"))
 
 
 @dataclass
@@ -191,6 +193,8 @@ class PredictConfig:
     holdout: float = MISSING
     image_quantile: float = MISSING
     pixel_quantile: float = MISSING
+    engine: PredictEngine = MISSING  # type: ignore[valid-type]  # a run_choice Enum
+    onnx: Optional[str] = MISSING  # noqa: UP045
 
 
 @dataclass

@@ -243,11 +243,18 @@ def load_state(
     return Thresholds(**json.loads((folder / STATE_FILE).read_text())["thresholds"])
 
 
-def run_inspection(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
-    """Fit (or load), calibrate and score ``predict.images``; returns the rows of scores.csv."""
+def images_folder(cfg: DictConfig) -> Path:
+    """``predict.images``, which must be set (both engines score it)."""
     if not cfg.predict.images:
         raise AnorefineError("predict.images is not set: predict.images=DIR (the folder of images to score)")
-    images_root = Path(cfg.predict.images).expanduser()
+    return Path(cfg.predict.images).expanduser()
+
+
+def run_inspection(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
+    """Fit (or load), calibrate and score ``predict.images``; returns the rows of scores.csv."""
+    images_root = images_folder(cfg)
+    if cfg.predict.onnx:
+        raise AnorefineError(f"predict.onnx={cfg.predict.onnx} is set: add predict.engine=onnx to use it")
     cfg = fitting_config(cfg)
     saved = state_dir(cfg.predict.state) if cfg.predict.state else None
     pipeline = Pipeline(cfg)

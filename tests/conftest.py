@@ -24,6 +24,9 @@ TINY_RUN = [
     "trainer.enable_progress_bar=false",
     "logger=none",
 ]
+#: ARD + PGT small enough for a test: two groups, one step each.
+TINY_PGT = ["refiner=ard", "curriculum=pgt", "curriculum.group_size=26", "curriculum.steps_per_group=1",
+            "curriculum.synthetic_per_group=2"]  # fmt: skip
 
 
 @dataclass
@@ -75,3 +78,14 @@ def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from anorefine.data import ensure_demo_dataset
 
     return ensure_demo_dataset(tmp_path_factory.mktemp("data") / "demo", seed=0)
+
+
+@pytest.fixture(scope="session")
+def predicted(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainRun:
+    """A predict run (PatchCore + ARD trained by PGT) fitted on brick's normal images that scored brick's
+    test folder; shared by the inspection and export tests, which write nothing into its folder."""
+    images = f"predict.images={demo_root}/brick/test"
+    args = [f"dataset.root={demo_root}", "dataset.categories=[brick]", images, *TINY_RUN, *TINY_PGT]
+    run = run_train(args, tmp_path_factory.mktemp("predict") / "first", entry="predict.py")
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run

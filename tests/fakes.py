@@ -31,7 +31,7 @@ class FakeDetector(Detector):
         self.projection.requires_grad_(False)
 
     def forward(self, images: torch.Tensor) -> DetectorOutput:
-        grid = images.shape[-1] // self.stride
+        grid = int(images.shape[-1]) // self.stride  # an int also while torch.onnx traces
         mean = F.adaptive_avg_pool2d(images, grid)
         spread = F.adaptive_avg_pool2d(images**2, grid) - mean**2
         stats = torch.cat([mean, spread], 1)

@@ -17,24 +17,10 @@ from anorefine.data.records import ImageRecord
 from anorefine.errors import AnorefineError
 from anorefine.inspection import NormalScores, folder_records, split_holdout
 
-#: ARD + PGT small enough for a test: two groups, one step each.
-TINY_PGT = ["refiner=ard", "curriculum=pgt", "curriculum.group_size=26", "curriculum.steps_per_group=1",
-            "curriculum.synthetic_per_group=2"]  # fmt: skip
-
 
 def scores(run_dir: Path) -> list[dict[str, str]]:
     with (run_dir / "scores.csv").open() as handle:
         return list(csv.DictReader(handle))
-
-
-@pytest.fixture(scope="module")
-def predicted(demo_root: Path, tmp_path_factory: pytest.TempPathFactory):
-    """A predict run fitted on brick's normal images that scored brick's test folder."""
-    images = f"predict.images={demo_root}/brick/test"
-    args = [f"dataset.root={demo_root}", "dataset.categories=[brick]", images, *TINY_RUN, *TINY_PGT]
-    run = run_train(args, tmp_path_factory.mktemp("predict") / "first", entry="predict.py")
-    assert run.returncode == 0, run.stderr[-3000:]
-    return run
 
 
 @pytest.mark.slow

@@ -40,6 +40,22 @@ def test_resize_matrix_is_torchs_bilinear_interpolation(source, target, align_co
     assert torch.allclose(separable.apply(maps, rows, cols), expected, atol=1e-12)
 
 
+@pytest.mark.parametrize(
+    ("source", "target", "align_corners"),
+    [(128, 64, False), (100, 37, False), (96, 40, True), (64, 64, False)],
+)
+def test_antialias_matrix_is_torchs_antialiased_bilinear_resize(source, target, align_corners) -> None:
+    maps = torch.rand(
+        2, 3, source, source + 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64
+    )
+    expected = F.interpolate(
+        maps, size=(target, target + 3), mode="bilinear", antialias=True, align_corners=align_corners
+    )
+    rows = separable.antialias_matrix(source, target, align_corners)
+    cols = separable.antialias_matrix(source + 6, target + 3, align_corners)
+    assert torch.allclose(separable.apply(maps, rows, cols), expected, atol=1e-12)
+
+
 @pytest.mark.parametrize("sigma", [0.6, 2.0, 4.0])
 def test_both_blur_borders_equal_their_definitions(sigma: float) -> None:
     maps = torch.rand(2, 1, 40, 50, generator=torch.Generator().manual_seed(2), dtype=torch.float64)

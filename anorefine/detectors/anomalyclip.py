@@ -253,7 +253,7 @@ class AnomalyClipDetector(ClipCheckpoint, Detector):
         return self.output(
             anomaly_map.float(),
             self.image_logits(image_embedding, text).softmax(dim=-1)[:, 1].float(),
-            features.float().transpose(1, 2).reshape(len(images), -1, height, width),
+            features.float().transpose(1, 2).unflatten(2, (height, width)),  # no batch size: exports
         )
 
     def prompt_config(self) -> dict[str, Any]:

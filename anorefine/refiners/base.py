@@ -36,6 +36,8 @@ class Refiner(nn.Module):
 
     #: True when the refiner has weights that a curriculum must train first (see ``TrainableRefiner``).
     trainable: bool = False
+    #: True when each map is optimised at test time (F2PAD): such a refiner runs in PyTorch only (no export).
+    optimises_at_test_time: bool = False
 
     @property
     def returns_base_map(self) -> bool:

@@ -94,6 +94,8 @@ class F2padRefiner(Refiner):
     extra views, optimisation) divided by the batch size; ``timing()`` summarises the list.
     """
 
+    optimises_at_test_time = True
+
     def __init__(
         self,
         steps: int = 50,

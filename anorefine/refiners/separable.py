@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from anorefine.data.records import BlurPadding
+from anorefine.shapes import spatial_size
 
 
 def apply(maps: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
@@ -73,6 +74,16 @@ def resize_matrix(source: int, target: int, align_corners: bool = False) -> torc
 
 
 @lru_cache(maxsize=256)
+def antialias_matrix(source: int, target: int, align_corners: bool = False) -> torch.Tensor:
+    """(target, source) float64 antialiased bilinear resize of one axis: torch's own
+    ``F.interpolate(mode="bilinear", antialias=True)`` of the identity along the width (that resize is
+    separable), so it matches the 2-D call by construction; the ONNX export's form of it."""
+    eye = torch.eye(source, dtype=torch.float64).view(source, 1, 1, source)
+    resized = F.interpolate(eye, (1, target), mode="bilinear", antialias=True, align_corners=align_corners)
+    return resized[:, 0, 0].T.contiguous()
+
+
+@lru_cache(maxsize=256)
 def smoothing_matrix(
     source: int, target: int, sigma: float, align_corners: bool, padding: BlurPadding
 ) -> torch.Tensor:
@@ -88,7 +99,7 @@ def smooth(
     padding: BlurPadding = "reflect",
 ) -> torch.Tensor:
     """(B,C,h,w) -> (B,C,*size): bilinear upsampling then the Gaussian blur, as two matrix products."""
-    height, width = maps.shape[-2:]
+    height, width = spatial_size(maps)  # ints, also while torch.onnx traces (the matrices are constants)
     rows = smoothing_matrix(height, size[0], float(sigma), align_corners, padding)
     cols = smoothing_matrix(width, size[1], float(sigma), align_corners, padding)
     return apply(maps, rows, cols)
