@@ -1,11 +1,13 @@
 """Thresholds without labels in the train path (``eval.threshold``; docs/thresholds.md): one threshold
 per stage from the maps of normal images only (``quantile``, ``mean_std``), or MEBin's per-image masks,
-applied to the test maps and scored as SegF1 and IoU next to the threshold-free metrics."""
+applied to the test maps and scored as SegF1 and IoU next to the threshold-free metrics; and the
+unlabeled test sets' maps and masks written for an evaluation server (``eval.submission``)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,10 +16,12 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from anorefine.config import ThresholdConfig
-from anorefine.data.dataset import AnomalyImageDataset
+from anorefine.data.dataset import AnomalyImageDataset, image_size
+from anorefine.map_files import at_size
 from anorefine.metrics.names import STAGES
 from anorefine.metrics.segmentation import SegmentationScores
 from anorefine.metrics.thresholds import GLOBAL_RULES, choose_threshold, mebin_masks, mebin_search_range
+from anorefine.submission import write_submission
 from anorefine.task import AnomalyTask
 
 
@@ -101,3 +105,32 @@ def segmentation_scores(
             metric.update(predicted, truth)
         scores[stage] = metric.compute()
     return scores
+
+
+def write_unlabeled_split(
+    task: AnomalyTask,
+    images: AnomalyImageDataset,
+    binarisation: Binarisation | None,
+    root: Path,
+    folder: Path,
+    batch_size: int,
+) -> int:
+    """Score an unlabeled split (MVTec AD 2's private test sets) with the trained detector and refiner
+    and write each image's refined map, at its own size, in the evaluation server's layout under
+    ``folder`` (anorefine.submission), with its mask when a global threshold rule set one; returns the
+    number of images written."""
+    device = next(task.detector.parameters(), torch.empty(0)).device
+    written = 0
+    with torch.no_grad():
+        for batch in DataLoader(images, batch_size=batch_size):
+            _, refined, _ = task.predict_maps(batch["image"].to(device))
+            for row, index in enumerate(batch["index"]):
+                record = images.records[int(index)]
+                width, height = image_size(record.image_path)
+                values = at_size(refined[row], (height, width))
+                mask = None
+                if binarisation is not None and binarisation.rule in GLOBAL_RULES:
+                    mask = values > binarisation.thresholds["refined"]
+                write_submission(folder, record.image_path.relative_to(root), values, mask)
+                written += 1
+    return written

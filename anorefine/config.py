@@ -181,6 +181,7 @@ class EvalConfig:
     breakdown: bool = MISSING
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
     tiling: TilingConfig = field(default_factory=TilingConfig)
+    submission: Optional[str] = MISSING  # noqa: UP045 (null: none; a folder: the unlabeled splits' files)
     threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
 
 

@@ -47,9 +47,8 @@ class Pipeline:
         category (the test split also against the detector)."""
         plan.check_config(self.cfg, trains)
         plan.check_weights(self.cfg.model)
-        threshold_split = self.threshold_split()
-        if threshold_split and threshold_split not in splits:
-            splits = (*splits, threshold_split)
+        extra = (self.threshold_split(), *self.submission_splits())
+        splits = (*splits, *(split for split in extra if split and split not in splits))
         for category in categories:
             for split in splits:
                 images = self.images(category, split)
@@ -74,6 +73,18 @@ class Pipeline:
                 f"(its splits: {', '.join(self.dataset.splits)}); use eval.threshold.source=train"
             )
         return source
+
+    def submission_splits(self) -> tuple[str, ...]:
+        """The unlabeled splits ``eval.submission`` writes files for (none when it is unset); a dataset
+        without any fails naming the fix."""
+        if not self.cfg.eval.submission:
+            return ()
+        if not self.dataset.unlabeled_splits:
+            raise AnorefineError(
+                f"eval.submission={self.cfg.eval.submission}: dataset={self.dataset.name} has no unlabeled "
+                "test set to write (MVTec AD 2's private sets are); unset eval.submission"
+            )
+        return self.dataset.unlabeled_splits
 
     def normal_images(self, category: str, clock: StageClock | None = None) -> AnomalyImageDataset | None:
         """The normal images of the threshold's split (``threshold_split``), or None."""

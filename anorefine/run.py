@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from anorefine import map_files, plan, report, viz
 from anorefine.assembly import build_logger, is_rank_zero, uses_gpu
-from anorefine.calibration import calibrate, segmentation_scores
+from anorefine.calibration import calibrate, segmentation_scores, write_unlabeled_split
 from anorefine.config import BootstrapConfig
 from anorefine.curriculum.base import Curriculum
 from anorefine.data.records import ImageRecord
@@ -105,6 +105,13 @@ def run_category(pipeline: Pipeline, category: str, logger: Logger | bool, run_d
     if is_rank_zero():
         viz.write_category_figures(task, run_dir, category, logger)
     binarisation = calibrate(cfg.eval.threshold, task, pipeline.normal_images(category, clock), batch_size)
+    if is_rank_zero():
+        for split in pipeline.submission_splits():
+            written = write_unlabeled_split(
+                task, pipeline.images(category, split, clock), binarisation, pipeline.dataset.root,
+                Path(cfg.eval.submission).expanduser(), batch_size,
+            )  # fmt: skip
+            log.info("%s: %d images of %s written to %s", category, written, split, cfg.eval.submission)
     scored = task.compute_all(functools.partial(segmentation_scores, binarisation) if binarisation else None)
     tested = time.perf_counter()
     refiner_timing = refiner.timing()  # per-image cost, for refiners that measure it (F2PAD)

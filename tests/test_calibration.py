@@ -7,9 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 from conftest import TINY_RUN, compose_with, run_train
+from fixtures_data import SIZE, make_mvtec_ad2
 from omegaconf import OmegaConf
+from PIL import Image
 
 from anorefine.calibration import Binarisation, segmentation_scores
 from anorefine.errors import AnorefineError
@@ -101,3 +104,38 @@ def test_a_run_reports_segf1_and_iou_at_the_threshold_of_its_normal_images(tmp_p
         metrics = results["metrics"]["brick"][stage]
         assert 0.0 <= metrics["seg_f1"] <= 1.0 and 0.0 <= metrics["seg_iou"] <= metrics["seg_f1"]
         assert results["metrics"]["mean"][stage]["seg_f1"] == metrics["seg_f1"]
+
+
+def test_a_submission_needs_a_dataset_with_unlabeled_test_sets() -> None:
+    pipeline = Pipeline(compose_with(["eval.submission=server_files"]))
+    with pytest.raises(AnorefineError, match=r"dataset=demo has no unlabeled test set to write"):
+        pipeline.check(["brick"], ("test", "train"))
+
+
+@pytest.mark.slow
+def test_mvtec_ad2_private_sets_are_written_in_the_server_layout(tmp_path: Path) -> None:
+    """Fit on train, threshold on validation/good, score test_public; then the private sets' refined
+    maps (float16 TIFF at each image's size) and masks (0/255 PNG at the validation threshold)."""
+    root = make_mvtec_ad2(tmp_path / "ad2", categories=("can",))
+    out = tmp_path / "server"
+    run = run_train(
+        [*TINY_RUN, "dataset=mvtec_ad2", f"dataset.root={root}", "eval.bootstrap.replicates=0",
+         "eval.threshold.rule=mean_std", f"eval.submission={out}"],
+        tmp_path / "run",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    threshold = run.results["thresholds"]["can"]["thresholds"]["refined"]
+    for split, count in (("test_private", 3), ("test_private_mixed", 2)):
+        maps = sorted((out / "anomaly_images" / "can" / split).glob("*.tiff"))
+        masks = sorted((out / "anomaly_images_thresholded" / "can" / split).glob("*.png"))
+        assert [p.stem for p in maps] == [p.stem for p in masks] == [f"{i:03d}_regular" for i in range(count)]
+        for map_path, mask_path in zip(maps, masks, strict=True):
+            values = tifffile.imread(map_path)
+            mask = np.asarray(Image.open(mask_path))
+            assert values.dtype == np.float16 and values.shape == mask.shape == SIZE
+            assert set(np.unique(mask)) <= {0, 255}
+            # the mask was set on the float32 map; float16 storage may move values within 0.1 % of it
+            clear = np.abs(values.astype(np.float32) - threshold) > 1e-3 * abs(threshold)
+            np.testing.assert_array_equal(
+                (mask == 255)[clear], (values.astype(np.float32) > threshold)[clear]
+            )

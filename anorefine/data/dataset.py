@@ -30,6 +30,11 @@ def _open(path: Path, what: str) -> Image.Image:
         raise DataError(f"cannot read {what} {path}: {err}; replace or remove the file") from err
 
 
+def image_size(path: Path) -> tuple[int, int]:
+    """An image's (W, H), read from its header."""
+    return _header_size(path, "image")
+
+
 def _header_size(path: Path, what: str) -> tuple[int, int]:
     """(W, H) from the file's header, without decoding it."""
     try:

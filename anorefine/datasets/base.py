@@ -45,6 +45,8 @@ class DatasetSource(ABC):
     musc_k_list: ClassVar[tuple[int, ...]] = (1, 2, 3)
     #: The categories a published mean covers, in official order (empty: no published means).
     official_categories: ClassVar[tuple[str, ...]] = ()
+    #: The splits whose labels are not published, scored only into ``eval.submission`` files.
+    unlabeled_splits: ClassVar[tuple[str, ...]] = ()
     #: True for a dataset ``ensure_root`` writes on first use (a missing root is not an error).
     generated: ClassVar[bool] = False
 

@@ -33,6 +33,7 @@ class MVTecAD2(DatasetSource):
     sets unlabeled."""
 
     splits = (*SPLITS, "validation", *PRIVATE_SPLITS)
+    unlabeled_splits = PRIVATE_SPLITS
     official_categories = MVTEC_AD2_CATEGORIES
 
     def root_hint(self) -> str:
