@@ -1,16 +1,20 @@
-"""High resolution by tiling (anorefine.detectors.tiling): tile offsets, blend windows, the stitch
-against a whole-image run, fitting on tiles, and the settings' checks."""
+"""High resolution (docs/high_resolution.md): tile offsets, blend windows, the stitch against a
+whole-image run, fitting on tiles, the settings' checks, the high-resolution stand-in, and the
+MVTec AD 2 protocol."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import TINY_RUN, compose_with, run_train
+from PIL import Image
 
 from anorefine import plan
+from anorefine.data.hires import ensure_hires_standin
 from anorefine.detectors.base import Detector, DetectorOutput
 from anorefine.detectors.tiling import TiledDetector, Tiling, axis_weights
 from anorefine.errors import AnorefineError
@@ -151,3 +155,32 @@ def test_a_tiled_run_scores_the_demo_at_twice_its_size(tmp_path: Path) -> None:
     assert results["eval_resolution"]["size"] == [256, 256]
     base = results["metrics"]["brick"]["base"]
     assert 0.5 < base["pixel_auroc"] <= 1.0 and 0.5 < base["image_auroc"] <= 1.0
+
+
+def test_the_high_resolution_stand_in_paints_small_defects_in_one_square(tmp_path: Path) -> None:
+    root = ensure_hires_standin(
+        tmp_path / "hires", size=256, patch=64, counts=(2, 1, 1), kinds=("scratch", "hole")
+    )
+    carpet = root / "carpet"
+    assert sorted(p.name for p in (carpet / "train" / "good").iterdir()) == ["000.png", "001.png"]
+    for kind in ("scratch", "hole"):
+        image = np.asarray(Image.open(carpet / "test" / kind / "000.png"))
+        mask = np.asarray(Image.open(carpet / "ground_truth" / kind / "000_mask.png")) > 0
+        assert image.shape == (256, 256, 3) and mask.shape == (256, 256)
+        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+        assert rows.size and rows[-1] - rows[0] < 64 and cols[-1] - cols[0] < 64  # inside one 64² square
+        assert 0.001 * 64**2 <= mask.sum() <= 0.03 * 64**2  # the painters' area, of the square
+    again = ensure_hires_standin(
+        tmp_path / "hires", size=256, patch=64, counts=(2, 1, 1), kinds=("scratch", "hole")
+    )
+    assert again == root  # the marker matches: nothing is drawn again
+
+
+def test_protocol_mvtec_ad2_sets_its_evaluation() -> None:
+    cfg = compose_with(["dataset=mvtec_ad2", "protocol=mvtec_ad2"])
+    assert cfg.eval.resolution == "original" and cfg.eval.aupro_limit == 0.05
+    assert (cfg.eval.threshold.rule, cfg.eval.threshold.k, cfg.eval.threshold.source) == (
+        "mean_std",
+        3.0,
+        "validation",
+    )

@@ -8,7 +8,7 @@ Where tiles overlap, their cells are blended with a window: ``hann`` (sin², nev
 fade into each other) or ``crop`` (each cell from the tile whose centre is nearest: equal to scoring
 the whole image wherever the detector's receptive field fits inside the overlap). The image score is
 the highest tile score. Memory: ``batch`` tiles at a time, plus the stitched grid (features included);
-the refiners then work on the stitched map at the image's resolution (docs/datasets.md, High resolution).
+the refiners then work on the stitched map at the image's resolution (docs/high_resolution.md).
 """
 
 from __future__ import annotations
