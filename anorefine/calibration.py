@@ -1,7 +1,8 @@
-"""Thresholds without labels in the train path (``eval.threshold``; docs/thresholds.md): one threshold
-per stage from the maps of normal images only (``quantile``, ``mean_std``), or MEBin's per-image masks,
-applied to the test maps and scored as SegF1 and IoU next to the threshold-free metrics; and the
-unlabeled test sets' maps and masks written for an evaluation server (``eval.submission``)."""
+"""What a run scores beside the task's own metrics: label-free thresholds (``eval.threshold``;
+docs/thresholds.md: one threshold per stage from the maps of normal images only, ``quantile`` or
+``mean_std``, or MEBin's per-image masks) applied to the test maps and scored as SegF1 and IoU; the
+multi-view sample-level image metrics (``eval.sample_score``, Real-IAD); and the unlabeled test sets'
+maps and masks written for an evaluation server (``eval.submission``)."""
 
 from __future__ import annotations
 
@@ -17,12 +18,15 @@ from torch.utils.data import DataLoader
 
 from anorefine.config import ThresholdConfig
 from anorefine.data.dataset import AnomalyImageDataset, image_size
+from anorefine.data.records import ImageRecord
 from anorefine.map_files import at_size
+from anorefine.metrics.image import image_metrics
+from anorefine.metrics.multiview import SampleReduce, sample_scores
 from anorefine.metrics.names import STAGES
 from anorefine.metrics.segmentation import SegmentationScores
 from anorefine.metrics.thresholds import GLOBAL_RULES, choose_threshold, mebin_masks, mebin_search_range
 from anorefine.submission import write_submission
-from anorefine.task import AnomalyTask
+from anorefine.task import AnomalyTask, Metrics, StoredMaps
 
 
 @dataclass(frozen=True)
@@ -94,17 +98,34 @@ def calibrate(
     return Binarisation(settings, thresholds)
 
 
-def segmentation_scores(
-    binarisation: Binarisation, maps: dict[str, Sequence[Tensor]], masks: Sequence[Tensor]
-) -> dict[str, dict[str, float | None]]:
-    """SegF1 and IoU of each stage's binarised maps against the ground-truth masks."""
-    scores = {}
-    for stage, stage_maps in maps.items():
+def segmentation_scores(binarisation: Binarisation, stored: StoredMaps) -> dict[str, Metrics]:
+    """SegF1 and IoU of each stage's binarised maps against the ground-truth masks (none without masks)."""
+    if stored.masks is None:
+        return {}
+    scores: dict[str, Metrics] = {}
+    for stage, stage_maps in stored.maps.items():
         metric = SegmentationScores()
-        for predicted, truth in zip(binarisation.masks(stage, stage_maps), masks, strict=True):
+        for predicted, truth in zip(binarisation.masks(stage, stage_maps), stored.masks, strict=True):
             metric.update(predicted, truth)
         scores[stage] = metric.compute()
     return scores
+
+
+def sample_metrics(
+    records: Sequence[ImageRecord], reduce: SampleReduce, stored: StoredMaps
+) -> dict[str, Metrics]:
+    """Image AUROC and AP per physical sample (``sample_auroc``, ``sample_ap``): its views' scores
+    reduced by ``reduce``, anomalous when any view is (anorefine.metrics.multiview); none when the test
+    records carry no sample ids."""
+    if stored.indices is None or any(records[i].sample_id is None for i in stored.indices):
+        return {}
+    ids = [records[i].sample_id for i in stored.indices]
+    results: dict[str, Metrics] = {}
+    for stage, scores in stored.scores.items():
+        _, per_sample, anomalous = sample_scores(ids, scores, stored.labels, reduce)
+        auroc, ap = image_metrics(per_sample, anomalous)
+        results[stage] = {"sample_auroc": auroc, "sample_ap": ap}
+    return results
 
 
 def write_unlabeled_split(

@@ -45,6 +45,8 @@ ImageResize = run_choice("ImageResize", get_args(records.ImageResize))
 MaskResize = run_choice("MaskResize", get_args(records.MaskResize))
 BlurPadding = run_choice("BlurPadding", get_args(records.BlurPadding))
 TilingWindow = run_choice("TilingWindow", get_args(records.TilingWindow))
+#: eval.sample_score: none, or how a physical sample's view scores reduce (Real-IAD's multi-view score).
+SampleScore = run_choice("SampleScore", ("none", "max", "mean"))
 EvalResolution = run_choice("EvalResolution", EVAL_RESOLUTIONS)
 LoggerName = run_choice("LoggerName", LOGGERS)
 ThresholdRule = run_choice("ThresholdRule", THRESHOLD_RULES)
@@ -182,6 +184,7 @@ class EvalConfig:
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
     tiling: TilingConfig = field(default_factory=TilingConfig)
     submission: Optional[str] = MISSING  # noqa: UP045 (null: none; a folder: the unlabeled splits' files)
+    sample_score: SampleScore = MISSING  # type: ignore[valid-type]  # a run_choice Enum
     threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
 
 

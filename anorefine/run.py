@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from anorefine import map_files, plan, report, viz
 from anorefine.assembly import build_logger, is_rank_zero, uses_gpu
-from anorefine.calibration import calibrate, segmentation_scores, write_unlabeled_split
+from anorefine.calibration import calibrate, sample_metrics, segmentation_scores, write_unlabeled_split
 from anorefine.config import BootstrapConfig
 from anorefine.curriculum.base import Curriculum
 from anorefine.data.records import ImageRecord
@@ -112,7 +112,11 @@ def run_category(pipeline: Pipeline, category: str, logger: Logger | bool, run_d
                 Path(cfg.eval.submission).expanduser(), batch_size,
             )  # fmt: skip
             log.info("%s: %d images of %s written to %s", category, written, split, cfg.eval.submission)
-    scored = task.compute_all(functools.partial(segmentation_scores, binarisation) if binarisation else None)
+    extra = [functools.partial(segmentation_scores, binarisation)] if binarisation else []
+    sample_score = getattr(cfg.eval.sample_score, "value", cfg.eval.sample_score)
+    if sample_score != "none":
+        extra.append(functools.partial(sample_metrics, test_set.records, sample_score))
+    scored = task.compute_all(extra)
     tested = time.perf_counter()
     refiner_timing = refiner.timing()  # per-image cost, for refiners that measure it (F2PAD)
     log_category_metrics(logger, category, scored.metrics)

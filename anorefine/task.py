@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -41,8 +41,9 @@ from anorefine.stages import StageClock
 #: Receives each test batch with its maps: (batch, base map, refined map, refined image score).
 MapSink = Callable[[dict[str, Any], torch.Tensor, torch.Tensor, torch.Tensor], None]
 Metrics = dict[str, float | None]
-#: Metrics of binarised maps: (per stage the stored map parts, the mask parts) -> per stage metrics.
-ThresholdMetrics = Callable[[dict[str, list[torch.Tensor]], list[torch.Tensor]], dict[str, Metrics]]
+#: Metrics a run adds beside the task's own, from the stored maps and scores (SegF1 and IoU:
+#: anorefine.calibration; multi-view sample scores): per stage, metric name -> value.
+ExtraMetrics = Callable[["StoredMaps"], dict[str, Metrics]]
 
 
 @dataclass
@@ -65,15 +66,17 @@ class ScoredCategory:
 
 
 @dataclass
-class _Stored:
-    """The accumulators' tensors, read in place (nothing is copied): both stages share the images,
-    masks and labels, so the base accumulator's masks serve both."""
+class StoredMaps:
+    """The accumulators' tensors, read in place (nothing is copied), in the order the images were
+    tested: both stages share the images, masks and labels, so the base accumulator's masks serve both;
+    ``indices``: each image's index in the test set (None when the batches carried none)."""
 
     maps: dict[str, list[torch.Tensor]]
     scores: dict[str, torch.Tensor]
     masks: list[torch.Tensor] | None  # None: some image has no mask, or no GT region anywhere
     labels: torch.Tensor
     kinds: list[str] | None
+    indices: list[int] | None = None
 
 
 def image_delta_replicates(
@@ -218,20 +221,17 @@ class AnomalyTask(L.LightningModule):
         """Metrics of every map seen so far, per stage; resets the accumulators."""
         return self.compute_all().metrics
 
-    def compute_all(self, threshold_metrics: ThresholdMetrics | None = None) -> ScoredCategory:
+    def compute_all(self, extra_metrics: Sequence[ExtraMetrics] = ()) -> ScoredCategory:
         """Metrics of every map seen so far, per stage, with the breakdown and the bootstrap Δs the
-        task was built for (:class:`ScoredCategory`), and ``threshold_metrics`` of the stored maps and
-        masks (SegF1, IoU: anorefine.calibration) when given and there are masks; resets the
-        accumulators."""
+        task was built for (:class:`ScoredCategory`), and each of ``extra_metrics`` of the stored maps
+        and scores; resets the accumulators."""
         try:
             started = time.perf_counter()
             results = ScoredCategory(self._stage_metrics())
             results.seconds["metrics_s"] = time.perf_counter() - started
-            if threshold_metrics is not None:
-                stored = self._stored()
-                if stored.masks is not None:
-                    for stage, values in threshold_metrics(stored.maps, stored.masks).items():
-                        results.metrics[stage].update(values)
+            for extra in extra_metrics:
+                for stage, values in extra(self._stored()).items():
+                    results.metrics[stage].update(values)
             if self.breakdown or self._bootstraps:
                 stored = self._stored()
                 started = time.perf_counter()
@@ -268,31 +268,32 @@ class AnomalyTask(L.LightningModule):
             return score_parts(metric.anomaly_maps, None, scores, labels, self.aupro_limit)
         return metric.compute()
 
-    def _stored(self) -> _Stored:
+    def _stored(self) -> StoredMaps:
         """The accumulated tensors as they are (no copy), in the order the images were tested: the
         dataset's, or a curriculum's stream order (PGT), which the bootstrap's draws follow."""
         base = self.metric("base")
         refined = base if self.returns_base_map else self.metric("refined")
         has_masks = bool(torch.cat(base.has_mask).all()) and any(bool(m.any()) for m in base.gt_masks)
         labels = dim_zero_cat(base.labels)
-        kinds = None
-        if self.defect_kinds is not None and self._indices:
-            indices = torch.cat(self._indices).tolist()
-            if len(indices) == labels.numel():
-                kinds = [self.defect_kinds(int(i)) for i in indices]
-        return _Stored(
+        kinds = indices = None
+        if self._indices and sum(len(i) for i in self._indices) == labels.numel():
+            indices = [int(i) for i in torch.cat(self._indices).tolist()]
+            if self.defect_kinds is not None:
+                kinds = [self.defect_kinds(i) for i in indices]
+        return StoredMaps(
             maps={"base": base.anomaly_maps, "refined": refined.anomaly_maps},
             scores={"base": dim_zero_cat(base.image_scores), "refined": dim_zero_cat(refined.image_scores)},
             masks=base.gt_masks if has_masks else None,
             labels=labels,
             kinds=kinds,
+            indices=indices,
         )
 
     @property
     def _scored_stages(self) -> tuple[str, ...]:
         return ("base",) if self.returns_base_map else STAGES
 
-    def _kind_metrics(self, stored: _Stored, selected: np.ndarray, stage: str) -> Metrics:
+    def _kind_metrics(self, stored: StoredMaps, selected: np.ndarray, stage: str) -> Metrics:
         """The metrics of the selected images (those of ``kind_metrics`` but ``boundary_f1``, left
         ``None``: per kind it would cost more than all the others together); pixel metrics ``None``
         when the selection holds no GT region."""
@@ -308,7 +309,7 @@ class AnomalyTask(L.LightningModule):
             results.update(pixel_metrics(maps, masks, self.aupro_limit).values())
         return results
 
-    def _breakdown(self, stored: _Stored) -> dict[str, Any]:
+    def _breakdown(self, stored: StoredMaps) -> dict[str, Any]:
         """Per defect kind and per size bin, both stages (the refined copy of the base without a
         refined map of its own)."""
         kinds: dict[str, Any] = {}
@@ -340,7 +341,7 @@ class AnomalyTask(L.LightningModule):
                 }
         return {"kinds": kinds, "sizes": sizes}
 
-    def _bootstrap(self, stored: _Stored) -> DeltaReplicates:
+    def _bootstrap(self, stored: StoredMaps) -> DeltaReplicates:
         """``delta_intervals`` of the category (image metrics alone without pixel metrics); without
         ``breakdown`` only the ``"all"`` view is kept."""
         settings = self.bootstrap

@@ -10,14 +10,17 @@ import pytest
 import tifffile
 import torch
 from conftest import TINY_RUN, compose_with, run_train
-from fixtures_data import SIZE, make_mvtec_ad2
+from fixtures_data import SIZE, make_mvtec_ad2, make_realiad
 from omegaconf import OmegaConf
 from PIL import Image
+from sklearn.metrics import roc_auc_score
 
-from anorefine.calibration import Binarisation, segmentation_scores
+from anorefine.calibration import Binarisation, sample_metrics, segmentation_scores
+from anorefine.data.records import ImageRecord
 from anorefine.errors import AnorefineError
 from anorefine.metrics.thresholds import mebin_masks
 from anorefine.pipeline import Pipeline
+from anorefine.task import StoredMaps
 
 
 def settings(rule: str) -> object:
@@ -39,6 +42,12 @@ def parts(seed: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     return maps, masks
 
 
+def stored(maps: dict[str, list[torch.Tensor]], masks: list[torch.Tensor]) -> StoredMaps:
+    """What AnomalyTask.compute_all hands its extra metrics (scores and labels unused here)."""
+    labels = torch.cat([m.flatten(1).any(1) for m in masks])
+    return StoredMaps(maps, {stage: labels.float() for stage in maps}, masks, labels, None)
+
+
 def direct_f1_iou(predicted: list[np.ndarray], truth: list[np.ndarray]) -> tuple[float, float]:
     p = np.concatenate([a.ravel() for a in predicted])
     t = np.concatenate([a.ravel() for a in truth])
@@ -51,7 +60,7 @@ def test_a_global_threshold_scores_like_a_direct_count(threshold: float) -> None
     maps, masks = parts(0)
     refined = [m * 0.5 for m in maps]
     binarisation = Binarisation(settings("quantile"), {"base": threshold, "refined": threshold / 2})  # type: ignore[arg-type]
-    scores = segmentation_scores(binarisation, {"base": maps, "refined": refined}, masks)
+    scores = segmentation_scores(binarisation, stored({"base": maps, "refined": refined}, masks))
     for stage, stage_maps, cut in (("base", maps, threshold), ("refined", refined, threshold / 2)):
         predicted = [(m > cut).numpy() for m in stage_maps]
         f1, iou = direct_f1_iou(predicted, [m.numpy() for m in masks])
@@ -68,7 +77,7 @@ def test_mebin_binarises_every_image_of_the_set_with_one_search_range() -> None:
     expected = mebin_masks([image.numpy() for part in maps for image in part])
     flat = [image.numpy() for part in found for image in part]
     assert all(np.array_equal(a, b) for a, b in zip(flat, expected, strict=True))
-    scores = segmentation_scores(binarisation, {"base": maps}, masks)
+    scores = segmentation_scores(binarisation, stored({"base": maps}, masks))
     assert scores["base"]["seg_f1"] == pytest.approx(
         direct_f1_iou(flat, [m.numpy() for p in masks for m in p])[0]
     )
@@ -139,3 +148,38 @@ def test_mvtec_ad2_private_sets_are_written_in_the_server_layout(tmp_path: Path)
             np.testing.assert_array_equal(
                 (mask == 255)[clear], (values.astype(np.float32) > threshold)[clear]
             )
+
+
+def test_sample_metrics_reduce_each_sample_s_views_like_a_direct_loop() -> None:
+    samples = ["s0", "s0", "s1", "s1", "s2", "s2", "s3", "s3"]
+    labels = torch.tensor([0, 0, 0, 1, 0, 0, 1, 0])
+    records = [
+        ImageRecord(Path(f"{i}.png"), None, int(labels[i]), "x", "c", s) for i, s in enumerate(samples)
+    ]
+    order = [3, 0, 5, 1, 7, 2, 6, 4]  # tested in a stream order, not the dataset's
+    scores = torch.tensor([0.2, 0.9, 0.4, 0.3, 0.1, 0.5, 0.8, 0.6])  # per tested image
+    tested = StoredMaps({}, {"base": scores, "refined": scores * 2}, None, labels[order], None, order)
+    metrics = sample_metrics(records, "max", tested)
+    per_sample: dict[str, list[float]] = {}
+    anomalous: dict[str, bool] = {}
+    for position, index in enumerate(order):
+        per_sample.setdefault(samples[index], []).append(float(scores[position]))
+        anomalous[samples[index]] = anomalous.get(samples[index], False) or bool(labels[index])
+    names = sorted(per_sample)
+    expected = roc_auc_score([anomalous[n] for n in names], [max(per_sample[n]) for n in names])
+    assert metrics["base"]["sample_auroc"] == pytest.approx(expected)
+    assert metrics["refined"]["sample_auroc"] == pytest.approx(expected)  # a monotone rescaling
+    assert sample_metrics(records, "max", StoredMaps({}, {"base": scores}, None, labels, None, None)) == {}
+
+
+@pytest.mark.slow
+def test_a_real_iad_run_reports_the_multi_view_sample_score(tmp_path: Path) -> None:
+    root = make_realiad(tmp_path / "realiad", categories=("audiojack",))
+    run = run_train(
+        [*TINY_RUN, "dataset=realiad", f"dataset.root={root}", "eval.bootstrap.replicates=0",
+         "eval.sample_score=max"],
+        tmp_path / "run",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    base = run.results["metrics"]["audiojack"]["base"]
+    assert 0.0 <= base["sample_auroc"] <= 1.0 and 0.0 <= base["sample_ap"] <= 1.0
