@@ -67,18 +67,28 @@ MVTEC_LAYOUTS: dict[str, CategoryLayout] = {
     ),
 }  # fmt: skip
 
-#: VisA: RGB JPEGs of several sizes; train normal, test normal, test anomalous per category.
-VISA_LAYOUTS: dict[str, CategoryLayout] = {
-    "candle": _visa((1284, 1168), 900, 100, 100),
-    "capsules": _visa((1500, 1000), 542, 60, 100),
-    "cashew": _visa((1274, 1000), 450, 50, 100),
-    "chewinggum": _visa((1342, 1000), 453, 50, 100),
-    "fryum": _visa((1500, 1000), 450, 50, 100),
-    "macaroni1": _visa((1500, 1000), 900, 100, 100),
-    "macaroni2": _visa((1500, 1000), 900, 100, 100),
-    "pcb1": _visa((1404, 1000), 904, 100, 100),
-    "pcb2": _visa((1404, 1000), 901, 100, 100),
-    "pcb3": _visa((1404, 1000), 905, 101, 100),
-    "pcb4": _visa((1404, 1000), 904, 101, 100),
-    "pipe_fryum": _visa((1500, 1000), 450, 50, 100),
-}
+#: VisA: RGB JPEGs of several sizes; per category the image width and height, and the train normal,
+#: test normal and test anomalous images (one row per category, official order).
+_VISA_TABLE = """
+category    width  height  train  test_normal  test_anomalous
+candle      1284   1168    900    100          100
+capsules    1500   1000    542    60           100
+cashew      1274   1000    450    50           100
+chewinggum  1342   1000    453    50           100
+fryum       1500   1000    450    50           100
+macaroni1   1500   1000    900    100          100
+macaroni2   1500   1000    900    100          100
+pcb1        1404   1000    904    100          100
+pcb2        1404   1000    901    100          100
+pcb3        1404   1000    905    101          100
+pcb4        1404   1000    904    101          100
+pipe_fryum  1500   1000    450    50           100
+"""
+
+
+def _visa_layouts(table: str) -> dict[str, CategoryLayout]:
+    rows = [line.split() for line in table.strip().splitlines()[1:]]
+    return {name: _visa((int(w), int(h)), int(a), int(b), int(c)) for name, w, h, a, b, c in rows}
+
+
+VISA_LAYOUTS: dict[str, CategoryLayout] = _visa_layouts(_VISA_TABLE)
