@@ -101,6 +101,8 @@ def test_a_bad_file_in_a_later_category_fails_before_the_first_fit(demo_root: Pa
         (["model=winclip"], "CLIP ViT-B-16-plus-240 (laion400m_e31) weights not found"),
         (["model=anomalyclip"], "CLIP ViT-L-14-336 (openai) weights not found"),
         (["model=musc", "model.family=open_clip", "model.backbone=ViT-L-14-336"], "CLIP ViT-L-14-336"),
+        (["model=anomalib"], "ImageNet resnet18 weights not found"),  # Padim, anomalib's default backbone
+        (["model=anomalib", "+model.settings.backbone=resnet50"], "timm/resnet50.safetensors (no internet"),
     ],
 )
 def test_a_missing_weight_file_fails_before_any_model_is_built(
