@@ -3,6 +3,9 @@ step, scored raw, with offline or seeded random weights."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +15,7 @@ import timm
 import torch
 import torch.nn.functional as F
 import torchvision
-from conftest import TINY_RUN, compose_with, run_train
+from conftest import REPO, TINY_RUN, compose_with, run_train
 from fakes import Normals
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader
@@ -282,3 +285,21 @@ def test_ard_refines_an_anomalib_model_end_to_end(demo_root: Path, tmp_path: Pat
     assert refined["pixel_ap"] != base["pixel_ap"]  # the trained ARD changed the map
     printed = run.stdout + run.stderr
     assert "GPU available" not in printed and "Warning" not in printed
+
+
+@pytest.mark.slow
+def test_the_table_script_writes_a_row_per_method(demo_root: Path, tmp_path: Path) -> None:
+    doc, out = tmp_path / "table.md", tmp_path / "out"
+    doc.write_text("# Models\n\n<!-- anomalib-table:begin -->\nold\n<!-- anomalib-table:end -->\ntail\n")
+    command = [sys.executable, str(REPO / "scripts" / "anomalib_table.py"), "--quick", "--models", "Padim",
+               "--out", str(out), "--doc", str(doc), "--", f"dataset.root={demo_root}"]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = doc.read_text()
+    assert text.startswith("# Models\n") and text.endswith("<!-- anomalib-table:end -->\ntail\n")
+    assert "old" not in text and "Smoke-only" in text
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| Padim |")]
+    assert [row[1] for row in rows[:3]] == ["none", "ard+pgt", "f2pad"]
+    assert rows[3][1] == "model backbone (feature_extractor: TimmFeatureExtractor) |"
+    base = json.loads((out / "Padim" / "none" / "results.json").read_text())["metrics"]["mean"]["base"]
+    assert rows[0][2] == f"{100 * base['pixel_ap']:.2f}"
