@@ -27,16 +27,22 @@ import inspect
 import urllib.error
 import warnings
 from contextlib import nullcontext
-from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from anomalib import models
+from anomalib.data import ImageBatch
+from anomalib.models import image
+from anomalib.models.components import AnomalibModule
+from anomalib.models.components.feature_extractors import TimmFeatureExtractor
+from anomalib.pre_processing import PreProcessor
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import nn
 from torch.utils.data import DataLoader
+from torchvision.transforms.v2 import CenterCrop, Compose, InterpolationMode, Resize
 
 from anorefine.detectors.backbones import backbone_weight_file, detector_feature_extractor
 from anorefine.detectors.base import BaselineBlur, Detector, DetectorOutput
@@ -66,37 +72,29 @@ TRAINER_WARNINGS = (
 FALLBACK_STRIDE = 8
 
 
-@cache
 def image_models() -> tuple[str, ...]:
     """anomalib's image model class names."""
-    from anomalib.models import image
-
     return tuple(sorted(image.__all__))
 
 
-def model_class(architecture: str) -> type[Any]:
+def model_class(architecture: str) -> type[AnomalibModule]:
     """The anomalib model class ``architecture`` names; one line listing them when it names none."""
     if architecture not in image_models():
         raise AnorefineError(
             f"model.architecture={architecture} is not an anomalib image model: use one of "
             f"{', '.join(image_models())}"
         )
-    from anomalib import models
-
     return getattr(models, architecture)
 
 
-def input_transform(module_class: type[Any], size: int) -> Any:
+def input_transform(module_class: type[AnomalibModule], size: int) -> PreProcessor:
     """The model's default pre-processor, its geometric steps replaced by one Resize to ``size``."""
-    from anomalib.pre_processing import PreProcessor
-    from torchvision.transforms.v2 import CenterCrop, Compose, Resize
-
     transform = module_class.configure_pre_processor().transform
     steps = list(transform.transforms) if isinstance(transform, Compose) else [transform]
     resizes = [step for step in steps if isinstance(step, Resize)]
     resize = Resize(
         (size, size),
-        interpolation=resizes[0].interpolation if resizes else "bilinear",
+        interpolation=resizes[0].interpolation if resizes else InterpolationMode.BILINEAR,
         antialias=True,
     )
     kept = [step for step in steps if step is not None and not isinstance(step, Resize | CenterCrop)]
@@ -105,7 +103,7 @@ def input_transform(module_class: type[Any], size: int) -> Any:
 
 def build_module(
     architecture: str, settings: dict[str, Any], image_size: int, mode: HubMode, weights_dir: Path
-) -> Any:
+) -> AnomalibModule:
     """The anomalib model, its pretrained weights as ``mode`` says (``offline_hubs``); no
     post-processor, evaluator or visualizer."""
     module_class = model_class(architecture)
@@ -132,8 +130,6 @@ def build_module(
 def find_backbone(model: nn.Module) -> str | None:
     """The path of the model's backbone: its first ``TimmFeatureExtractor``, else the first module
     named in ``BACKBONE_NAMES``; None when it has neither."""
-    from anomalib.models.components.feature_extractors import TimmFeatureExtractor
-
     named = list(model.named_modules())
     found = next((n for n, m in named if isinstance(m, TimmFeatureExtractor)), None)
     if found is None:
@@ -171,10 +167,8 @@ def to_grid(values: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(values, size=grid, mode="bilinear", align_corners=False)
 
 
-def image_batch(items: list[dict[str, torch.Tensor]]) -> Any:
+def image_batch(items: list[dict[str, torch.Tensor]]) -> ImageBatch:
     """Normal images ``{"image": (3,S,S)}`` -> anomalib's ImageBatch (label 0, empty masks)."""
-    from anomalib.data import ImageBatch
-
     images = torch.stack([item["image"] for item in items]).float()
     count, _, height, width = images.shape
     return ImageBatch(
@@ -296,6 +290,11 @@ class AnomalibDetector(Detector):
         return None if self.backbone_name is None else self.module.model.get_submodule(self.backbone_name)
 
     @property
+    def input_steps(self) -> Compose:
+        """The pre-processing ``build_module`` gave the model (``input_transform``)."""
+        return cast(Compose, cast(PreProcessor, self.module.pre_processor).transform)
+
+    @property
     def feature_origin(self) -> str:
         """Where the ARD's features come from: the model's backbone module, or the fallback backbone."""
         if self.backbone is not None:
@@ -366,7 +365,7 @@ class AnomalibDetector(Detector):
         )
         try:
             with torch.no_grad():
-                prediction = self.module.model(self.module.pre_processor.transform(images))
+                prediction = self.module.model(self.input_steps(images))
         finally:
             if hook is not None:
                 hook.remove()
