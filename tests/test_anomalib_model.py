@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from anorefine import fits, plan
 from anorefine.assembly import build_component
+from anorefine.detectors import offline_hubs
 from anorefine.detectors.anomalib_model import AnomalibDetector, as_feature_map
 from anorefine.detectors.backbones import detector_feature_extractor, efficientnet_lite0_state_dict
 from anorefine.detectors.cnn import stage_layers
@@ -163,8 +164,16 @@ def backbone_state(detector: AnomalibDetector) -> dict[str, torch.Tensor]:
     return detector.module.model.teacher_model.feature_extractor.state_dict()
 
 
-def test_random_weights_depend_on_the_weights_seed_alone(tmp_path: Path) -> None:
+def test_random_weights_depend_on_the_weights_seed_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     missing = tmp_path / "no_weights"
+
+    def looked_up(*args: Any) -> None:
+        raise AssertionError(f"a weight file was looked up: {args}")
+
+    monkeypatch.setattr(offline_hubs, "backbone_weight_file", looked_up)
+    monkeypatch.setattr(offline_hubs, "torchvision_weight_file", looked_up)
 
     def teacher(weights_seed: int, seed: int) -> dict[str, torch.Tensor]:
         args = ["model.image_size=64", f"paths.weights_dir={missing}", f"model.weights_seed={weights_seed}"]
