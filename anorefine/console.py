@@ -1,5 +1,6 @@
-"""What a run prints: Lightning's per-Trainer banners and known third-party warnings, silenced at
-their source unless ``verbose=true`` (or ``python train.py -v``) asks for them.
+"""What a run prints: Lightning's per-Trainer banners, anomalib's per-model info lines and known
+third-party warnings, silenced at their source unless ``verbose=true`` (or ``python train.py -v``)
+asks for them.
 
 A run builds many Trainers (one per PGT group and per category), and each would repeat the
 accelerator banner ("GPU available ...") and the same tips; Lightning prints them through its
@@ -18,6 +19,8 @@ import warnings
 
 #: Lightning's loggers for per-Trainer information (accelerator banner, tips, seed lines).
 LIGHTNING_INFO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+#: anomalib's info lines (``Initializing <Model> model.`` for every detector built by model=anomalib).
+ANOMALIB_INFO_LOGGERS = ("anomalib",)
 #: (category, message regex, module regex) of known third-party warnings nothing here can fix.
 KNOWN_WARNINGS: tuple[tuple[type[Warning], str, str], ...] = (
     # Lightning 2.6 tests torch's deprecated LeafSpec class in its own pytree helper.
@@ -27,7 +30,7 @@ KNOWN_WARNINGS: tuple[tuple[type[Warning], str, str], ...] = (
 
 def configure(verbose: bool) -> None:
     """Quiet Lightning's banners and the known warnings, or bring them all back with ``verbose``."""
-    for name in LIGHTNING_INFO_LOGGERS:
+    for name in (*LIGHTNING_INFO_LOGGERS, *ANOMALIB_INFO_LOGGERS):
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
     if verbose:
         return

@@ -21,7 +21,7 @@ RANDOM: Final = "random"
 
 #: Environment variable naming the weights directory when no setting does.
 WEIGHTS_ENV = "ANOREFINE_WEIGHTS_DIR"
-DOWNLOAD_HINT = "python scripts/download.py weights --dir {dir}"
+DOWNLOAD_HINT = "python scripts/download.py weights{options} --dir {dir}"
 
 
 def resolve_weights_dir(configured: str | os.PathLike | None = None) -> Path:
@@ -32,8 +32,11 @@ def resolve_weights_dir(configured: str | os.PathLike | None = None) -> Path:
     return Path(chosen).expanduser()
 
 
-def find_weight_file(weights_dir: str | os.PathLike, relative_names: list[str], what: str) -> Path:
-    """Return the first existing ``weights_dir/<name>``; otherwise raise one error naming what and how."""
+def find_weight_file(
+    weights_dir: str | os.PathLike, relative_names: list[str], what: str, download_options: str = ""
+) -> Path:
+    """Return the first existing ``weights_dir/<name>``; otherwise raise one error naming what and how
+    (``download_options``: what ``scripts/download.py weights`` needs besides ``--dir`` to fetch it)."""
     root = Path(weights_dir)
     for name in relative_names:
         candidate = root / name
@@ -42,7 +45,8 @@ def find_weight_file(weights_dir: str | os.PathLike, relative_names: list[str], 
     expected = root / relative_names[0]
     raise WeightsError(
         f"{what} weights not found at {expected} (no internet here to fetch them): "
-        f"run `{DOWNLOAD_HINT.format(dir=root)}` on a machine with internet and copy {root} over, "
+        f"run `{DOWNLOAD_HINT.format(options=download_options, dir=root)}` on a machine with internet "
+        f"and copy {root} over, "
         f"or set paths.weights_dir / ${WEIGHTS_ENV} to a folder that holds {relative_names[0]}"
     )
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import open_clip
 import timm
 
-from anorefine.detectors.backbones import WEIGHT_FILES
+from anorefine.detectors.backbones import WEIGHT_FILES, weight_file_names
 from anorefine.detectors.clip_models import TINY, checkpoint_name, torch_save_atomic
 from anorefine.settings import effective_settings
 
@@ -44,12 +44,13 @@ def download_clip_weights(weights_dir: str | Path, models: list[tuple[str, str]]
 
 
 def download_backbone_weights(weights_dir: str | Path, backbones: list[str] | None = None) -> list[Path]:
-    """Write the ImageNet weights of each CNN backbone that has no offline source (timm download)."""
+    """Write the ImageNet weights of each timm backbone (default: those the configs name) into the weights
+    dir (timm download)."""
     from safetensors.torch import save_file
 
     paths = []
     for backbone in backbones or sorted(WEIGHT_FILES):
-        target = Path(weights_dir) / WEIGHT_FILES[backbone][0]
+        target = Path(weights_dir) / weight_file_names(backbone)[0]
         if not target.is_file():
             print(f"downloading {backbone} (timm, ImageNet) -> {target}")
             state = timm.create_model(backbone, pretrained=True).state_dict()

@@ -5,6 +5,7 @@ python scripts/download.py visa --root DIR        # VisA archive, likewise
 python scripts/download.py mvtec_loco --root DIR  # MVTec LOCO AD archive, likewise
 python scripts/download.py btad --root DIR        # BTAD archive (a zip), likewise
 python scripts/download.py weights [--dir DIR]    # every checkpoint the configs name, into the weights dir
+python scripts/download.py weights --backbone resnet50  # and a timm backbone's (an anomalib model's)
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ def _download_weights(args: argparse.Namespace) -> None:
     clips = configured_clips(CONF_DIR / "model")
     try:
         paths = download_clip_weights(weights_dir, clips) + download_backbone_weights(weights_dir)
+        if args.backbone:
+            paths += download_backbone_weights(weights_dir, args.backbone)
     except OSError as error:
         raise AnorefineError(
             f"downloading weights into {weights_dir} failed ({error}): this needs internet"
@@ -59,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     weights = commands.add_parser("weights", help="download every checkpoint the model configs name")
     weights.add_argument(
         "--dir", type=Path, default=None, help="weights dir (default: $ANOREFINE_WEIGHTS_DIR or ./weights)"
+    )
+    weights.add_argument(
+        "--backbone", action="append", default=[], help="also a timm backbone's ImageNet weights (repeatable)"
     )
     weights.set_defaults(handler=_download_weights)
     return parser

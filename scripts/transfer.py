@@ -27,13 +27,14 @@ from anorefine.transfer_matrix import read_cells, render
 BEGIN, END = "<!-- transfer:begin -->", "<!-- transfer:end -->"
 
 
-def write_section(doc: Path, section: str) -> None:
-    """Replace the text between the markers of ``doc`` (appended with them when absent)."""
+def write_section(doc: Path, section: str, begin: str = BEGIN, end: str = END) -> None:
+    """Replace the text between the markers ``begin`` and ``end`` of ``doc`` (appended with them when
+    absent)."""
     text = doc.read_text() if doc.is_file() else ""
-    block = f"{BEGIN}\n{section}{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
+    block = f"{begin}\n{section}{end}"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
     else:
         text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
     doc.write_text(text)

@@ -1,9 +1,11 @@
-"""Contract-complete stand-ins for a detector, shared by the tests (no test module imports another)."""
+"""Contract-complete stand-ins for a detector and its normal images, shared by the tests (no test module
+imports another)."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import Dataset
 
 from anorefine.detectors.base import Detector, DetectorOutput
 
@@ -48,3 +50,18 @@ def fake_output(batch: int, size: int, stride: int, channels: int = 16, seed: in
     anomaly_map = 10 + 3 * torch.rand(batch, 1, grid, grid, generator=generator)
     features = torch.randn(batch, channels, grid, grid, generator=generator)
     return DetectorOutput(anomaly_map, anomaly_map.flatten(1).amax(1), features, stride, 3 * stride)
+
+
+class Normals(Dataset):
+    """A few smooth random images: enough normal data for every fit."""
+
+    def __init__(self, size: int, count: int = 4) -> None:
+        generator = torch.Generator().manual_seed(7)
+        noise = torch.rand(count, 3, size // 8, size // 8, generator=generator)
+        self.images = F.interpolate(noise, size=(size, size), mode="bilinear")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"image": self.images[index]}

@@ -24,6 +24,7 @@ NEEDS = {
     ("dataset", "folder"): ["dataset.root=/some/folder"],
     ("model", "winclip"): ["model.clip=tiny"],
     ("model", "anomalyclip"): ["model.clip=tiny"],
+    ("model", "anomalib"): ["model.weights=random"],
 }
 register_configs()
 

@@ -13,9 +13,9 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from fakes import FakeDetector
+from fakes import FakeDetector, Normals
 from hydra import compose, initialize_config_dir
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from anorefine.assembly import build_component
 from anorefine.conf import CONF_DIR
@@ -31,6 +31,7 @@ SMALL: dict[str, list[str]] = {
     "winclip": ["model.clip=tiny", "model.image_size=96"],
     "anomalyclip": ["model.clip=tiny", "model.image_size=70"],
     "musc": ["model.image_size=64", "model.r_list=[1,3]"],
+    "anomalib": ["model.image_size=64", "model.weights=random"],
 }
 #: Detectors whose maps must stay finite fp32 and close to fp32 under bf16 autocast (the GPU path).
 BF16_TOLERANCE = {"winclip": 0.05, "anomalyclip": 0.1}
@@ -46,21 +47,6 @@ def build(group: str, option: str, *extra: str, seed: int = 0) -> Any:
         cfg = compose("train", overrides=[f"{group}={option}", *SMALL.get(option, []), *extra])
     L.seed_everything(seed, verbose=False)
     return build_component(cfg[group]), cfg
-
-
-class Normals(Dataset):
-    """A few smooth random images: enough normal data for every fit."""
-
-    def __init__(self, size: int, count: int = 4) -> None:
-        generator = torch.Generator().manual_seed(7)
-        noise = torch.rand(count, 3, size // 8, size // 8, generator=generator)
-        self.images = torch.nn.functional.interpolate(noise, size=(size, size), mode="bilinear")
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {"image": self.images[index]}
 
 
 def fitted(option: str, seed: int = 0) -> tuple[Detector, int]:

@@ -123,6 +123,8 @@ def test_a_bad_file_in_a_later_category_fails_before_the_first_fit(demo_root: Pa
     [
         (["model.backbone=wide_resnet50_2"], "ImageNet wide_resnet50_2 weights not found"),
         *[(overrides, f"CLIP {arch} ({tag}) weights not found") for overrides, arch, tag in PUBLISHED_CLIPS],
+        (["model=anomalib"], "ImageNet resnet18 weights not found"),  # Padim, anomalib's default backbone
+        (["model=anomalib", "+model.settings.backbone=resnet50"], "timm/resnet50.safetensors (no internet"),
     ],
 )
 def test_a_missing_weight_file_fails_before_any_model_is_built(

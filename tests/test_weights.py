@@ -8,10 +8,13 @@ from unittest import mock
 import open_clip
 import pytest
 import timm
+import torch
+from safetensors.torch import load_file
 
 from anorefine.conf import CONF_DIR
-from anorefine.detectors.backbones import WEIGHT_FILES
+from anorefine.detectors.backbones import WEIGHT_FILES, backbone_weight_file
 from anorefine.detectors.clip_models import checkpoint_name
+from anorefine.errors import WeightsError
 from anorefine.weights_download import configured_clips, download_backbone_weights, download_clip_weights
 
 
@@ -34,3 +37,19 @@ def test_download_helper_fetches_what_the_configs_name_and_skips_present_files(
     assert download_backbone_weights(tmp_path) == [
         tmp_path / WEIGHT_FILES[b][0] for b in sorted(WEIGHT_FILES)
     ]
+
+
+def test_any_timm_backbone_is_fetched_where_the_detectors_look(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``scripts/download.py weights --backbone resnet50``: the file a missing-weights error names."""
+    layer = torch.nn.Linear(2, 3)
+    monkeypatch.setattr(timm, "create_model", mock.Mock(return_value=layer))  # the download itself
+    assert download_backbone_weights(tmp_path, ["resnet50"]) == [tmp_path / "timm" / "resnet50.safetensors"]
+    saved = load_file(str(tmp_path / "timm" / "resnet50.safetensors"))
+    assert torch.equal(saved["weight"], layer.weight) and torch.equal(saved["bias"], layer.bias)
+    assert backbone_weight_file("resnet50", tmp_path) == tmp_path / "timm" / "resnet50.safetensors"
+    with pytest.raises(
+        WeightsError, match=r"timm/resnet101\.safetensors.*weights --backbone resnet101 --dir"
+    ):
+        backbone_weight_file("resnet101", tmp_path)

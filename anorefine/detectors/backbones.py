@@ -54,13 +54,19 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
 PACKAGED_BACKBONES = ("efficientnet_lite0",)
 
 
+def weight_file_names(backbone: str) -> list[str]:
+    """Where the weights dir holds a timm backbone's ImageNet weights, the file the download writes first."""
+    return WEIGHT_FILES.get(backbone, [f"timm/{backbone}.safetensors", f"timm/{backbone}.pth"])
+
+
 def backbone_weight_file(backbone: str, weights_dir: str | Path) -> Path | None:
     """The weights-dir file of a backbone's ImageNet weights (None when a package ships them);
-    raises ``WeightsError`` naming the file and how to get it when it is missing."""
+    raises ``WeightsError`` naming the file and how to get it when it is missing (a backbone no
+    config names by default is fetched with ``--backbone``)."""
     if backbone in PACKAGED_BACKBONES:
         return None
-    names = WEIGHT_FILES.get(backbone, [f"timm/{backbone}.safetensors", f"timm/{backbone}.pth"])
-    return find_weight_file(weights_dir, names, f"ImageNet {backbone}")
+    options = "" if backbone in WEIGHT_FILES else f" --backbone {backbone}"
+    return find_weight_file(weights_dir, weight_file_names(backbone), f"ImageNet {backbone}", options)
 
 
 def pretrained_state_dict(backbone: str, weights_dir: str | Path) -> dict[str, torch.Tensor]:
