@@ -30,12 +30,12 @@ from anorefine.run_folder import RESULTS_FILE
 CATEGORY = "carpet"
 #: (image side, defect square, tile side, model input side); --quick: a small smoke of the same jobs.
 FULL, QUICK = (2048, 256, 256, 256), (512, 64, 128, 128)
-#: Every job: PatchCore on the offline ImageNet backbone, thresholds from the normal train images
-#: (the stand-in ships no validation split), bootstrap intervals of the refined - base deltas.
+#: Every job: PatchCore on the offline ImageNet backbone, SegF1 at mean + 3σ of the validation normals'
+#: maps (held out of the fit), bootstrap intervals of the refined - base deltas.
 COMMON = [
     "dataset=folder", f"dataset.categories=[{CATEGORY}]", "dataset.batch_size=1", "logger=none",
     "trainer.enable_progress_bar=false", "paths.fit_cache=null", "model.coreset_ratio=0.02",
-    "eval.threshold.rule=mean_std", "eval.threshold.source=train", "eval.threshold.k=3",
+    "eval.threshold.rule=mean_std", "eval.threshold.source=validation", "eval.threshold.k=3",
     "eval.bootstrap.replicates=200", "eval.breakdown=true",
 ]  # fmt: skip
 REFINERS = {

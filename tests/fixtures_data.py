@@ -100,6 +100,14 @@ def make_mvtec(
     return root
 
 
+def make_folder(root: Path) -> Path:
+    """The MVTec layout of ``make_mvtec`` plus two normal ``validation/good`` images per category."""
+    make_mvtec(root)
+    for category in ("bottle", "grid"):
+        _plain_images(root / category, (("validation/good", 2),), code=20)
+    return root
+
+
 def make_visa(root: Path, *, categories: tuple[str, ...] = ("candle", "pcb1"), n_train: int = 3) -> Path:
     """VisA as shipped: `split_csv/1cls.csv` over `<cat>/Data/{Images,Masks}`; masks 255 or 1."""
     rows = [("object", "split", "label", "image", "mask")]

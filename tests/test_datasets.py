@@ -17,7 +17,16 @@ from pathlib import Path
 
 import pytest
 from conftest import compose_with
-from fixtures_data import make_btad, make_loco, make_mpdd, make_mvtec, make_mvtec_ad2, make_realiad, make_visa
+from fixtures_data import (
+    make_btad,
+    make_folder,
+    make_loco,
+    make_mpdd,
+    make_mvtec,
+    make_mvtec_ad2,
+    make_realiad,
+    make_visa,
+)
 from omegaconf import OmegaConf
 
 from anorefine.conf import CONF_DIR
@@ -55,6 +64,7 @@ TREES: dict[str, Callable[[Path], Path]] = {
     "btad": make_btad,
     "mpdd": make_mpdd,
     "realiad": make_realiad,
+    "folder": make_folder,
 }
 
 

@@ -159,10 +159,11 @@ def test_a_tiled_run_scores_the_demo_at_twice_its_size(tmp_path: Path) -> None:
 
 def test_the_high_resolution_stand_in_paints_small_defects_in_one_square(tmp_path: Path) -> None:
     root = ensure_hires_standin(
-        tmp_path / "hires", size=256, patch=64, counts=(2, 1, 1), kinds=("scratch", "hole")
+        tmp_path / "hires", size=256, patch=64, counts=(2, 1, 1, 1), kinds=("scratch", "hole")
     )
     carpet = root / "carpet"
     assert sorted(p.name for p in (carpet / "train" / "good").iterdir()) == ["000.png", "001.png"]
+    assert [p.name for p in (carpet / "validation" / "good").iterdir()] == ["000.png"]
     for kind in ("scratch", "hole"):
         image = np.asarray(Image.open(carpet / "test" / kind / "000.png"))
         mask = np.asarray(Image.open(carpet / "ground_truth" / kind / "000_mask.png")) > 0
@@ -171,7 +172,7 @@ def test_the_high_resolution_stand_in_paints_small_defects_in_one_square(tmp_pat
         assert rows.size and rows[-1] - rows[0] < 64 and cols[-1] - cols[0] < 64  # inside one 64² square
         assert 0.001 * 64**2 <= mask.sum() <= 0.03 * 64**2  # the painters' area, of the square
     again = ensure_hires_standin(
-        tmp_path / "hires", size=256, patch=64, counts=(2, 1, 1), kinds=("scratch", "hole")
+        tmp_path / "hires", size=256, patch=64, counts=(2, 1, 1, 1), kinds=("scratch", "hole")
     )
     assert again == root  # the marker matches: nothing is drawn again
 

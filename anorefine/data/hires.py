@@ -17,7 +17,7 @@ import numpy as np
 
 from anorefine.data.generated import ensure_generated, save_png
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 HIRES_KINDS: tuple[str, ...] = ("scratch", "hole", "stain", "crack")
 
 
@@ -54,12 +54,12 @@ def ensure_hires_standin(
     seed: int = 0,
     size: int = 2048,
     patch: int = 256,
-    counts: tuple[int, int, int] = (6, 4, 2),
+    counts: tuple[int, int, int, int] = (6, 4, 4, 2),
     textures: Sequence[str] = ("carpet",),
     kinds: Sequence[str] = HIRES_KINDS,
 ) -> Path:
     """Generate the stand-in into ``root`` (MVTec layout, one category per texture) unless the same one
-    is there: ``counts`` = (train, test good, per kind) images of ``size``² pixels."""
+    is there: ``counts`` = (train, validation good, test good, per kind) images of ``size``² pixels."""
     from anorefine.data.textures import PROCEDURAL_TEXTURES
 
     marker = {
@@ -71,15 +71,13 @@ def ensure_hires_standin(
         for index, name in enumerate(textures):
             texture = PROCEDURAL_TEXTURES[name](np.random.default_rng([seed, index]), 2 * size)
             dest = folder / name
-            n_train, n_good, n_per_kind = counts
-            for split, folder_name, count, stream in (
-                ("train", "good", n_train, 0),
-                ("test", "good", n_good, 1),
-            ):
+            n_train, n_validation, n_good, n_per_kind = counts
+            normals = (("train", n_train, 0), ("validation", n_validation, 1), ("test", n_good, 2))
+            for split, count, stream in normals:
                 for i in range(count):
                     rng = np.random.default_rng([seed, index, stream, i])
-                    save_png(window(texture, size, rng), dest / split / folder_name / f"{i:03d}.png")
-            for stream, kind in enumerate(kinds, start=2):
+                    save_png(window(texture, size, rng), dest / split / "good" / f"{i:03d}.png")
+            for stream, kind in enumerate(kinds, start=3):
                 for i in range(n_per_kind):
                     rng = np.random.default_rng([seed, index, stream, i])
                     image, mask = paint_small(window(texture, size, rng), kind, patch, rng)
