@@ -115,8 +115,12 @@ def train(cfg: DictConfig) -> None:
         if cfg.mode == "predict":
             from anorefine.inspection import run_inspection
             from anorefine.onnx_engine import score_folder  # predict.engine=onnx: the exported graph
+            from anorefine.watch import watch_folder
 
-            (score_folder if cfg.predict.engine == "onnx" else run_inspection)(cfg, run_dir)
+            if not cfg.predict.watch:
+                (score_folder if cfg.predict.engine == "onnx" else run_inspection)(cfg, run_dir)
+            elif watch_folder(cfg, run_dir):  # predict.watch=DIR, ended by Ctrl-C (after its summary)
+                sys.exit(INTERRUPTED)
             return
         run_experiment(cfg, run_dir, overrides)
     except KeyboardInterrupt:

@@ -199,6 +199,11 @@ class PredictConfig:
     pixel_quantile: float = MISSING
     engine: PredictEngine = MISSING  # type: ignore[valid-type]  # a run_choice Enum
     onnx: Optional[str] = MISSING  # noqa: UP045
+    watch: Optional[str] = MISSING  # noqa: UP045
+    poll_s: float = MISSING
+    watch_existing: bool = MISSING
+    watch_max_images: Optional[int] = MISSING  # noqa: UP045
+    watch_timeout_s: Optional[float] = MISSING  # noqa: UP045
 
 
 @dataclass

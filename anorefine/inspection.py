@@ -11,7 +11,8 @@
    weights-only in ``<run>/state``: ``predict.state=<run>`` scores another folder with it, skipping
    1-3, and gives the same maps for the same images.
 5. Every image of ``predict.images`` gets ``maps/<name>.tiff`` (float32, the image's own size),
-   ``masks/<name>.png``, ``overlays/<name>.png`` and a row of ``scores.csv``.
+   ``masks/<name>.png``, ``overlays/<name>.png`` and a row of ``scores.csv``; with
+   ``predict.watch=DIR`` instead, each image landing in DIR (``anorefine.watch``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, cast
 
+import lightning as L
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -55,6 +57,8 @@ DETECTOR_FILE = "detector.pt"
 REFINER_FILE = "refiner.pt"
 SCORES_FILE = "scores.csv"
 MASKS_DIR, OVERLAYS_DIR = "masks", "overlays"
+#: The columns of scores.csv, one row per scored image.
+SCORE_COLUMNS = ("image", "score", "anomalous", "mask_share", "map", "mask", "overlay")
 #: The settings of the fitting run that a reloaded state keeps (the rest comes from the new command).
 FITTED_KEYS = ("model", "refiner", "dataset", "seed")
 
@@ -76,9 +80,12 @@ def folder_records(folder: Path) -> list[ImageRecord]:
     paths = sorted(p for p in folder.rglob("*") if is_image_file(p))
     if not paths:
         raise AnorefineError(f"predict.images={folder} holds no image files (png, jpg, bmp, tif)")
-    return [
-        ImageRecord(path, None, 0, path.parent.relative_to(folder).as_posix(), folder.name) for path in paths
-    ]
+    return [unlabeled_record(path, folder) for path in paths]
+
+
+def unlabeled_record(path: Path, folder: Path) -> ImageRecord:
+    """The image at ``path`` below ``folder``, unlabeled; its parent folder as its group."""
+    return ImageRecord(path, None, 0, path.parent.relative_to(folder).as_posix(), folder.name)
 
 
 def split_holdout(records: list[ImageRecord], share: float) -> tuple[list[ImageRecord], list[ImageRecord]]:
@@ -143,14 +150,9 @@ class FolderWriter:
             batch["index"].tolist(), batch["original_size"].tolist(), refined, score.tolist(), strict=True
         ):
             record = self.records[index]
-            name = record.image_path.relative_to(self.root).with_suffix("")
             values = map_files.at_size(anomaly_map, tuple(size))
             mask = values > self.thresholds.pixel
-            files = {
-                "map": self.run_dir / MAPS_DIR / f"{name}.tiff",
-                "mask": self.run_dir / MASKS_DIR / f"{name}.png",
-                "overlay": self.run_dir / OVERLAYS_DIR / f"{name}.png",
-            }
+            files = self.files(record)
             map_files.write_map(files["map"], values)
             map_files.write_mask(files["mask"], mask)
             image = read_rgb(record.image_path)
@@ -165,17 +167,30 @@ class FolderWriter:
                 **{key: str(path.relative_to(self.run_dir)) for key, path in files.items()},
             })  # fmt: skip
 
+    def files(self, record: ImageRecord) -> dict[str, Path]:
+        """The map, mask and overlay files of ``record``'s image: its path below the root, no suffix."""
+        name = record.image_path.relative_to(self.root).with_suffix("")
+        return {
+            "map": self.run_dir / MAPS_DIR / f"{name}.tiff",
+            "mask": self.run_dir / MASKS_DIR / f"{name}.png",
+            "overlay": self.run_dir / OVERLAYS_DIR / f"{name}.png",
+        }
+
     def write_csv(self, path: Path) -> None:
         """The rows in image order, written atomically."""
-        rows = sorted(self.rows, key=lambda row: row["image"])
+        write_scores(path, sorted(self.rows, key=lambda row: row["image"]))
 
-        def save(temp: str) -> None:
-            with open(temp, "w", newline="") as out:
-                writer = csv.DictWriter(out, fieldnames=list(rows[0]))
-                writer.writeheader()
-                writer.writerows(rows)
 
-        write_atomic(path, save)
+def write_scores(path: Path, rows: list[dict[str, Any]]) -> None:
+    """scores.csv: the header (``SCORE_COLUMNS``) and ``rows``, written atomically."""
+
+    def save(temp: str) -> None:
+        with open(temp, "w", newline="") as out:
+            writer = csv.DictWriter(out, fieldnames=SCORE_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    write_atomic(path, save)
 
 
 def state_dir(path: str | Path) -> Path:
@@ -243,6 +258,37 @@ def load_state(
     return Thresholds(**json.loads((folder / STATE_FILE).read_text())["thresholds"])
 
 
+def saved_category(saved: Path) -> str:
+    """The category a saved state (its ``state/`` folder) was fitted on."""
+    return str(json.loads((saved / STATE_FILE).read_text())["category"])
+
+
+def task_from_state(
+    pipeline: Pipeline, saved: Path, category: str, examples: Dataset
+) -> tuple[InspectionTask, Thresholds]:
+    """The detector and refiner of the state in ``saved``, built by ``pipeline`` (its config from
+    ``fitting_config``) and loaded, and the state's thresholds; ``examples``' first image builds a
+    lazily built refiner."""
+    detector = pipeline.build_detector(category)
+    task = InspectionTask(detector, pipeline.build_refiner(detector))
+    log.info("fitted state loaded from %s", saved)
+    return task, load_state(saved, detector, task.refiner, examples, pipeline.device)
+
+
+def score_stream(task: InspectionTask, trainer: L.Trainer, stream: Dataset, writer: FolderWriter,
+                 batch_size: int, progress: ProgressLog | None = None) -> None:  # fmt: skip
+    """The torch engine's scoring: a Lightning test pass of ``task`` over ``stream``, each batch's
+    refined maps and image scores handed to ``writer``."""
+    task.sink, task.progress = writer, progress
+    trainer.test(task, dataloaders=DataLoader(stream, batch_size=batch_size), verbose=False)
+
+
+def check_torch_engine(cfg: DictConfig) -> None:
+    """The torch engine scores with the state, never with an export: refuse ``predict.onnx``."""
+    if cfg.predict.onnx:
+        raise AnorefineError(f"predict.onnx={cfg.predict.onnx} is set: add predict.engine=onnx to use it")
+
+
 def images_folder(cfg: DictConfig) -> Path:
     """``predict.images``, which must be set (both engines score it)."""
     if not cfg.predict.images:
@@ -253,35 +299,27 @@ def images_folder(cfg: DictConfig) -> Path:
 def run_inspection(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
     """Fit (or load), calibrate and score ``predict.images``; returns the rows of scores.csv."""
     images_root = images_folder(cfg)
-    if cfg.predict.onnx:
-        raise AnorefineError(f"predict.onnx={cfg.predict.onnx} is set: add predict.engine=onnx to use it")
+    check_torch_engine(cfg)
     cfg = fitting_config(cfg)
     saved = state_dir(cfg.predict.state) if cfg.predict.state else None
     pipeline = Pipeline(cfg)
     stream = pipeline.images_of(folder_records(images_root))
-    category = json.loads((saved / STATE_FILE).read_text())["category"] if saved else only_category(pipeline)
+    category = saved_category(saved) if saved else only_category(pipeline)
     pipeline.check([] if saved else [category], ("train",), trains=saved is None)  # the fit's images
     stream.check_files()
-    if saved is None:
-        pipeline.prepare(run_dir, pipeline.trainers())
-    detector = pipeline.build_detector(category)
-    held_out: list[ImageRecord] = []
-    detector_state: dict[str, torch.Tensor] = {}
-    if saved is None:
-        held_out, detector_state = fit_for_predict(pipeline, detector, category)
-    task = InspectionTask(detector, pipeline.build_refiner(detector))
     if saved is not None:
-        log.info("fitted state loaded from %s", saved)
-        thresholds = load_state(saved, detector, task.refiner, stream, pipeline.device)
+        task, thresholds = task_from_state(pipeline, saved, category, stream)
         show_reference(task, stream)
     else:
+        pipeline.prepare(run_dir, pipeline.trainers())
+        detector = pipeline.build_detector(category)
+        held_out, detector_state = fit_for_predict(pipeline, detector, category)
+        task = InspectionTask(detector, pipeline.build_refiner(detector))
         thresholds = train_and_calibrate(pipeline, task, held_out, stream)
         save_state(run_dir / STATE_DIR, pipeline.cfg, detector_state, task.refiner, thresholds, category)
     writer = FolderWriter(stream.records, images_root, run_dir, thresholds)
-    task.sink = writer
-    task.progress = ProgressLog(log, f"{category}: scoring", len(stream), "images")
-    loader = DataLoader(stream, batch_size=int(cfg.dataset.batch_size))
-    pipeline.trainers()().test(task, dataloaders=loader, verbose=False)
+    progress = ProgressLog(log, f"{category}: scoring", len(stream), "images")
+    score_stream(task, pipeline.trainers()(), stream, writer, int(cfg.dataset.batch_size), progress)
     writer.write_csv(run_dir / SCORES_FILE)
     report(writer.rows, thresholds, run_dir, saved)
     return writer.rows

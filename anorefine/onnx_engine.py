@@ -19,7 +19,7 @@ from typing import Any, get_args
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from anorefine.data import AnomalyImageDataset
 from anorefine.data.records import ImageResize
@@ -165,6 +165,16 @@ class OnnxScorer:
         maps, scores = self.session.run(list(OUTPUTS), feed)
         return torch.from_numpy(maps), torch.from_numpy(scores)
 
+    def score_stream(self, stream: Dataset, writer: FolderWriter, batch_size: int, workers: int = 0,
+                     progress: ProgressLog | None = None) -> None:  # fmt: skip
+        """The onnx engine's scoring: every batch of ``stream`` through the graph, its maps and image
+        scores handed to ``writer``."""
+        for batch in DataLoader(stream, batch_size=batch_size, num_workers=workers):
+            maps, scores = self(batch["image"])
+            writer(batch, maps, maps, scores)
+            if progress is not None:
+                progress.advance(len(scores))
+
 
 def first_line(error: BaseException, width: int = 160) -> str:
     """An exception as one short line."""
@@ -201,26 +211,28 @@ def check_state(info: ExportInfo, state: str, model: Path) -> None:
         )
 
 
-def score_folder(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
-    """Score ``predict.images`` with the exported graph; returns the rows of scores.csv."""
-    images_root = images_folder(cfg)
+def export_of(cfg: DictConfig) -> tuple[Path, ExportInfo]:
+    """The .onnx file that ``predict.onnx`` or ``predict.state`` names and its JSON; given both, the
+    export must come from that state's run."""
     model = exported_model(cfg.predict.onnx, cfg.predict.state)
     info = ExportInfo.read(info_path(model))
     if cfg.predict.state:
         check_state(info, cfg.predict.state, model)
+    return model, info
+
+
+def score_folder(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
+    """Score ``predict.images`` with the exported graph; returns the rows of scores.csv."""
+    images_root = images_folder(cfg)
+    model, info = export_of(cfg)
     stream = AnomalyImageDataset(folder_records(images_root), info.image_size, info.resize)
     stream.check_files()
     scorer = OnnxScorer.load(model)
     thresholds = Thresholds(**info.thresholds)
     writer = FolderWriter(stream.records, images_root, run_dir, thresholds)
     progress = ProgressLog(log, f"{info.category}: scoring with onnxruntime", len(stream), "images")
-    loader = DataLoader(
-        stream, batch_size=int(cfg.dataset.batch_size), num_workers=int(cfg.dataset.num_workers)
-    )
-    for batch in loader:
-        maps, scores = scorer(batch["image"])
-        writer(batch, maps, maps, scores)
-        progress.advance(len(scores))
+    batch_size, workers = int(cfg.dataset.batch_size), int(cfg.dataset.num_workers)
+    scorer.score_stream(stream, writer, batch_size, workers, progress)
     writer.write_csv(run_dir / SCORES_FILE)
     report(writer.rows, thresholds, run_dir, model)
     return writer.rows
