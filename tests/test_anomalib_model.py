@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from anorefine import fits, plan
 from anorefine.assembly import build_component
 from anorefine.detectors import offline_hubs
-from anorefine.detectors.anomalib_model import AnomalibDetector, as_feature_map
+from anorefine.detectors.anomalib_model import AnomalibDetector, as_feature_map, build_module
 from anorefine.detectors.backbones import detector_feature_extractor, efficientnet_lite0_state_dict
 from anorefine.detectors.cnn import stage_layers
 from anorefine.detectors.normalization import IMAGENET_MEAN, IMAGENET_STD, normalize
@@ -312,3 +312,11 @@ def test_the_table_script_writes_a_row_per_method(demo_root: Path, tmp_path: Pat
     assert rows[3][1] == "model backbone (feature_extractor: TimmFeatureExtractor) |"
     base = json.loads((out / "Padim" / "none" / "results.json").read_text())["metrics"]["mean"]["base"]
     assert rows[0][2] == f"{100 * base['pixel_ap']:.2f}"
+
+
+def test_a_setting_anomalib_refuses_is_one_line_naming_the_architecture() -> None:
+    with pytest.raises(
+        AnorefineError,
+        match=r"^model.architecture=Fastflow refused model.settings=.*efficientnet_lite0.*not supported",
+    ):
+        build_module("Fastflow", {"backbone": "efficientnet_lite0"}, 64, RANDOM, Path("."))

@@ -125,6 +125,10 @@ def build_module(
             "there is no internet here: point its path setting in model.settings at a local copy "
             "(e.g. Draem: model.settings.dtd_dir=DIR)"
         ) from None
+    except ValueError as error:  # anomalib's own check of its settings (e.g. an unsupported backbone)
+        raise AnorefineError(
+            f"model.architecture={architecture} refused model.settings={settings}: {error}"
+        ) from None
 
 
 def find_backbone(model: nn.Module) -> str | None:
