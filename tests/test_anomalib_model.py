@@ -190,7 +190,7 @@ def pretrained_detector(architecture: str, weights_dir: Path, *overrides: str) -
         ["model=anomalib", f"model.architecture={architecture}", "model.image_size=64",
          f"paths.weights_dir={weights_dir}", *overrides]
     )  # fmt: skip
-    plan.check_weights(cfg)
+    plan.check_weights(cfg.model)
     return build_component(cfg.model)
 
 

@@ -94,7 +94,7 @@ def test_mvtec_ad2_private_splits_are_unlabeled_and_never_scored(tmp_path: Path)
         require_labeled(private)
     cfg = compose_with(["dataset=mvtec_ad2", f"dataset.root={root}"])
     with pytest.raises(DataError, match="unlabeled"):  # the run's check of the split it scores
-        plan.check_test_split(cfg, "walnuts", mixed)
+        plan.check_test_split(cfg.model, "walnuts", mixed)
     require_labeled(source.records("walnuts", "test"))  # the public test split is labeled
     item = AnomalyImageDataset(private, S)[0]
     assert item["label"] == UNLABELED and item["has_mask"] is False
