@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import lightning as L
 import torch
@@ -25,7 +25,7 @@ from anorefine.config import LoggerConfig, TrainerConfig, is_multiprocess
 from anorefine.data.records import BlurPadding
 from anorefine.detectors.base import Detector
 from anorefine.errors import AnorefineError
-from anorefine.nodes import resolved
+from anorefine.nodes import choice, resolved
 from anorefine.run_folder import LOGS_DIR
 
 #: What a Trainer is for: ``fit`` trains (PGT, prompt training; spans every DDP process), ``evaluate``
@@ -86,8 +86,7 @@ def build_detector(
     """The ``model`` node's detector on ``device``, in eval mode, with the protocol's blur border
     (``eval.blur_padding``), set up for ``category`` (not fitted yet)."""
     detector: Detector = build_component(model).to(device).eval()
-    # a str Enum member (whose str() is "BlurPadding.<name>") or its value
-    detector.baseline = detector.baseline._replace(padding=getattr(blur_padding, "value", blur_padding))
+    detector.baseline = detector.baseline._replace(padding=cast(BlurPadding, choice(blur_padding)))
     detector.setup_category(category)
     return detector
 

@@ -25,6 +25,7 @@ from anorefine.metrics.multiview import SampleReduce, sample_scores
 from anorefine.metrics.names import STAGES
 from anorefine.metrics.segmentation import SegmentationScores
 from anorefine.metrics.thresholds import GLOBAL_RULES, choose_threshold, mebin_masks, mebin_search_range
+from anorefine.nodes import choice
 from anorefine.submission import write_submission
 from anorefine.task import AnomalyTask, Metrics, StoredMaps
 
@@ -38,7 +39,7 @@ class Binarisation:
 
     @property
     def rule(self) -> str:
-        return str(getattr(self.settings.rule, "value", self.settings.rule))
+        return choice(self.settings.rule)
 
     def masks(self, stage: str, maps: Sequence[Tensor]) -> list[Tensor]:
         """Each (N,H,W) part of ``stage``'s maps as bool masks."""
@@ -66,11 +67,10 @@ class Binarisation:
 
 
 def normal_maps(
-    task: AnomalyTask, normals: AnomalyImageDataset, batch_size: int
+    task: AnomalyTask, normals: AnomalyImageDataset, batch_size: int, device: torch.device
 ) -> dict[str, list[np.ndarray]]:
     """Base and refined maps of the normal images (the refiner as trained on the test stream)."""
     maps: dict[str, list[np.ndarray]] = {stage: [] for stage in STAGES}
-    device = next(task.detector.parameters(), torch.empty(0)).device
     with torch.no_grad():
         for batch in DataLoader(normals, batch_size=batch_size):
             base, refined, _ = task.predict_maps(batch["image"].to(device))
@@ -80,17 +80,21 @@ def normal_maps(
 
 
 def calibrate(
-    settings: ThresholdConfig, task: AnomalyTask, normals: AnomalyImageDataset | None, batch_size: int
+    settings: ThresholdConfig,
+    task: AnomalyTask,
+    normals: AnomalyImageDataset | None,
+    batch_size: int,
+    device: torch.device,
 ) -> Binarisation | None:
     """The run's binarisation (None for ``rule=none``): a global rule's threshold per stage from
     ``normals``' maps; MEBin needs none."""
-    rule = str(getattr(settings.rule, "value", settings.rule))
+    rule = choice(settings.rule)
     if rule == "none":
         return None
     thresholds: dict[str, float] = {}
     if rule in GLOBAL_RULES:
         assert normals is not None, "a global threshold rule needs normal images"
-        maps = normal_maps(task, normals, batch_size)
+        maps = normal_maps(task, normals, batch_size, device)
         thresholds = {
             stage: choose_threshold(rule, maps[stage], quantile=float(settings.quantile), k=float(settings.k))
             for stage in STAGES
@@ -135,12 +139,12 @@ def write_unlabeled_split(
     root: Path,
     folder: Path,
     batch_size: int,
+    device: torch.device,
 ) -> int:
     """Score an unlabeled split (MVTec AD 2's private test sets) with the trained detector and refiner
     and write each image's refined map, at its own size, in the evaluation server's layout under
     ``folder`` (anorefine.submission), with its mask when a global threshold rule set one; returns the
     number of images written."""
-    device = next(task.detector.parameters(), torch.empty(0)).device
     written = 0
     with torch.no_grad():
         for batch in DataLoader(images, batch_size=batch_size):

@@ -22,6 +22,12 @@ def resolved(node: DictConfig, enums_as_values: bool = True) -> dict[str, Any]:
     return cast(dict[str, Any], container)
 
 
+def choice(value: Any) -> str:
+    """A closed-choice setting as the string the user typed: a run_choice Enum member's value (its
+    ``str()`` would be ``Name.value``), or the string itself."""
+    return str(getattr(value, "value", value))
+
+
 def component_class(node: DictConfig, base: type[T]) -> type[T]:
     """The class a component node's ``_target_`` names, checked to be a ``base``."""
     cls = get_class(node._target_)

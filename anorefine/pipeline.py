@@ -25,7 +25,7 @@ from anorefine.detectors.base import Detector, RunPreparation
 from anorefine.detectors.tiling import TiledDetector, Tiling
 from anorefine.errors import AnorefineError
 from anorefine.metrics.thresholds import GLOBAL_RULES
-from anorefine.nodes import resolved
+from anorefine.nodes import choice, resolved
 from anorefine.refiners.base import Refiner
 from anorefine.stages import StageClock
 
@@ -64,9 +64,9 @@ class Pipeline:
         """The split whose normal images set a global threshold (``eval.threshold.source``); None when
         ``eval.threshold.rule`` sets none. A split the dataset lacks fails naming the fix."""
         settings = self.cfg.eval.threshold
-        if getattr(settings.rule, "value", settings.rule) not in GLOBAL_RULES:
+        if choice(settings.rule) not in GLOBAL_RULES:
             return None
-        source = str(getattr(settings.source, "value", settings.source))
+        source = choice(settings.source)
         if source not in self.dataset.splits:
             raise AnorefineError(
                 f"eval.threshold.source={source}: dataset={self.dataset.name} has no {source} split "

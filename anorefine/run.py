@@ -9,7 +9,7 @@ import logging
 import resource
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from lightning.pytorch.loggers import Logger
@@ -24,7 +24,8 @@ from anorefine.data.records import ImageRecord
 from anorefine.metrics import category_seed
 from anorefine.metrics.bootstrap import BootstrapSettings
 from anorefine.metrics.breakdown import GOOD
-from anorefine.nodes import component_class, resolved
+from anorefine.metrics.multiview import SampleReduce
+from anorefine.nodes import choice, component_class, resolved
 from anorefine.pipeline import Pipeline
 from anorefine.progress import ProgressLog
 from anorefine.results import (
@@ -104,18 +105,19 @@ def run_category(pipeline: Pipeline, category: str, logger: Logger | bool, run_d
     extras = curriculum.evaluate(task, pipeline.trainers(logger), test_set, batch_size)
     if is_rank_zero():
         viz.write_category_figures(task, run_dir, category, logger)
-    binarisation = calibrate(cfg.eval.threshold, task, pipeline.normal_images(category, clock), batch_size)
+    normals = pipeline.normal_images(category, clock)
+    binarisation = calibrate(cfg.eval.threshold, task, normals, batch_size, pipeline.device)
     if is_rank_zero():
         for split in pipeline.submission_splits():
             written = write_unlabeled_split(
                 task, pipeline.images(category, split, clock), binarisation, pipeline.dataset.root,
-                Path(cfg.eval.submission).expanduser(), batch_size,
+                Path(cfg.eval.submission).expanduser(), batch_size, pipeline.device,
             )  # fmt: skip
             log.info("%s: %d images of %s written to %s", category, written, split, cfg.eval.submission)
     extra = [functools.partial(segmentation_scores, binarisation)] if binarisation else []
-    sample_score = getattr(cfg.eval.sample_score, "value", cfg.eval.sample_score)
+    sample_score = choice(cfg.eval.sample_score)
     if sample_score != "none":
-        extra.append(functools.partial(sample_metrics, test_set.records, sample_score))
+        extra.append(functools.partial(sample_metrics, test_set.records, cast(SampleReduce, sample_score)))
     scored = task.compute_all(extra)
     tested = time.perf_counter()
     refiner_timing = refiner.timing()  # per-image cost, for refiners that measure it (F2PAD)

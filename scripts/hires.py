@@ -85,12 +85,8 @@ class Job:
 JOBS = [Job(scoring, refiner) for scoring in ("resize", "tiled") for refiner in REFINERS]
 
 
-def cell(metrics: dict[str, Any], key: str) -> str:
-    return percent(metrics.get(key)) if metrics.get(key) is not None else "–"
-
-
 def change(base: dict[str, Any], refined: dict[str, Any], key: str) -> str:
-    return f"{cell(base, key)} → {cell(refined, key)}"
+    return f"{percent(base.get(key))} → {percent(refined.get(key))}"
 
 
 HEADER = [
