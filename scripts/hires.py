@@ -43,10 +43,10 @@ REFINERS = {
     "ard+pgt": ["refiner=ard", "curriculum=pgt"],
     "f2pad": ["refiner=f2pad"],
 }
-#: PGT paints its synthetic training images at the working resolution and keeps them with their
-#: stitched features: at 2048² its default 48 per group was killed for memory at 20.1 GB RSS on the
-#: 24 GB machine, so the tiled job paints 8 (docs/high_resolution.md).
-TILED_PGT = ["curriculum.synthetic_per_group=8"]
+#: The tiled ARD + PGT job once more with its synthetic anomalies painted on whole 2048² images, the
+#: only way before ``curriculum.synthesis_on=tile``: 8 per group, since the default 48 was killed for
+#: memory at 20.1 GB RSS on the 24 GB machine (docs/high_resolution.md).
+WHOLE_IMAGE_PGT = ("curriculum.synthesis_on=image", "curriculum.synthetic_per_group=8")
 DOC = REPO / "docs" / "high_resolution.md"
 MARK = "<!-- hires table -->"
 
@@ -57,19 +57,16 @@ class Job:
 
     scoring: str
     refiner: str
-
-    @property
-    def budget(self) -> list[str]:
-        """The tiled ARD + PGT job's smaller synthetic budget (``TILED_PGT``); none for the others."""
-        return TILED_PGT if (self.scoring, self.refiner) == ("tiled", "ard+pgt") else []
+    extra: tuple[str, ...] = ()  # the job's own overrides, named in its label and key
 
     @property
     def label(self) -> str:
-        return f"{self.refiner} ({', '.join(self.budget)})" if self.budget else self.refiner
+        return f"{self.refiner} ({', '.join(self.extra)})" if self.extra else self.refiner
 
     @property
     def key(self) -> str:
-        return f"{self.scoring}_{self.refiner.replace('+', '_')}"
+        suffix = "".join(f"_{override.split('=')[-1]}" for override in self.extra)
+        return f"{self.scoring}_{self.refiner.replace('+', '_')}{suffix}"
 
     def overrides(self, sizes: tuple[int, int, int, int], root: Path, run_dir: Path) -> list[str]:
         image, _, tile, model = sizes
@@ -79,10 +76,11 @@ class Job:
             else [f"dataset.image_size={image}", f"eval.tiling.tile={tile}", "eval.tiling.overlap=32"]
         )
         return [*COMMON, f"dataset.root={root}", f"model.image_size={model}", *scoring,
-                *REFINERS[self.refiner], *self.budget, f"hydra.run.dir={run_dir}"]  # fmt: skip
+                *REFINERS[self.refiner], *self.extra, f"hydra.run.dir={run_dir}"]  # fmt: skip
 
 
 JOBS = [Job(scoring, refiner) for scoring in ("resize", "tiled") for refiner in REFINERS]
+JOBS.append(Job("tiled", "ard+pgt", WHOLE_IMAGE_PGT))
 
 
 def change(base: dict[str, Any], refined: dict[str, Any], key: str) -> str:

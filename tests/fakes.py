@@ -26,7 +26,7 @@ class FakeDetector(Detector):
 
     def __init__(self, stride: int = 8, channels: int = 12) -> None:
         super().__init__()
-        self.stride = stride
+        self.stride, self.receptive_field = stride, 3 * stride
         self.projection = torch.nn.Parameter(
             torch.randn(channels, 6, generator=torch.Generator().manual_seed(0))
         )
@@ -40,7 +40,7 @@ class FakeDetector(Detector):
         anomaly_map = (mean - 0.5).abs().sum(1, keepdim=True) + spread.sum(1, keepdim=True)
         features = torch.einsum("oc,bchw->bohw", self.projection, stats)
         return DetectorOutput(
-            anomaly_map, anomaly_map.flatten(1).amax(1), features, self.stride, 3 * self.stride
+            anomaly_map, anomaly_map.flatten(1).amax(1), features, self.stride, self.receptive_field
         )
 
 

@@ -15,9 +15,10 @@ from fakes import FakeDetector
 from PIL import Image
 from torch.utils.data import Dataset
 
-from anorefine.curriculum.pgt import ProgressiveGroupTraining, stream_groups
+from anorefine.curriculum.pgt import ProgressiveGroupTraining, random_windows, stream_groups
 from anorefine.data.defects import DEFECT_KINDS
 from anorefine.data.synthesis import AnomalySynthesizer
+from anorefine.detectors.tiling import TiledDetector, Tiling
 from anorefine.errors import AnorefineError, DataError
 from anorefine.refiners.ard import ArdRefiner
 from anorefine.refiners.baseline import BaselineRefiner
@@ -210,6 +211,53 @@ def test_synthesis_reads_a_texture_folder(tmp_path: Path) -> None:
     torch.manual_seed(0)
     images, masks = AnomalySynthesizer(texture_dir=str(tmp_path))(torch.full((1, 3, SIZE, SIZE), 0.5), 2)
     assert masks.sum() > 0 and not torch.equal(images, torch.full_like(images, 0.5))
+
+
+class RecordingSynthesizer(AnomalySynthesizer):
+    """Paints as always and records the shape of every pool it paints on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pools: list[tuple[int, ...]] = []
+
+    def __call__(self, pool: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        self.pools.append(tuple(pool.shape))
+        return super().__call__(pool, count)
+
+
+@pytest.mark.parametrize(("synthesis_on", "side"), [("tile", 32), ("image", SIZE)])
+def test_a_tiled_detector_gets_its_synthetic_anomalies_painted_on_tile_windows(
+    synthesis_on: str, side: int
+) -> None:
+    L.seed_everything(0, verbose=False)
+    synthesizer = RecordingSynthesizer()
+    detector = TiledDetector(FakeDetector(), Tiling(tile=32, overlap=0, window="crop"))
+    task = AnomalyTask(detector, ArdRefiner(width=16))
+    pgt = ProgressiveGroupTraining(**TINY_PGT, synthesis_on=synthesis_on, synthesis=synthesizer)
+    extras = pgt.evaluate(task, trainer_factory(), TinyStream(), batch_size=4)
+    # groups 0 and 1 train (group 0 on itself), each painting 4 images on 4 windows or whole images
+    expected_count = 4 if synthesis_on == "tile" else 2  # windows, or the pool's half of a group of 4
+    assert synthesizer.pools == [(expected_count, 3, side, side)] * 2
+    assert len(extras["groups"]) == 3 and all("train_loss" in group for group in extras["groups"][:2])
+
+
+def test_synthesis_on_tiles_is_the_whole_image_for_an_untiled_detector() -> None:
+    synthesizer = RecordingSynthesizer()
+    run_pgt(TinyStream(), synthesis_on="tile", synthesis=synthesizer)
+    assert {shape[-2:] for shape in synthesizer.pools} == {(SIZE, SIZE)}
+
+
+def test_random_windows_are_cut_in_turn_from_each_image() -> None:
+    images = torch.arange(2 * 3 * 10 * 12, dtype=torch.float32).reshape(2, 3, 10, 12)  # every value unique
+    torch.manual_seed(0)
+    windows = random_windows(images, 5, 4)
+    assert windows.shape == (5, 3, 4, 4)
+    for i, window in enumerate(windows):
+        source = images[i % 2]
+        found = [
+            (y, x) for y in range(7) for x in range(9) if torch.equal(source[:, y : y + 4, x : x + 4], window)
+        ]
+        assert len(found) == 1
 
 
 def short_pgt(group_size: int, steps: int, synthetic: int, crop: int) -> list[str]:

@@ -44,6 +44,9 @@ Mode = Literal["progressive", "offline", "scratch"]
 Order = Literal["shuffle", "dataset"]
 #: Group 0: refined after training on itself, or left at the base map.
 FirstGroup = Literal["self", "base"]
+#: Where synthetic anomalies are painted: on the whole pseudo-normal images, or (a tiled detector only)
+#: on tile-sized windows cut from them, so defects keep the scale a tile sees and memory the tile's size.
+SynthesisOn = Literal["image", "tile"]
 
 
 def stream_groups(count: int, group_size: int, order: Order, seed: int) -> list[list[int]]:
@@ -63,6 +66,18 @@ def lowest_scored(scores: torch.Tensor, count: int, exclude: Collection[int] = f
     """Positions of the ``count`` lowest scores, skipping positions in ``exclude``."""
     order = [i for i in torch.argsort(scores, stable=True).tolist() if i not in exclude]
     return order[:count]
+
+
+def random_windows(images: torch.Tensor, count: int, side: int) -> torch.Tensor:
+    """``count`` square windows of ``side`` pixels at random positions, cut in turn from each of
+    ``images`` (N,3,H,W): (count,3,side,side), drawn from torch's global generator (seeded by the run)."""
+    height, width = spatial_size(images)
+    windows = []
+    for i in range(count):
+        top = int(torch.randint(0, height - side + 1, ()))
+        left = int(torch.randint(0, width - side + 1, ()))
+        windows.append(images[i % len(images), :, top : top + side, left : left + side])
+    return torch.stack(windows)
 
 
 def anomalous_positions(test_set: Dataset, group: list[int]) -> list[int]:
@@ -89,13 +104,19 @@ class ProgressiveGroupTraining(Curriculum):
         batch_size: int = 8,
         crop_size: int = 128,
         synthetic_per_group: int = 48,
+        synthesis_on: SynthesisOn = "tile",
         lr: float = 2e-3,
         weight_decay: float = 1e-4,
         focal_gamma: float = 2.0,
         dice_weight: float = 1.0,
         synthesis: AnomalySynthesizer | None = None,
     ) -> None:
-        for name, value, choices in (("mode", mode, Mode), ("first_group", first_group, FirstGroup)):
+        closed = (
+            ("mode", mode, Mode),
+            ("first_group", first_group, FirstGroup),
+            ("synthesis_on", synthesis_on, SynthesisOn),
+        )
+        for name, value, choices in closed:
             allowed = get_args(choices)
             if value not in allowed:
                 raise AnorefineError(f"curriculum.{name}={value!r} is unknown: use one of {allowed}")
@@ -106,7 +127,7 @@ class ProgressiveGroupTraining(Curriculum):
         self.mode, self.group_size, self.order, self.order_seed = mode, group_size, order, order_seed
         self.first_group, self.ratio, self.contamination = first_group, pseudo_normal_ratio, contamination
         self.steps_per_group, self.batch_size, self.crop_size = steps_per_group, batch_size, crop_size
-        self.synthetic_per_group = synthetic_per_group
+        self.synthetic_per_group, self.synthesis_on = synthetic_per_group, synthesis_on
         self.optim = {
             "lr": lr,
             "weight_decay": weight_decay,
@@ -219,20 +240,29 @@ class _Session:
             self.calibrated = True
         if settings.mode == "scratch" or not refiner.is_built:
             refiner.build(as_output, size)
+        count = settings.synthetic_per_group * len(groups)
+        side = (self.task.detector.tile_side if settings.synthesis_on == "tile" else None) or 0
+        windowed = 0 < side < min(size)  # windows stand in for the pool: defects at a tile's scale
         with clock.stage("pgt_synthesis", len(groups)):
-            images, masks = settings.synthesis(pool["image"], settings.synthetic_per_group * len(groups))
+            if windowed:
+                normals = random_windows(pool["image"], len(pool["image"]), side)
+                images, masks = settings.synthesis(random_windows(pool["image"], count, side), count)
+            else:
+                normals = pool["image"]
+                images, masks = settings.synthesis(normals, count)
         with clock.stage("pgt_detector_maps", len(groups)):
             synthetic = self.detect([{"image": image} for image in images])
-        grid = pool["anomaly_map"].shape[-1]
-        all_images = torch.cat([images, pool["image"]])
-        all_maps = torch.cat([synthetic["anomaly_map"], pool["anomaly_map"]])
+            normal = self.detect([{"image": image} for image in normals]) if windowed else pool
+        grid, width = normal["anomaly_map"].shape[-1], normals.shape[-1]
+        all_images = torch.cat([images, normals])
+        all_maps = torch.cat([synthetic["anomaly_map"], normal["anomaly_map"]])
         pairs = SyntheticPairs(
             all_images,
-            torch.cat([masks, torch.zeros_like(pool["image"][:, :1])]),
+            torch.cat([masks, torch.zeros_like(normals[:, :1])]),
             all_maps,
-            torch.cat([synthetic["features"], pool["features"]]),
+            torch.cat([synthetic["features"], normal["features"]]),
             cues=self.pixel_cues(all_images, all_maps),
-            crop_cells=round(settings.crop_size * grid / size[-1]) if settings.crop_size else 0,
+            crop_cells=round(settings.crop_size * grid / width) if settings.crop_size else 0,
         )
         module = ArdTrainingModule(refiner, geometry, **settings.optim)
         loader = DataLoader(

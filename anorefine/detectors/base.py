@@ -88,6 +88,9 @@ class Detector(nn.Module):
     #: For a transductive detector: True when it may only see the images that arrived so far (a
     #: stream), False when it sees the whole category.
     stream_reference: bool = False
+    #: The side in pixels of the tiles it scores at native detail (``eval.tiling``), None when it sees
+    #: whole images: PGT paints its synthetic anomalies on windows of this side.
+    tile_side: int | None = None
 
     @classmethod
     def reads_train_split(cls, settings: dict[str, Any]) -> bool:

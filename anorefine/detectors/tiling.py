@@ -90,6 +90,7 @@ class TiledDetector(Detector):
         tiling.check(detector.stride)
         self.inner = detector
         self.tiling = tiling
+        self.tile_side = tiling.tile
         self.requires_fit = detector.requires_fit
         self.smoke_only = detector.smoke_only
         self.stride = detector.stride
