@@ -46,6 +46,7 @@ FAST: dict[str, tuple[int, list[str]]] = {
     "Dfm": (64, [RESNET18]),
     "Uflow": (64, [RESNET18]),
     "Cfa": (64, [RESNET18]),
+    "Fre": (64, [RESNET18, "+model.settings.layer=layer3", "+model.settings.input_dim=1024"]),  # 256 x 2 x 2
     "Supersimplenet": (128, [RESNET18]),  # its Perlin noise needs 128 pixels or more
     "AnomalyDINO": (56, []),
     "Dinomaly": (56, ["+model.settings.encoder_name=vit_small_patch14_dinov2"]),
