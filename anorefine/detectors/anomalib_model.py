@@ -108,8 +108,11 @@ def build_module(
     post-processor, evaluator or visualizer."""
     module_class = model_class(architecture)
     kwargs = dict(settings)
-    if mode == RANDOM and "pre_trained" in inspect.signature(module_class).parameters:
+    parameters = inspect.signature(module_class).parameters
+    if mode == RANDOM and "pre_trained" in parameters:
         kwargs.setdefault("pre_trained", False)
+    if "input_shape" in parameters:  # GLASS sizes its output map by it, not by its pre-processor
+        kwargs.setdefault("input_shape", (image_size, image_size))
     try:
         with offline_hubs(mode, weights_dir):
             return module_class(
