@@ -81,6 +81,7 @@ class Job:
 
 JOBS = [Job(scoring, refiner) for scoring in ("resize", "tiled") for refiner in REFINERS]
 JOBS.append(Job("tiled", "ard+pgt", WHOLE_IMAGE_PGT))
+JOBS.append(Job("tiled", "ard+pgt", ("curriculum.crop_size=256",)))  # PGT trains on whole windows
 
 
 def change(base: dict[str, Any], refined: dict[str, Any], key: str) -> str:
