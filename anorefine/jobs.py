@@ -3,6 +3,7 @@ that measure whole runs (scripts/rehearse.py, scripts/hires.py) start them."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -28,14 +29,15 @@ def run_job(
     overrides: list[str], run_dir: Path, log_name: str = "job.log", cwd: Path | None = None
 ) -> dict[str, Any]:
     """Run ``anorefine train`` with ``overrides`` in a child process (in ``cwd``), its log in ``run_dir``;
-    returns its status, wall time, peak RSS and, on failure, the last lines of its log."""
+    returns its status, wall time, peak RSS, the 1-minute load at its start and, on failure, the last
+    lines of its log."""
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path, rss_path = run_dir / log_name, run_dir / f"{Path(log_name).stem}.maxrss"
     command = [sys.executable, "-c", LAUNCHER, str(rss_path), *TRAIN, *overrides]
-    started = time.perf_counter()
+    load, started = os.getloadavg()[0], time.perf_counter()
     with log_path.open("w") as log:
         done = subprocess.run(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, check=False)
-    record: dict[str, Any] = {"wall_s": time.perf_counter() - started}
+    record: dict[str, Any] = {"wall_s": time.perf_counter() - started, "load_at_start": load}
     if rss_path.exists():
         record["peak_rss_mb"] = maxrss_mb(int(rss_path.read_text()))
     if done.returncode == 0:

@@ -90,14 +90,14 @@ def change(base: dict[str, Any], refined: dict[str, Any], key: str) -> str:
 
 HEADER = [
     "| scoring | refiner | pixel AP base → refined (Δ, 95 % interval) | pixel AUROC | SegF1 "
-    "| AP of defects <0.1 % | wall s | peak RSS GB |",
-    "|---|---|---|---|---|---|---:|---:|",
+    "| AP of defects <0.1 % | wall s | peak RSS GB | load at start | commit |",
+    "|---|---|---|---|---|---|---:|---:|---:|---|",
 ]
 
 
 def table(out: Path, records: dict[str, dict[str, Any]]) -> list[str]:
     """One row per finished job: base and refined pixel AP (with the Δ's interval), AUROC, SegF1 and
-    the AP of the smallest size bin, then its time and peak memory."""
+    the AP of the smallest size bin, then its time, peak memory, load at its start and commit."""
     rows = list(HEADER)
     for job in JOBS:
         path = out / job.key / RESULTS_FILE
@@ -119,6 +119,8 @@ def table(out: Path, records: dict[str, dict[str, Any]]) -> list[str]:
             change(small.get("base", {}), small.get("refined", {}), "pixel_ap"),
             f"{record.get('wall_s', float('nan')):.0f}",
             f"{record.get('peak_rss_mb', float('nan')) / 1024:.2f}",
+            f"{record['load_at_start']:.1f}" if "load_at_start" in record else "not recorded",
+            str(results.get("git_commit") or "")[:7],
         ]
         rows.append("| " + " | ".join(cells) + " |")
     return rows
@@ -146,7 +148,6 @@ def main() -> None:
     out = args.out / ("quick" if args.quick else "full")
     record_path = out / "jobs.json"
     records = json.loads(record_path.read_text()) if record_path.is_file() else {}
-    load = os.getloadavg()[0]
     for number, job in enumerate(JOBS, 1):
         run_dir = out / job.key
         if (run_dir / RESULTS_FILE).is_file():
@@ -158,8 +159,8 @@ def main() -> None:
         if records[job.key]["status"] != "done":
             print("\n".join(records[job.key]["error"]), file=sys.stderr)
     header = (
-        f"Measured {datetime.now(timezone.utc):%Y-%m-%d} at commit {git_commit()} on {cpu_model()} "
-        f"({os.cpu_count()} cores, 1-min load {load:.2f} at the start, {os.getloadavg()[0]:.2f} at the end); "
+        f"Table written {datetime.now(timezone.utc):%Y-%m-%d} at commit {git_commit()}; every job ran on "
+        f"{cpu_model()} ({os.cpu_count()} cores), its commit and the 1-minute load at its start in its row; "
         f"images {sizes[0]}², defects painted in {sizes[1]}² squares, tiles {sizes[2]}², "
         f"model input {sizes[3]}²."
     )

@@ -96,6 +96,7 @@ def test_quick_rehearsal_reports_resumes_and_survives_a_failing_job(
     records = json.loads((out / rehearse.RECORD_FILE).read_text())
     first, broken = (f"f2pad/{job.key}" for job in two_jobs("f2pad"))
     assert records[first]["status"] == "done" and records[first]["peak_rss_mb"] > 100
+    assert records[first]["load_at_start"] >= 0  # the machine's 1-minute load when the job started
     assert records[broken]["status"].startswith("failed") and records[broken]["error"]
     report = doc.read_text()
     for row in ("| grid | fit |", "| grid | detector_maps |", "| experiment=f2pad | 1 of 2 |"):
