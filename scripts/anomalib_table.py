@@ -90,15 +90,19 @@ def feature_origin(overrides: list[str]) -> str:
 
 
 def metric_cells(results: dict[str, Any]) -> list[str]:
-    """Refined value per column (the mean over categories, in %), with Δ over the base map when refined."""
+    """Refined value per column (the mean over categories, in %); when refined, the Δ over the base map
+    and its 95 % stratified bootstrap interval (``results["intervals"]["mean"]``) in brackets."""
     mean = results["metrics"]["mean"]
+    intervals = ((results.get("intervals") or {}).get("mean") or {}).get("delta", {})
     cells = []
     for key, _ in COLUMNS:
         base, refined = mean["base"].get(key), mean["refined"].get(key)
         if refined is None:
             cells.append("-")
         elif results["refines"] and base is not None:
-            cells.append(f"{100 * refined:.2f} ({100 * (refined - base):+.2f})")
+            interval = intervals.get(key)
+            spread = f" [{100 * interval['low']:+.2f}, {100 * interval['high']:+.2f}]" if interval else ""
+            cells.append(f"{100 * refined:.2f} ({100 * (refined - base):+.2f}{spread})")
         else:
             cells.append(f"{100 * refined:.2f}")
     return cells
@@ -122,7 +126,10 @@ def render(rows: list[list[str]], origins: dict[str, str], failures: dict[str, l
         + ".",
         "",
         "Mean over the demo categories, in %; a refiner's row gives its refined value and, in brackets, "
-        "the change over the same run's base map (the model's own map on the 8-pixel grid).",
+        "the change over the same run's base map (the model's own map on the 8-pixel grid) with its 95 % "
+        "paired bootstrap interval (test images resampled within each category, the categories' Δs "
+        "averaged replicate by replicate; the spread of one trained refiner over test images, not of "
+        "retraining).",
         "",
     ]
     if smoke:

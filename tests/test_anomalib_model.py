@@ -317,6 +317,9 @@ def test_the_table_script_writes_a_row_per_method(demo_root: Path, tmp_path: Pat
     assert rows[3][1] == "model backbone (feature_extractor: TimmFeatureExtractor) |"
     base = json.loads((out / "Padim" / "none" / "results.json").read_text())["metrics"]["mean"]["base"]
     assert rows[0][2] == f"{100 * base['pixel_ap']:.2f}"
+    refined_run = json.loads((out / "Padim" / "ard_pgt" / "results.json").read_text())
+    interval = refined_run["intervals"]["mean"]["delta"]["pixel_ap"]  # the Δ's interval, in brackets
+    assert rows[1][2].endswith(f" [{100 * interval['low']:+.2f}, {100 * interval['high']:+.2f}])")
 
 
 def test_a_setting_anomalib_refuses_is_one_line_naming_the_architecture() -> None:
