@@ -367,10 +367,11 @@ def format_breakdowns(results: dict[str, Any], with_delta: bool = True) -> str:
 
 def assemble_results(
     cfg: DictConfig, resolved: dict[str, Any], digest: str, overrides: list[str],
-    per_category: dict[str, dict[str, Any]], timings: dict[str, float], method: str,
+    per_category: dict[str, dict[str, Any]], timings: dict[str, float], method: str, commit: str | None,
 ) -> dict[str, Any]:  # fmt: skip
     """results.json's record of a finished run (layout: ``anorefine.run_folder``): each category's
-    entry, the means over them, provenance; ``timings``: the run's ``total_s`` and ``prepare_s``."""
+    entry, the means over them, provenance; ``timings``: the run's ``total_s`` and ``prepare_s``;
+    ``commit``: the checkout's commit when the run started."""
     categories = list(per_category)
     metrics: dict[str, Any] = {name: entry["metrics"] for name, entry in per_category.items()}
     metrics["mean"] = {stage: mean_metrics({c: metrics[c][stage] for c in categories}) for stage in STAGES}
@@ -422,7 +423,7 @@ def assemble_results(
             "per_category": {name: entry["timings"] for name, entry in per_category.items()},
         },
         "versions": package_versions(),
-        "git_commit": git_commit(),
+        "git_commit": commit,
     }
 
 

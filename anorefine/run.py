@@ -32,6 +32,7 @@ from anorefine.results import (
     assemble_results,
     category_intervals,
     compact_replicates,
+    git_commit,
     percent,
     print_summary,
 )
@@ -172,7 +173,7 @@ def eta(done: dict[str, dict[str, Any]], categories: list[str]) -> str:
 
 def run_experiment(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, Any]:
     """Run every category (reusing those finished in ``run_dir`` for this config); write results.json."""
-    started = time.perf_counter()
+    started, commit = time.perf_counter(), git_commit()  # the code this process runs, not a later HEAD
     settings = resolved(cfg)
     digest = config_hash(settings)
     pipeline = Pipeline(cfg)
@@ -210,7 +211,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict
     timings = {"total_s": time.perf_counter() - started + reused_s, "prepare_s": prepare_s}
     trained = component_class(cfg.curriculum, Curriculum).trains_refiner
     method = f"{cfg.refiner.name}+{cfg.curriculum.name}" if trained else cfg.refiner.name
-    results = assemble_results(cfg, settings, digest, overrides, per_category, timings, method)
+    results = assemble_results(cfg, settings, digest, overrides, per_category, timings, method, commit)
     if isinstance(logger, Logger):
         mean = results["metrics"]["mean"]
         logger.log_metrics(

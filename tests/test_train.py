@@ -14,7 +14,7 @@ from PIL import Image
 
 from anorefine import console
 from anorefine.map_files import read_map
-from anorefine.results import format_table
+from anorefine.results import format_table, git_commit
 from anorefine.run_folder import RESULTS_FORMAT
 
 METRIC_KEYS = {"image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "pixel_f1_max", "aupro", "pro_compat"}
@@ -51,6 +51,7 @@ def test_results_json_is_complete(first_run) -> None:
     assert results["config"]["model"]["image_size"] == 128
     assert "model.image_size=128" in results["overrides"]
     assert {"torch", "anomalib", "lightning"} <= set(results["versions"])
+    assert results["git_commit"] == git_commit()  # the checkout's commit (HEAD when the run started)
     assert set(results["timings"]["per_category"]) == {"brick", "gravel"}
     assert "pixel_ap" in first_run.stdout and "mean" in first_run.stdout  # the printed table
 
