@@ -14,10 +14,11 @@ scored once. Images present when watching begins are skipped, or scored with
 Polling, not the ``watchdog`` package: a look costs one listing of the folder, it needs no new
 dependency, and it works on network shares, where file-system events often never arrive.
 
-Ctrl-C (SIGINT) sets a flag instead of raising, so the image being scored is finished (map, mask,
-overlay and row, or nothing) before the loop ends; a KeyboardInterrupt inside a Lightning test pass
-would end the process at once. ``predict.watch_max_images`` and ``predict.watch_timeout_s`` end the
-loop too (scripts, tests). Each end prints one summary line.
+Ctrl-C (SIGINT) and SIGTERM (``docker stop``, systemd) set a flag instead of raising, so the image
+being scored is finished (map, mask, overlay and row, or nothing) before the loop ends; a
+KeyboardInterrupt inside a Lightning test pass would end the process at once.
+``predict.watch_max_images`` and ``predict.watch_timeout_s`` end the loop too (scripts, tests). Each
+end prints one summary line.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ log = logging.getLogger(__name__)
 
 #: An image file's (size in bytes, modification time in ns) at one look.
 Signature = tuple[int, int]
+#: The signals that end a watch after the image being scored, and how the summary names them.
+STOP_SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 
 
 @dataclass(frozen=True)
@@ -178,7 +181,8 @@ class FolderWatcher:
         self.failed: dict[Path, Signature] = {}  # the signature at which an image could not be read
         self.done: set[Path] = set()  # scored, or present at the start and skipped
         self.scored = self.errors = 0
-        self.stop = threading.Event()  # set by Ctrl-C (``stop_on_interrupt``)
+        self.stop = threading.Event()  # set by a stop signal (``stop_on_signals``)
+        self.stopped_by = STOP_SIGNALS[signal.SIGINT]  # names the signal that set ``stop``
         self.started = time.monotonic()
         present = self.look()
         if settings.existing:
@@ -250,15 +254,20 @@ class FolderWatcher:
         log.info("scored %s: %.4g%s (mask %.2f%%)", name, row["score"], flag, 100 * row["mask_share"])
 
     def finished(self) -> str | None:
-        """Why the watch ends now (Ctrl-C, ``watch_max_images``, ``watch_timeout_s``), or None."""
+        """Why the watch ends now (a stop signal, ``watch_max_images``, ``watch_timeout_s``), or None."""
         settings = self.settings
         if self.stop.is_set():
-            return "Ctrl-C"
+            return self.stopped_by
         if settings.max_images is not None and self.scored >= settings.max_images:
             return f"predict.watch_max_images={settings.max_images}"
         if settings.timeout_s is not None and time.monotonic() - self.started >= settings.timeout_s:
             return f"predict.watch_timeout_s={settings.timeout_s:g}"
         return None
+
+    def request_stop(self, reason: str) -> None:
+        """End the watch after the image being scored (called by a signal handler)."""
+        self.stopped_by = reason
+        self.stop.set()
 
     def run(self) -> str:
         """Look every ``poll_s`` seconds until ``finished``; returns why it ended."""
@@ -284,22 +293,28 @@ class FolderWatcher:
 
 
 @contextmanager
-def stop_on_interrupt(stop: threading.Event) -> Iterator[None]:
-    """Inside the block Ctrl-C (SIGINT) sets ``stop`` instead of raising KeyboardInterrupt; Python
-    delivers signals to the main thread only, so elsewhere this does nothing."""
+def stop_on_signals(watcher: FolderWatcher) -> Iterator[None]:
+    """Inside the block each of ``STOP_SIGNALS`` asks ``watcher`` to stop instead of raising or killing
+    the process; Python delivers signals to the main thread only, so elsewhere this does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    previous = {
+        number: signal.signal(
+            number, lambda signum, frame: watcher.request_stop(STOP_SIGNALS[signal.Signals(signum)])
+        )
+        for number in STOP_SIGNALS
+    }
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def watch_folder(cfg: DictConfig, run_dir: Path) -> bool:
-    """Watch ``predict.watch`` until Ctrl-C or a ``predict.watch_*`` limit, printing a summary line;
-    returns True when Ctrl-C ended it."""
+    """Watch ``predict.watch`` until Ctrl-C, SIGTERM or a ``predict.watch_*`` limit, printing a summary
+    line; returns True when a signal ended it."""
     settings = WatchSettings.of(cfg)
     engine = (onnx_engine if cfg.predict.engine == "onnx" else torch_engine)(cfg)
     watcher = FolderWatcher(engine, settings, run_dir)
@@ -308,7 +323,7 @@ def watch_folder(cfg: DictConfig, run_dir: Path) -> bool:
         "watching %s every %g s with %s (%d images already there: %s); Ctrl-C stops",
         settings.folder, settings.poll_s, engine.source, watcher.present_at_start, existing,
     )  # fmt: skip
-    with stop_on_interrupt(watcher.stop):
+    with stop_on_signals(watcher):
         reason = watcher.run()
     print(watcher.summary(reason), flush=True)
     return watcher.stop.is_set()

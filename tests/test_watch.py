@@ -2,7 +2,7 @@
 
 The rules (settling, half-written and broken files, what is ignored, the CSV) are driven look by look
 with a stand-in engine; the engines themselves run the real loop in a thread on the session's predict
-state (torch, and its ONNX export), and a subprocess watcher is stopped with SIGINT.
+state (torch, and its ONNX export), and a subprocess watcher is stopped with SIGINT and with SIGTERM.
 """
 
 from __future__ import annotations
@@ -298,8 +298,9 @@ def test_the_watcher_scores_images_landing_while_it_runs_like_predict(
 
 
 @pytest.mark.slow
-def test_ctrl_c_ends_the_watch_with_a_summary_and_whole_rows(
-    watched_run: Path, demo_root: Path, tmp_path: Path
+@pytest.mark.parametrize(("stop_signal", "named"), [(signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")])
+def test_a_stop_signal_ends_the_watch_with_a_summary_and_whole_rows(
+    watched_run: Path, demo_root: Path, tmp_path: Path, stop_signal: signal.Signals, named: str
 ) -> None:
     inbox, run_dir, out = tmp_path / "inbox", tmp_path / "watch", tmp_path / "stdout.txt"
     inbox.mkdir()
@@ -316,20 +317,20 @@ def test_ctrl_c_ends_the_watch_with_a_summary_and_whole_rows(
             shutil.copy(test_images[0], inbox / "first.png")
             while len(rows_of(run_dir / "scores.csv")) < 1 and time.monotonic() < deadline:
                 time.sleep(0.05)
-            for index, image in enumerate(test_images[1:6]):  # Ctrl-C lands while these are scored
+            for index, image in enumerate(test_images[1:6]):  # the signal lands while these are scored
                 shutil.copy(image, inbox / f"more{index}.png")
             time.sleep(0.3)
-            process.send_signal(signal.SIGINT)
+            process.send_signal(stop_signal)
             status = process.wait(timeout=60)
         finally:
             process.kill()
     text = out.read_text()
     assert status == 130, text[-3000:]  # cli.INTERRUPTED, as for any interrupted run
     rows = rows_of(run_dir / "scores.csv")
-    print(f"Ctrl-C after {len(rows)} of 6 images scored")
+    print(f"{named} after {len(rows)} of 6 images scored")
     summary = text.strip().splitlines()[-1]
     assert (
-        f"ended (Ctrl-C): {len(rows)} images scored, 0 unreadable; rows in {run_dir / 'scores.csv'}"
+        f"ended ({named}): {len(rows)} images scored, 0 unreadable; rows in {run_dir / 'scores.csv'}"
         in summary
     )
     assert (run_dir / "scores.csv").read_bytes().endswith(b"\r\n")
