@@ -109,17 +109,20 @@ def metric_cells(results: dict[str, Any]) -> list[str]:
 
 
 def timing_cells(results: dict[str, Any]) -> list[str]:
-    """Fit seconds (all categories), test milliseconds per image (mean), the run's total seconds."""
+    """Fit seconds (all categories), test milliseconds per image (mean), the run's total seconds, and
+    the commit the run records."""
     per_category = results["timings"]["per_category"].values()
     fit = sum(entry["fit_s"] for entry in per_category)
     test = sum(entry["test_ms_per_image"] for entry in per_category) / len(per_category)
-    return [f"{fit:.0f}", f"{test:.0f}", f"{results['timings']['total_s']:.0f}"]
+    commit = str(results.get("git_commit") or "")[:7]
+    return [f"{fit:.0f}", f"{test:.0f}", f"{results['timings']['total_s']:.0f}", commit]
 
 
 def render(rows: list[list[str]], origins: dict[str, str], failures: dict[str, list[str]],
            context: dict[str, str], smoke: bool) -> str:  # fmt: skip
     """The section of docs/anomalib_models.md: context, the table, the ARD's features, failures."""
-    header = ["model", "method", *(label for _, label in COLUMNS), "fit s", "test ms/image", "total s"]
+    header = ["model", "method", *(label for _, label in COLUMNS), "fit s", "test ms/image", "total s",
+              "commit"]  # fmt: skip
     parts = [
         "Measured by `python scripts/anomalib_table.py`: "
         + "; ".join(f"{key}: {value}" for key, value in context.items())
@@ -165,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--models {','.join(unknown)}: not in the table's models ({', '.join(MODELS)})")
     started, load = time.perf_counter(), os.getloadavg()[0]
     (args.out / "dtd").mkdir(parents=True, exist_ok=True)  # Draem's texture folder (MODELS), left empty
-    rows, origins, failures, smoke = [], {}, {}, False
+    rows, origins, failures, smoke, reused = [], {}, {}, False, 0
     for architecture in models:
         overrides = job_overrides(architecture, "none", args.out, args.quick, args.overrides)
         try:
@@ -177,23 +180,25 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = args.out / architecture / method.replace("+", "_")
             if (run_dir / RESULTS_FILE).exists():
                 print(f"{name}: finished earlier, reused", flush=True)
+                reused += 1
             else:
                 print(f"{name}: running", flush=True)
                 overrides = job_overrides(architecture, method, args.out, args.quick, args.overrides)
                 record = run_job([*overrides, f"hydra.run.dir='{run_dir}'"], run_dir, cwd=REPO)
                 if record["status"] != "done":
                     failures[name] = record["error"][-TAIL_LINES:]
-                    rows.append([architecture, method, record["status"], *["-"] * (len(COLUMNS) + 2)])
+                    rows.append([architecture, method, record["status"], *["-"] * (len(COLUMNS) + 3)])
                     continue
             results = json.loads((run_dir / RESULTS_FILE).read_text())
             smoke = smoke or bool(results["smoke_only"])
             rows.append([architecture, method, *metric_cells(results), *timing_cells(results)])
     context = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": str(git_commit()),
+        "table commit": str(git_commit()),
         "machine": f"{machine()}, no GPU",
-        "load average at start": f"{load:.1f}",
-        "wall time": f"{(time.perf_counter() - started) / 60:.0f} min",
+        "this call": f"{len(rows) - reused} job(s) run, {reused} reused from earlier calls (each row names "
+        f"its run's commit), load average {load:.1f} at its start, "
+        f"{(time.perf_counter() - started) / 60:.0f} min",
     }
     if args.quick:
         context["mode"] = "--quick (" + " ".join(QUICK) + ")"
