@@ -27,15 +27,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from hydra import compose, initialize_config_dir
-from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from anorefine.config import CONF_DIR, register_configs
 from anorefine.data.standin import LAYOUTS, scaled_count, write_standin
 from anorefine.datasets import open_dataset
 from anorefine.detectors.anomalyclip_training import resolve_aux_dataset
+from anorefine.detectors.base import Detector
 from anorefine.detectors.musc import MIN_REFERENCE
 from anorefine.jobs import run_job
+from anorefine.nodes import component_class
 from anorefine.projection import (
     ASSUMED_GPU,
     BUDGETS,
@@ -145,7 +146,7 @@ def projected_seconds(
         real_aux = sum(Population.of(layout).test for layout in LAYOUTS[aux].values())
         run_cfg = OmegaConf.create(results["config"])
         steps = (prompt_steps(job_cfg, real_aux), prompt_steps(run_cfg, aux_test_images(aux, roots[aux])))
-    transductive = bool(get_class(job_cfg.model._target_).transductive)
+    transductive = component_class(job_cfg.model, Detector).transductive
     layouts = LAYOUTS[dataset].values()
     return project_job(results, wall_s, job_cfg, layouts, measured, transductive, steps, speedup)
 
