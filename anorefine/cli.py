@@ -119,9 +119,8 @@ def train(cfg: DictConfig) -> None:
 
             if not cfg.predict.watch:
                 (score_folder if cfg.predict.engine == "onnx" else run_inspection)(cfg, run_dir)
-            elif watch_folder(
-                cfg, run_dir
-            ):  # predict.watch=DIR, ended by Ctrl-C or SIGTERM (after its summary)
+            # predict.watch=DIR: a stop signal (Ctrl-C, SIGTERM) ends it after its summary
+            elif watch_folder(cfg, run_dir):
                 sys.exit(INTERRUPTED)
             return
         run_experiment(cfg, run_dir, overrides)
